@@ -1,0 +1,139 @@
+"""Commit log: canonical JSON entries chained by BLAKE3 roots, created put-if-absent (DESIGN §5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+import blake3
+
+from .errors import CommitConflictError, IntegrityError, StorageError
+from .storage import ObjectStore
+
+__all__ = ["CommitLog", "canonical", "compute_root", "now_rfc3339"]
+
+FORMAT = 1
+Commit = dict[str, Any]
+
+
+def canonical(obj: Any) -> bytes:
+    """Canonical JSON: UTF-8, sorted keys, no insignificant whitespace."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def compute_root(entry: Commit, prev_root: str | None) -> str:
+    """`blake3(bytes.fromhex(prev_root or "") + canonical(entry without "root"))` as hex."""
+    body = {k: v for k, v in entry.items() if k != "root"}
+    return blake3.blake3(bytes.fromhex(prev_root or "") + canonical(body)).hexdigest()
+
+
+def now_rfc3339() -> str:
+    """The current UTC time as RFC 3339 with microseconds and a 'Z' suffix."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def writer_identity(writer_id: str, epoch: int) -> dict[str, Any]:
+    """What a commit records about the process that wrote it."""
+    return {"id": writer_id, "epoch": epoch, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+class CommitLog:
+    """The commit log of one stream: `streams/<enc>/commits/<generation:020d>.json`."""
+
+    def __init__(self, store: ObjectStore, stream: str, folder: str) -> None:
+        self.store = store
+        self.stream = stream
+        self.folder = f"{folder}/commits"
+
+    def path(self, generation: int) -> str:
+        """Store path of the commit with this generation."""
+        return f"{self.folder}/{generation:020d}.json"
+
+    def generations(self, after: int = -1) -> list[int]:
+        """Sorted generations present in the store, greater than `after`."""
+        try:
+            names = self.store.list(self.folder)
+        except OSError as e:
+            raise StorageError(f"cannot list {self.store.uri}/{self.folder}: {e}") from e
+        out = []
+        for name in names:
+            stem, _, ext = name.partition(".")
+            if ext == "json" and stem.isdigit() and int(stem) > after:
+                out.append(int(stem))
+        return sorted(out)
+
+    def read(self, generation: int, prev_root: str | None) -> Commit:
+        """Read and check one commit: its fields, its place in the chain and its root."""
+        path = self.path(generation)
+        try:
+            data = self.store.get(path)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise StorageError(f"cannot read {self.store.uri}/{path}: {e}") from e
+        try:
+            entry = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise IntegrityError(f"commit {self.store.uri}/{path} is not valid JSON: {e}") from e
+        check_commit(entry, self.stream, generation, prev_root, f"{self.store.uri}/{path}")
+        return entry  # type: ignore[no-any-return]
+
+    def create(
+        self,
+        generation: int,
+        prev_root: str | None,
+        actions: list[dict[str, Any]],
+        writer: dict[str, Any],
+    ) -> Commit:
+        """Create commit `generation` put-if-absent; `CommitConflictError` if it exists."""
+        entry: Commit = {
+            "format": FORMAT,
+            "stream": self.stream,
+            "generation": generation,
+            "prev_root": prev_root,
+            "time": now_rfc3339(),
+            "writer": writer,
+            "actions": actions,
+        }
+        entry["root"] = compute_root(entry, prev_root)
+        path = self.path(generation)
+        try:
+            self.store.put_if_absent(path, canonical(entry))
+        except FileExistsError:
+            raise CommitConflictError(
+                f"commit {generation} of stream {self.stream!r} already exists: another writer "
+                "committed first; reopen the stream to see its state"
+            ) from None
+        except OSError as e:
+            raise StorageError(f"cannot create {self.store.uri}/{path}: {e}") from e
+        return entry
+
+
+def check_commit(
+    entry: Any, stream: str, generation: int, prev_root: str | None, where: str
+) -> None:
+    """Raise `IntegrityError` unless `entry` is a well-formed commit at this chain position."""
+    if not isinstance(entry, dict):
+        raise IntegrityError(f"commit {where} is not a JSON object")
+    for key, expected in (
+        ("format", FORMAT),
+        ("stream", stream),
+        ("generation", generation),
+        ("prev_root", prev_root),
+    ):
+        if entry.get(key) != expected:
+            raise IntegrityError(
+                f"commit {where}: {key} is {entry.get(key)!r}, expected {expected!r}"
+            )
+    if not isinstance(entry.get("actions"), list):
+        raise IntegrityError(f"commit {where} has no action list")
+    found = compute_root(entry, prev_root)
+    if entry.get("root") != found:
+        raise IntegrityError(
+            f"commit {where}: root mismatch, expected {entry.get('root')!r}, found {found!r}"
+        )

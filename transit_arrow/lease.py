@@ -1,0 +1,160 @@
+"""Writer leases: at most one writer per stream, across processes and machines (DESIGN §5).
+
+A lease is an epoch-numbered object `streams/<enc>/writer/<epoch:020d>.json` created
+put-if-absent, so epochs only grow and two writers can never both acquire the same epoch. The
+newest epoch is the current lease; a clean close writes the next epoch as a release. Taking
+over a live (or unknown) writer's lease also writes a `fence` commit, so the old writer's next
+commit attempt fails and it learns it was fenced (its local head files stay on disk).
+
+On one machine, a lock file in the local working dir (`fcntl.flock`) additionally prevents two
+processes from sharing a head folder; the OS drops it when a process dies, which is how a
+crashed writer's lease is recognised as stale without waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .commit import canonical, now_rfc3339
+from .errors import StorageError, WriterBusyError
+from .storage import ObjectStore
+
+__all__ = ["Lease", "LocalLock"]
+
+
+class LocalLock:
+    """An exclusive, non-blocking `flock` on `<folder>/writer.lock`."""
+
+    def __init__(self, folder: Path, stream: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "writer.lock"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 200, 0).decode(errors="replace").strip()
+            os.close(self._fd)
+            raise WriterBusyError(
+                f"stream {stream!r} is being written by another process on this machine "
+                f"({holder or 'unknown'}) using the same local dir {folder}; close it first, "
+                "or take over from a process with a different local_dir"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"pid {os.getpid()}".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclass
+class Lease:
+    """The lease this process holds on one stream."""
+
+    store: ObjectStore
+    folder: str
+    epoch: int
+    writer_id: str
+    fenced_previous: dict[str, Any] | None
+
+    @staticmethod
+    def _epochs(store: ObjectStore, folder: str) -> list[int]:
+        try:
+            names = store.list(f"{folder}/writer")
+        except OSError as e:
+            raise StorageError(f"cannot list writer leases of {folder}: {e}") from e
+        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+    @classmethod
+    def current_epoch(cls, store: ObjectStore, folder: str) -> int:
+        """The newest lease epoch (0 when none was ever taken)."""
+        epochs = cls._epochs(store, folder)
+        return epochs[-1] if epochs else 0
+
+    @classmethod
+    def acquire(
+        cls,
+        store: ObjectStore,
+        folder: str,
+        stream: str,
+        writer_id: str,
+        local_dir: str,
+        *,
+        take_over: bool,
+        local_lock_held: bool,
+    ) -> Lease:
+        """Acquire the lease, or raise `WriterBusyError` naming the holder and the way out."""
+        epochs = cls._epochs(store, folder)
+        latest = epochs[-1] if epochs else 0
+        fenced: dict[str, Any] | None = None
+        if latest:
+            record = json.loads(store.get(f"{folder}/writer/{latest:020d}.json"))
+            holder = record.get("holder")
+            if not record.get("released") and holder is not None:
+                stale = holder.get("host") == socket.gethostname() and (
+                    (local_lock_held and holder.get("local_dir") == local_dir)
+                    or not _pid_alive(int(holder.get("pid", -1)))
+                )
+                if not stale and not take_over:
+                    raise WriterBusyError(
+                        f"stream {stream!r} is held by writer {holder.get('id')} "
+                        f"(host {holder.get('host')}, pid {holder.get('pid')}, epoch {latest}, "
+                        f"since {record.get('acquired_at')}); pass take_over=True to fence it"
+                    )
+                if not stale:
+                    fenced = {"epoch": latest, **holder}
+        epoch = latest + 1
+        record = {
+            "epoch": epoch,
+            "holder": {
+                "id": writer_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "local_dir": local_dir,
+            },
+            "acquired_at": now_rfc3339(),
+        }
+        try:
+            store.put_if_absent(f"{folder}/writer/{epoch:020d}.json", canonical(record))
+        except FileExistsError:
+            raise WriterBusyError(
+                f"stream {stream!r}: another writer acquired the lease at the same moment "
+                f"(epoch {epoch}); retry, or pass take_over=True"
+            ) from None
+        except OSError as e:
+            raise StorageError(f"cannot write the writer lease of {stream!r}: {e}") from e
+        return cls(store, folder, epoch, writer_id, fenced)
+
+    def is_current(self) -> bool:
+        """False once a newer epoch exists (this writer was fenced or released)."""
+        return self.current_epoch(self.store, self.folder) == self.epoch
+
+    def release(self) -> None:
+        """Write the release record (epoch + 1); harmless if someone took over already."""
+        record = {"epoch": self.epoch + 1, "released": True, "released_at": now_rfc3339()}
+        # Someone may have taken over already; the release is then moot.
+        with contextlib.suppress(FileExistsError, OSError):
+            self.store.put_if_absent(
+                f"{self.folder}/writer/{self.epoch + 1:020d}.json", canonical(record)
+            )
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

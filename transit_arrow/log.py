@@ -1,0 +1,441 @@
+"""The log: everything under one root URI, and `open()` (DESIGN §1, §3)."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import blake3
+import pyarrow as pa
+
+from .commit import Commit, CommitLog, canonical, now_rfc3339, writer_identity
+from .errors import (
+    AlreadyExistsError,
+    CommitConflictError,
+    InvalidInputError,
+    LogClosedError,
+    NotALogError,
+    StorageError,
+    StreamNotFoundError,
+)
+from .manifest import Manifest, SegmentRef
+from .names import decode_stream_name, encode_stream_name, validate_stream_name
+from .record import evolve_schema, schema_to_json
+from .storage import ObjectStore, store_from_uri
+from .stream import Stream
+from .typing import DURABILITY_LEVELS, Durability
+
+__all__ = ["Log", "open"]
+
+MARKER = "_transit.json"
+FORMAT = 1
+_MEMORY_LOCAL_DIRS: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class _Options:
+    durability: Durability
+    segment_max_records: int
+    segment_max_bytes: int
+    segment_max_age: float
+    row_group_size: int
+    max_pending_heads: int
+    seal_retries: int
+    lease_check_interval: float
+
+
+def open(  # the entry point is deliberately named like the builtin, as in io.open
+    uri: str | os.PathLike[str],
+    *,
+    local_dir: str | os.PathLike[str] | None = None,
+    durability: Durability = "local",
+    segment_max_records: int = 1_000_000,
+    segment_max_bytes: int = 128 * 1024 * 1024,
+    segment_max_age: float = 60.0,
+    row_group_size: int = 65536,
+    create: bool = True,
+) -> Log:
+    """Open (or create) the log at `uri` and return a `Log`.
+
+    Args:
+        uri: a folder path, `file://...`, or `memory://name`.
+        local_dir: where heads live; defaults to `<root>/_local` for a local root and to a
+            per-URI folder otherwise.
+        durability: default durability of appends ("memory", "local" or "tiered").
+        segment_max_records: seal the head once it holds this many records.
+        segment_max_bytes: ... or this many bytes of Arrow data.
+        segment_max_age: ... or once its oldest record is this many seconds old.
+        row_group_size: rows per Parquet row group in sealed segments.
+        create: create the log when `uri` is empty or missing (else `NotALogError`).
+
+    Raises:
+        NotALogError: `uri` holds something that is not a transit-arrow log.
+        InvalidInputError: an option is out of range.
+    """
+    if durability not in DURABILITY_LEVELS:
+        raise InvalidInputError(
+            f"durability must be one of {', '.join(DURABILITY_LEVELS)}, not {durability!r}"
+        )
+    for name, value in (
+        ("segment_max_records", segment_max_records),
+        ("segment_max_bytes", segment_max_bytes),
+        ("row_group_size", row_group_size),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"{name} must be a positive integer, not {value!r}")
+    if not segment_max_age > 0:
+        raise InvalidInputError(f"segment_max_age must be > 0 seconds, not {segment_max_age!r}")
+    try:
+        store = store_from_uri(uri)
+    except ValueError as e:
+        raise InvalidInputError(str(e)) from None
+    options = _Options(
+        durability=durability,
+        segment_max_records=segment_max_records,
+        segment_max_bytes=segment_max_bytes,
+        segment_max_age=float(segment_max_age),
+        row_group_size=row_group_size,
+        max_pending_heads=4,
+        seal_retries=5,
+        lease_check_interval=1.0,
+    )
+    return Log(store, options, local_dir=local_dir, create=create)
+
+
+def _default_local_dir(store: ObjectStore) -> Path:
+    local = store.local_path("")
+    if local is not None:
+        return Path(local) / "_local"
+    if store.uri.startswith("memory://"):
+        # A memory log lives as long as the process; so do its heads.
+        folder = _MEMORY_LOCAL_DIRS.get(store.uri)
+        if folder is None:
+            folder = _MEMORY_LOCAL_DIRS[store.uri] = tempfile.mkdtemp(prefix="transit-memory-")
+        return Path(folder)
+    import platformdirs
+
+    digest = blake3.blake3(store.uri.encode()).hexdigest()[:16]
+    return Path(platformdirs.user_cache_dir("transit-arrow")) / digest
+
+
+class Log:
+    """A transit-arrow log: streams, their commits and segments under one root.
+
+    Open one with `transit_arrow.open(uri)`; use it as a context manager or call `close()`.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        options: _Options,
+        *,
+        local_dir: str | os.PathLike[str] | None,
+        create: bool,
+    ) -> None:
+        self.store = store
+        self.uri = store.uri
+        self._options = options
+        self._open_marker(create)
+        self.local_dir = Path(local_dir) if local_dir is not None else _default_local_dir(store)
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        self._streams: dict[str, Stream] = {}
+        self._manifests: dict[str, Manifest] = {}
+        self._commit_cache: dict[str, list[Commit]] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Log {self.uri}>"
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- opening --------------------------------------------------------------------------
+
+    def _open_marker(self, create: bool) -> None:
+        try:
+            data = self.store.get(MARKER)
+        except FileNotFoundError:
+            data = None
+        except OSError as e:
+            raise StorageError(f"cannot read {self.uri}/{MARKER}: {e}") from e
+        if data is not None:
+            try:
+                marker = json.loads(data)
+            except ValueError as e:
+                raise NotALogError(f"{self.uri}/{MARKER} is not valid JSON: {e}") from e
+            if not isinstance(marker, dict) or marker.get("format") != FORMAT:
+                raise NotALogError(
+                    f"{self.uri} has an unsupported format marker {marker!r} (expected format "
+                    f"{FORMAT}); upgrade transit-arrow"
+                )
+            return
+        if not self.store.is_empty():
+            raise NotALogError(
+                f"{self.uri} is not empty and is not a transit-arrow log (no {MARKER}); "
+                "open an existing log or an empty folder"
+            )
+        if not create:
+            raise NotALogError(f"there is no transit-arrow log at {self.uri}")
+        # A concurrent creator wrote the same marker: fine.
+        with contextlib.suppress(FileExistsError):
+            marker_bytes = canonical({"format": FORMAT, "created": now_rfc3339()})
+            self.store.put_if_absent(MARKER, marker_bytes)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"the log {self.uri} is closed; open it again")
+
+    def close(self) -> None:
+        """Seal and commit every head this process writes, release leases, and close the log."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            streams = list(self._streams.values())
+        errors = []
+        for stream in streams:
+            try:
+                stream.close()
+            except Exception as e:  # close every stream even if one fails
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    # --- paths ----------------------------------------------------------------------------
+
+    def _stream_folder(self, name: str) -> str:
+        return f"streams/{encode_stream_name(name)}"
+
+    def _local_stream_dir(self, name: str) -> Path:
+        return self.local_dir / "streams" / encode_stream_name(name)
+
+    def _segment_local_path(self, seg: SegmentRef) -> str | None:
+        return self.store.local_path(seg.path)
+
+    def _segment_source(self, seg: SegmentRef) -> str | pa.NativeFile:
+        path = self.store.local_path(seg.path)
+        if path is not None:
+            return path
+        try:
+            return pa.BufferReader(self.store.get(seg.path))
+        except OSError as e:
+            raise StorageError(f"cannot read segment {self.uri}/{seg.path}: {e}") from e
+
+    # --- manifests ------------------------------------------------------------------------
+
+    def _remember(self, name: str, commit: Commit) -> Manifest:
+        """Fold a commit this process just created into the cached manifest."""
+        with self._lock:
+            current = self._manifests.get(name)
+            manifest = Manifest.initial(commit) if current is None else current.apply(commit)
+            self._manifests[name] = manifest
+            self._commit_cache.setdefault(name, []).append(commit)
+            return manifest
+
+    def _manifest(self, name: str, *, refresh: bool) -> Manifest:
+        """The latest manifest of `name` (listing the commit log when `refresh`)."""
+        with self._lock:
+            current = self._manifests.get(name)
+            if current is not None and not refresh:
+                return current
+            folder = self._stream_folder(name)
+            log = CommitLog(self.store, name, folder)
+            after = current.generation if current is not None else -1
+            generations = log.generations(after=after)
+            if current is None and not generations:
+                raise self._not_found(name)
+            commits = self._commit_cache.setdefault(name, [])
+            for g in generations:
+                if g != (current.generation + 1 if current else 0):
+                    break  # a gap means a commit is being written; stop at the contiguous end
+                commit = log.read(g, current.root if current else None)
+                current = Manifest.initial(commit) if current is None else current.apply(commit)
+                commits.append(commit)
+            assert current is not None
+            self._manifests[name] = current
+            return current
+
+    def _commits(self, name: str) -> list[Commit]:
+        self._manifest(name, refresh=True)
+        with self._lock:
+            return list(self._commit_cache[name])
+
+    def _not_found(self, name: str) -> StreamNotFoundError:
+        names = self._stream_names()
+        near = difflib.get_close_matches(name, names, n=3)
+        hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+        return StreamNotFoundError(
+            f"stream {name!r} does not exist in {self.uri}{hint} "
+            f"(create it with create_stream; {len(names)} streams exist)"
+        )
+
+    def _stream_names(self) -> list[str]:
+        try:
+            folders = self.store.list("streams")
+        except OSError as e:
+            raise StorageError(f"cannot list streams of {self.uri}: {e}") from e
+        names = []
+        for folder in folders:
+            if not folder.endswith("/"):
+                continue
+            component = folder[:-1]
+            name = decode_stream_name(component)
+            if name is None:
+                try:
+                    first = json.loads(self.store.get(f"streams/{component}/commits/{0:020d}.json"))
+                except FileNotFoundError:
+                    continue
+                name = first["stream"]
+            elif not self.store.exists(f"streams/{component}/commits/{0:020d}.json"):
+                continue
+            names.append(name)
+        return sorted(names)
+
+    # --- streams --------------------------------------------------------------------------
+
+    def create_stream(
+        self,
+        name: str,
+        *,
+        schema: pa.Schema | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Stream:
+        """Create a root stream and return it.
+
+        Args:
+            name: 1-255 characters from letters, digits, '.', '_', '-', '/'.
+            schema: optional user schema (else fixed by the first append).
+            metadata: optional `actor`, `reason` (strings) and `labels` (str -> str).
+
+        Raises:
+            AlreadyExistsError: a stream with this name exists.
+            InvalidInputError: bad name, schema or metadata.
+        """
+        self._check_open()
+        validate_stream_name(name)
+        create = {
+            "type": "create",
+            "kind": "root",
+            "parent": None,
+            "merge": None,
+            "schema": schema_to_json(self._check_schema(schema)) if schema is not None else None,
+            "metadata": _check_metadata(metadata),
+            "created_at": now_rfc3339(),
+            "start_offset": 0,
+        }
+        return self._create(name, create)
+
+    def _create(self, name: str, create: dict[str, Any]) -> Stream:
+        log = CommitLog(self.store, name, self._stream_folder(name))
+        try:
+            commit = log.create(0, None, [create], writer_identity("creator", 0))
+        except CommitConflictError:
+            raise AlreadyExistsError(
+                f"stream {name!r} already exists in {self.uri}; open it with log.stream({name!r})"
+            ) from None
+        self._remember(name, commit)
+        return self.stream(name)
+
+    @staticmethod
+    def _check_schema(schema: Any) -> pa.Schema:
+        if not isinstance(schema, pa.Schema):
+            raise InvalidInputError(f"schema must be a pyarrow.Schema, not {type(schema).__name__}")
+        from .record import _check_names
+
+        _check_names(schema.names)
+        reserved = [n for n in schema.names if n.startswith("_")]
+        if reserved:
+            raise InvalidInputError(f"schema columns {reserved} are reserved (leading '_')")
+        return evolve_schema(None, schema)
+
+    def stream(self, name: str, *, take_over: bool = False) -> Stream:
+        """Return the stream called `name` (one handle per name per `Log`).
+
+        Args:
+            name: the stream's name.
+            take_over: when writing, fence another live writer instead of failing.
+
+        Raises:
+            StreamNotFoundError: no such stream (the message lists near names).
+        """
+        self._check_open()
+        validate_stream_name(name)
+        with self._lock:
+            stream = self._streams.get(name)
+            if stream is None:
+                self._manifest(name, refresh=True)
+                stream = self._streams[name] = Stream(self, name, take_over=take_over)
+            elif take_over:
+                stream._take_over = True
+            return stream
+
+    def streams(self) -> pa.Table:
+        """One row per stream: name, kind, next_offset, generation, root, segments, created_at."""
+        self._check_open()
+        rows = []
+        for name in self._stream_names():
+            stream = self._streams.get(name)
+            manifest = self._manifest(name, refresh=True)
+            next_offset = stream.next_offset if stream is not None else manifest.next_offset
+            rows.append(
+                {
+                    "name": name,
+                    "kind": manifest.kind,
+                    "next_offset": next_offset,
+                    "committed_offset": manifest.next_offset,
+                    "generation": manifest.generation,
+                    "root": manifest.root,
+                    "segments": len(manifest.segments),
+                    "created_at": manifest.create.get("created_at"),
+                }
+            )
+        return pa.Table.from_pylist(rows, schema=_STREAMS_SCHEMA)
+
+
+def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    metadata = dict(metadata or {})
+    unknown = set(metadata) - {"actor", "reason", "labels"}
+    if unknown:
+        raise InvalidInputError(
+            f"unknown metadata keys {sorted(unknown)}; use 'actor', 'reason' and 'labels'"
+        )
+    for key in ("actor", "reason"):
+        if metadata.get(key) is not None and not isinstance(metadata[key], str):
+            raise InvalidInputError(f"metadata {key!r} must be a string")
+    labels = metadata.get("labels") or {}
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise InvalidInputError("metadata 'labels' must map strings to strings")
+    return {"actor": metadata.get("actor"), "reason": metadata.get("reason"), "labels": labels}
+
+
+_STREAMS_SCHEMA = pa.schema(
+    [  # type: ignore[arg-type]
+        ("name", pa.string()),
+        ("kind", pa.string()),
+        ("next_offset", pa.int64()),
+        ("committed_offset", pa.int64()),
+        ("generation", pa.int64()),
+        ("root", pa.string()),
+        ("segments", pa.int64()),
+        ("created_at", pa.string()),
+    ]
+)

@@ -1,0 +1,286 @@
+"""Records and schemas: system columns, input coercion and schema evolution (DESIGN §2)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from .errors import InvalidInputError, SchemaMismatchError
+
+__all__ = [
+    "HEADERS_TYPE",
+    "SYSTEM_COLUMNS",
+    "TIMESTAMP_TYPE",
+    "coerce_input",
+    "conform",
+    "evolve_schema",
+    "full_schema",
+    "head_schema",
+    "schema_from_json",
+    "schema_to_json",
+]
+
+TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
+HEADERS_TYPE = pa.map_(pa.string(), pa.string())
+SYSTEM_COLUMNS = ("_stream", "_offset", "_timestamp", "_headers")
+# Columns a caller may supply; the others are assigned by the log.
+_CALLER_SYSTEM = {"_timestamp": TIMESTAMP_TYPE, "_headers": HEADERS_TYPE}
+
+_STREAM_FIELD = pa.field("_stream", pa.string(), nullable=False)
+_HEAD_SYSTEM_FIELDS = [
+    pa.field("_offset", pa.int64(), nullable=False),
+    pa.field("_timestamp", TIMESTAMP_TYPE, nullable=False),
+    pa.field("_headers", HEADERS_TYPE, nullable=True),
+]
+
+_SIGNED: list[pa.DataType] = [pa.int8(), pa.int16(), pa.int32(), pa.int64()]
+_UNSIGNED: list[pa.DataType] = [pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()]
+_FLOATS: list[pa.DataType] = [pa.float16(), pa.float32(), pa.float64()]
+
+
+def head_schema(user: pa.Schema) -> pa.Schema:
+    """Schema of a head file: system columns except `_stream` (constant per head), then user."""
+    return pa.schema([*_HEAD_SYSTEM_FIELDS, *user])
+
+
+def full_schema(user: pa.Schema) -> pa.Schema:
+    """Schema of read results: the four system columns, then the user columns."""
+    return pa.schema([_STREAM_FIELD, *_HEAD_SYSTEM_FIELDS, *user])
+
+
+def schema_to_json(schema: pa.Schema) -> str:
+    """Serialize a schema to a hex string of its Arrow IPC form (exact and portable)."""
+    return bytes(schema.serialize()).hex()
+
+
+def schema_from_json(text: str) -> pa.Schema:
+    """Inverse of `schema_to_json`."""
+    return pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(text)))
+
+
+# --- schema evolution -------------------------------------------------------------------------
+
+
+def _rank(kind: list[pa.DataType], t: pa.DataType) -> int:
+    return kind.index(t) if t in kind else -1
+
+
+def _widen(column: str, old: pa.DataType, new: pa.DataType) -> pa.DataType:
+    """The type a column holding `old` values must have to also hold `new` ones."""
+    if old == new or pa.types.is_null(new):
+        return old
+    if pa.types.is_null(old):
+        return new
+    for family in (_SIGNED, _UNSIGNED, _FLOATS):
+        ro, rn = _rank(family, old), _rank(family, new)
+        if ro >= 0 and rn >= 0:
+            return family[max(ro, rn)]
+    # An unsigned integer fits a strictly wider signed one.
+    if old in _SIGNED and new in _UNSIGNED and _rank(_UNSIGNED, new) < _rank(_SIGNED, old):
+        return old
+    if old in _UNSIGNED and new in _SIGNED:
+        needed = max(_rank(_UNSIGNED, old) + 1, _rank(_SIGNED, new))
+        if needed < len(_SIGNED):
+            return _SIGNED[needed]
+    for small, large in ((pa.string(), pa.large_string()), (pa.binary(), pa.large_binary())):
+        if {old, new} == {small, large}:
+            return large
+    if pa.types.is_struct(old) and pa.types.is_struct(new):
+        fields = {f.name: f for f in old}
+        merged = [
+            pa.field(f.name, _widen(f"{column}.{f.name}", f.type, new.field(f.name).type))
+            if new.get_field_index(f.name) >= 0
+            else f.with_nullable(True)
+            for f in old
+        ]
+        merged += [f.with_nullable(True) for f in new if f.name not in fields]
+        return pa.struct(merged)
+    for is_kind, make in (
+        (pa.types.is_list, pa.list_),
+        (pa.types.is_large_list, pa.large_list),
+    ):
+        if is_kind(old) and is_kind(new):
+            value = _widen(f"{column}[]", old.value_type, new.value_type)  # type: ignore[attr-defined]
+            return make(value)
+    raise SchemaMismatchError(
+        f"column {column!r} has type {old} in the stream but {new} in the appended data; "
+        "only new nullable columns and safe widening (e.g. int32 -> int64) are automatic"
+    )
+
+
+def evolve_schema(current: pa.Schema | None, incoming: pa.Schema) -> pa.Schema:
+    """Return the user schema that holds both `current` and `incoming` data.
+
+    New columns are appended (nullable); types widen safely. Anything else raises
+    `SchemaMismatchError` naming the column, the old and the new type.
+    """
+    if current is None:
+        return pa.schema([pa.field(f.name, f.type) for f in incoming])
+    fields = [pa.field(f.name, f.type) for f in current]
+    index = {f.name: i for i, f in enumerate(fields)}
+    for f in incoming:
+        if f.name in index:
+            i = index[f.name]
+            fields[i] = pa.field(f.name, _widen(f.name, fields[i].type, f.type))
+        else:
+            index[f.name] = len(fields)
+            fields.append(pa.field(f.name, f.type))
+    return pa.schema(fields)
+
+
+# --- input coercion ---------------------------------------------------------------------------
+
+
+def _check_names(names: Sequence[str]) -> None:
+    for name in names:
+        if not isinstance(name, str):
+            raise InvalidInputError(f"column names must be strings, not {name!r}")
+        if name.startswith("_") and name not in _CALLER_SYSTEM:
+            raise InvalidInputError(
+                f"column {name!r} is reserved: names starting with '_' belong to the log "
+                "(only '_timestamp' and '_headers' may be supplied)"
+            )
+        if not name:
+            raise InvalidInputError("column names must not be empty")
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"duplicate column names in {list(names)!r}")
+
+
+def _prepare_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(row, Mapping):
+        raise InvalidInputError(f"a list of records must hold dicts, not {type(row).__name__}")
+    out = dict(row)
+    headers = out.get("_headers")
+    if isinstance(headers, Mapping):
+        out["_headers"] = [(str(k), str(v)) for k, v in headers.items()]
+    return out
+
+
+def _from_rows(rows: list[dict[str, Any]], current: pa.Schema | None) -> pa.Table:
+    names: list[str] = []
+    seen: set[str] = set()
+    for row in rows:
+        for key in row:
+            if key not in seen:
+                seen.add(key)
+                names.append(key)
+    _check_names(names)
+    hints = {n: t for n, t in _CALLER_SYSTEM.items() if n in seen}
+    if current is not None:
+        hints.update({f.name: f.type for f in current if f.name in seen})
+    if len(hints) == len(names):
+        try:
+            schema = pa.schema([(n, hints[n]) for n in names])
+            return pa.Table.from_pylist(rows, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            pass  # fall through: infer, then evolve (which names the offending column)
+    columns = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            columns[name] = pa.array(values, type=_CALLER_SYSTEM.get(name))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as e:
+            kinds = sorted({type(v).__name__ for v in values if v is not None})
+            raise InvalidInputError(
+                f"cannot store column {name!r} (Python types: {', '.join(kinds)}): {e}"
+            ) from e
+    return pa.table(columns)
+
+
+def _from_arrow(data: Any) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, pa.RecordBatchReader):
+        return data.read_all()
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.RecordBatchReader.from_stream(data).read_all()
+    if hasattr(data, "__arrow_c_array__"):
+        return pa.Table.from_batches([pa.record_batch(data)])
+    if type(data).__module__.startswith("pandas"):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    raise InvalidInputError(
+        f"cannot append a {type(data).__module__}.{type(data).__qualname__}: pass a dict, a list "
+        "of dicts, bytes/str, or an Arrow producer (pyarrow, polars, pandas, DuckDB result)"
+    )
+
+
+def coerce_input(data: Any, current: pa.Schema | None) -> pa.Table:
+    """Turn any accepted `append` input into an Arrow table of user (+ caller system) columns.
+
+    Raises `InvalidInputError` for unsupported objects or reserved column names. The result is
+    not yet conformed to the stream schema (see `evolve_schema` / `conform`).
+    """
+    if isinstance(data, Mapping):
+        table = _from_rows([_prepare_row(data)], current)
+    elif isinstance(data, bytes | bytearray | memoryview):
+        table = pa.table({"payload": pa.array([bytes(data)], pa.binary())})
+    elif isinstance(data, str):
+        table = pa.table({"payload": pa.array([data], pa.string())})
+    elif isinstance(data, list | tuple):
+        if not data:
+            raise InvalidInputError("cannot append an empty list of records")
+        table = _from_rows([_prepare_row(r) for r in data], current)
+    else:
+        table = _from_arrow(data)
+        _check_names(table.column_names)
+    if table.num_columns == 0 or all(n in _CALLER_SYSTEM for n in table.column_names):
+        raise InvalidInputError("appended data has no user columns")
+    return table
+
+
+def user_part(table: pa.Table) -> pa.Schema:
+    """The user columns' schema of a coerced input table."""
+    return pa.schema([f for f in table.schema if f.name not in _CALLER_SYSTEM])
+
+
+def conform(table: pa.Table, user: pa.Schema) -> pa.Table:
+    """Cast a coerced input table to the user schema (missing columns become null)."""
+    n = table.num_rows
+    columns = []
+    for field in user:
+        if field.name in table.column_names:
+            col = table.column(field.name)
+            if col.type != field.type:
+                try:
+                    col = col.cast(field.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                    raise SchemaMismatchError(
+                        f"column {field.name!r}: cannot convert {col.type} to {field.type}: {e}"
+                    ) from e
+            columns.append(col)
+        else:
+            columns.append(pa.nulls(n, field.type))
+    return pa.Table.from_arrays(columns, schema=user)
+
+
+def system_columns(table: pa.Table, first_offset: int, now_us: int | None = None) -> list[Any]:
+    """`_offset`, `_timestamp`, `_headers` for a coerced input table starting at `first_offset`."""
+    n = table.num_rows
+    offsets = pa.array(range(first_offset, first_offset + n), pa.int64())
+    if "_timestamp" in table.column_names:
+        ts: Any = table.column("_timestamp")
+        if ts.null_count:
+            raise InvalidInputError("'_timestamp' must not contain nulls when supplied")
+        if pa.types.is_timestamp(ts.type) and ts.type.tz is None:
+            ts = ts.cast(pa.timestamp("us")).cast(pa.int64()).cast(TIMESTAMP_TYPE)
+        else:
+            try:
+                ts = ts.cast(TIMESTAMP_TYPE)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise InvalidInputError(f"'_timestamp' must be a timestamp: {e}") from e
+    else:
+        stamp = time.time_ns() // 1000 if now_us is None else now_us
+        ts = pa.array([stamp] * n, pa.int64()).cast(TIMESTAMP_TYPE)
+    if "_headers" in table.column_names:
+        try:
+            headers: Any = table.column("_headers").cast(HEADERS_TYPE)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise InvalidInputError(f"'_headers' must be a map of strings: {e}") from e
+    else:
+        headers = pa.nulls(n, HEADERS_TYPE)
+    return [offsets, ts, headers]

@@ -1,0 +1,1 @@
+"""Heads (Arrow IPC, durable) and sealed segments (Parquet, BLAKE3-named)."""

@@ -1,0 +1,28 @@
+"""Object storage behind one narrow contract, with backends chosen by URI scheme."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from .base import ObjectInfo, ObjectStore
+from .local import LocalStore
+from .memory import MemoryStore
+
+__all__ = ["LocalStore", "MemoryStore", "ObjectInfo", "ObjectStore", "store_from_uri"]
+
+
+def store_from_uri(uri: str | os.PathLike[str]) -> ObjectStore:
+    """Return the backend for `uri`: a path or `file://` URI, `memory://name`, or `s3://...`."""
+    text = os.fspath(uri)
+    if text.startswith("memory://"):
+        return MemoryStore.named(text[len("memory://") :].strip("/"))
+    if text.startswith("file://"):
+        return LocalStore(Path(unquote(urlparse(text).path)))
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise ValueError(
+            f"unsupported URI scheme {scheme!r} in {text!r}; use a path, file://, or memory://"
+        )
+    return LocalStore(Path(text))

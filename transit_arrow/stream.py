@@ -1,0 +1,683 @@
+"""Streams: group-committed appends, background sealing and reads (DESIGN §4, §8)."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from .commit import CommitLog, writer_identity
+from .errors import (
+    CommitConflictError,
+    FencedError,
+    InvalidInputError,
+    LogClosedError,
+    StorageError,
+    TransitError,
+)
+from .lease import Lease, LocalLock
+from .manifest import Manifest, SegmentRef
+from .record import (
+    coerce_input,
+    conform,
+    evolve_schema,
+    full_schema,
+    head_schema,
+    schema_to_json,
+    system_columns,
+    user_part,
+)
+from .segments.head import Head, RecoveredHead, recover_heads
+from .segments.parquet import encode_segment, iter_segment, segment_path
+from .typing import DURABILITY_LEVELS, Durability
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from .log import Log
+
+__all__ = ["Ack", "Stream"]
+
+_log = logging.getLogger("transit_arrow")
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Acknowledgement of one `append` call.
+
+    Attributes:
+        first_offset: offset of the first appended record.
+        last_offset: offset of the last appended record.
+        durability: the level actually reached ("memory", "local" or "tiered").
+    """
+
+    first_offset: int
+    last_offset: int
+    durability: Durability
+
+    @property
+    def records(self) -> int:
+        """How many records the call appended."""
+        return self.last_offset - self.first_offset + 1
+
+
+def _same_schema(a: pa.Schema | None, b: pa.Schema | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.equals(b, check_metadata=False)
+
+
+class _Writer:
+    """The single writer of one stream in this process: heads, group commit and the sealer."""
+
+    def __init__(self, stream: Stream, *, take_over: bool) -> None:
+        log = stream.log
+        self.stream = stream
+        self.name = stream.name
+        self.log = log
+        self.folder = log._stream_folder(self.name)
+        self.local = log._local_stream_dir(self.name)
+        self.heads_dir = self.local / "heads"
+        self.writer_id = uuid.uuid4().hex
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.sync_lock = threading.Lock()
+        self.error: TransitError | None = None
+        self.closed = False
+        self.pending: collections.deque[Head] = collections.deque()
+        self.durable_next = 0
+        self._appended_since_check = False
+        self.local_lock = LocalLock(self.local, self.name)
+        try:
+            self.lease = Lease.acquire(
+                log.store,
+                self.folder,
+                self.name,
+                self.writer_id,
+                str(self.local),
+                take_over=take_over,
+                local_lock_held=True,
+            )
+            self.commit_log = CommitLog(log.store, self.name, self.folder)
+            self.manifest = log._manifest(self.name, refresh=True)
+            if self.lease.fenced_previous is not None:
+                self._write_fence()
+            self._recover()
+        except BaseException:
+            self.local_lock.release()
+            raise
+        self.sealer = threading.Thread(
+            target=self._seal_loop, name=f"transit-sealer-{self.name}", daemon=True
+        )
+        self.sealer.start()
+
+    # --- setup ----------------------------------------------------------------------------
+
+    def _identity(self) -> dict[str, Any]:
+        return writer_identity(self.writer_id, self.lease.epoch)
+
+    def _write_fence(self) -> None:
+        action = {
+            "type": "fence",
+            "epoch": self.lease.epoch,
+            "previous": self.lease.fenced_previous,
+        }
+        while True:
+            try:
+                commit = self.commit_log.create(
+                    self.manifest.generation + 1, self.manifest.root, [action], self._identity()
+                )
+            except CommitConflictError:
+                self.manifest = self.log._manifest(self.name, refresh=True)
+                continue
+            self.manifest = self.log._remember(self.name, commit)
+            return
+
+    def _recover(self) -> None:
+        expected = self.manifest.next_offset
+        schema = self.manifest.schema
+        for rec in recover_heads(self.heads_dir, truncate=True):
+            end = rec.start_offset + rec.table.num_rows
+            if end <= self.manifest.next_offset:
+                rec.arrow_path.unlink(missing_ok=True)
+                rec.marker_path.unlink(missing_ok=True)
+                continue
+            if rec.start_offset != expected:
+                self._set_aside(rec, expected)
+                continue
+            head = Head(self.heads_dir, rec.start_offset, rec.user_schema, rec.generation)
+            head.batches = rec.table.to_batches()
+            head.records = head.written_records = head.durable_records = rec.table.num_rows
+            head.written_batches = len(head.batches)
+            head.nbytes = rec.table.nbytes
+            self.pending.append(head)
+            expected = end
+            schema = rec.user_schema
+        self.durable_next = expected
+        self.active = self._new_head(expected, schema)
+
+    def _set_aside(self, rec: RecoveredHead, expected: int) -> None:
+        aside = self.local / "set-aside"
+        aside.mkdir(exist_ok=True)
+        for path in (rec.arrow_path, rec.marker_path):
+            path.rename(aside / path.name)
+        _log.error(
+            "stream %r: head starting at offset %d does not continue the committed stream "
+            "(next offset %d); its files were moved to %s",
+            self.name,
+            rec.start_offset,
+            expected,
+            aside,
+        )
+
+    def _new_head(self, start: int, schema: pa.Schema | None) -> Head:
+        return Head(self.heads_dir, start, schema or pa.schema([]), self.manifest.generation)
+
+    # --- appending ------------------------------------------------------------------------
+
+    def check_usable(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.closed:
+            raise LogClosedError(f"stream {self.name!r} was closed; reopen the log to write")
+
+    @property
+    def user_schema(self) -> pa.Schema | None:
+        schema = self.active.user_schema
+        return schema if len(schema) else None
+
+    def append(self, data: Any, durability: Durability) -> Ack:
+        self.check_usable()
+        table = coerce_input(data, self.user_schema)
+        with self.lock:
+            self.check_usable()
+            current = self.user_schema
+            evolved = evolve_schema(current, user_part(table))
+            user = conform(table, evolved)
+            if not _same_schema(current, evolved):
+                if self.active.records:
+                    self._roll()
+                self.active = self._new_head(self.active.start_offset, evolved)
+            first = self.active.next_offset
+            columns = [*system_columns(table, first), *user.columns]
+            batch = pa.Table.from_arrays(columns, schema=head_schema(evolved)).combine_chunks()
+            for b in batch.to_batches():
+                self.active.add(b)
+            last = first + table.num_rows - 1
+            self._appended_since_check = True
+            limits = self.log._options
+            if (
+                self.active.records >= limits.segment_max_records
+                or self.active.nbytes >= limits.segment_max_bytes
+                or durability == "tiered"
+            ):
+                self._roll()
+            while len(self.pending) > limits.max_pending_heads and self.error is None:
+                self.cond.wait(0.5)
+        if durability == "memory":
+            return Ack(first, last, "memory")
+        if durability == "local":
+            self.sync_through(last)
+            return Ack(first, last, "local")
+        self.wait_committed(last + 1)
+        return Ack(first, last, "tiered")
+
+    def _roll(self) -> None:
+        """Move the active head to the sealing queue (caller holds `lock`)."""
+        if not self.active.records:
+            return
+        self.pending.append(self.active)
+        self.active = self._new_head(self.active.next_offset, self.active.user_schema)
+        self.cond.notify_all()
+
+    def sync_through(self, last: int) -> None:
+        """Group commit: make every record up to `last` durable with as few fsyncs as possible."""
+        with self.sync_lock:
+            if self.durable_next > last:
+                return
+            with self.lock:
+                heads = [*self.pending, self.active]
+                work = [(h, h.write_pending()) for h in heads]
+                upto = self.active.next_offset
+            for head, pending in work:
+                if pending is not None:
+                    head.make_durable(*pending)
+            self.durable_next = upto
+
+    def wait_committed(self, target: int) -> None:
+        with self.lock:
+            while self.manifest.next_offset < target:
+                self.check_usable()
+                self.cond.wait(0.5)
+
+    def flush(self) -> Manifest:
+        with self.lock:
+            self.check_usable()
+            self._roll()
+            target = self.active.start_offset
+        self.wait_committed(target)
+        return self.manifest
+
+    # --- sealing --------------------------------------------------------------------------
+
+    def _seal_loop(self) -> None:
+        options = self.log._options
+        next_lease_check = time.monotonic() + options.lease_check_interval
+        while True:
+            with self.lock:
+                while not self.pending and not self.closed and self.error is None:
+                    now = time.monotonic()
+                    if self.active.records and now - self.active.created >= options.segment_max_age:
+                        self._roll()
+                        break
+                    if now >= next_lease_check:
+                        break
+                    wait = min(options.segment_max_age, options.lease_check_interval)
+                    self.cond.wait(max(0.01, min(wait, next_lease_check - now)))
+                if self.error is not None or (self.closed and not self.pending):
+                    return
+                head = self.pending[0] if self.pending else None
+                check_lease = self._appended_since_check and time.monotonic() >= next_lease_check
+            if check_lease:
+                next_lease_check = time.monotonic() + options.lease_check_interval
+                self._appended_since_check = False
+                self._check_lease()
+            elif head is None:
+                next_lease_check = time.monotonic() + options.lease_check_interval
+            if head is not None:
+                self._seal_with_retry(head)
+
+    def _check_lease(self) -> None:
+        try:
+            current = self.lease.is_current()
+        except TransitError:
+            return  # a flaky store must not fence us; the commit protocol stays the guard
+        if not current:
+            self._fail(self._fenced_error())
+
+    def _fenced_error(self) -> FencedError:
+        files = sorted(str(p) for p in self.heads_dir.glob("*.arrow"))
+        return FencedError(
+            f"the writer of stream {self.name!r} (epoch {self.lease.epoch}) was fenced by a newer "
+            f"writer; its unsealed records are kept in {', '.join(files) or self.heads_dir}"
+        )
+
+    def _fail(self, error: TransitError) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = error
+            self.cond.notify_all()
+
+    def _seal_with_retry(self, head: Head) -> None:
+        delay = 0.05
+        for attempt in range(self.log._options.seal_retries + 1):
+            try:
+                self._seal(head)
+                return
+            except FencedError as e:
+                self._fail(e)
+                return
+            except (StorageError, OSError) as e:
+                if attempt == self.log._options.seal_retries:
+                    self._fail(
+                        StorageError(
+                            f"sealing stream {self.name!r} offsets {head.start_offset}.."
+                            f"{head.next_offset - 1} failed after {attempt + 1} attempts: {e}; "
+                            f"the records are kept in {self.heads_dir}; reopen the log to retry"
+                        )
+                    )
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception as e:  # surface anything else rather than dying silently
+                self._fail(TransitError(f"sealing stream {self.name!r} failed: {e!r}"))
+                return
+
+    def _seal(self, head: Head) -> None:
+        data, meta = encode_segment(head.table(), self.name, self.log._options.row_group_size)
+        path = segment_path(self.folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
+        seg = SegmentRef(path=path, **meta)
+        try:
+            if not self.log.store.exists(path):
+                self.log.store.put(path, data)
+        except OSError as e:
+            raise StorageError(f"cannot upload segment {path}: {e}") from e
+        actions: list[dict[str, Any]] = []
+        if not _same_schema(head.user_schema, self.manifest.schema):
+            actions.append({"type": "evolve_schema", "schema": schema_to_json(head.user_schema)})
+        actions.append(seg.to_action())
+        generation = self.manifest.generation + 1
+        try:
+            commit = self.commit_log.create(
+                generation, self.manifest.root, actions, self._identity()
+            )
+        except CommitConflictError:
+            commit = self._resolve_conflict(generation, seg)
+        with self.sync_lock, self.lock:
+            self.manifest = self.log._remember(self.name, commit)
+            self.pending.popleft()
+            head.discard_files()
+            self.cond.notify_all()
+
+    def _resolve_conflict(self, generation: int, seg: SegmentRef) -> dict[str, Any]:
+        """Our commit slot was taken: by ourselves (a retried request), or by a fencing writer."""
+        existing = self.commit_log.read(generation, self.manifest.root)
+        if (
+            existing["writer"].get("id") == self.writer_id
+            and seg.to_action() in existing["actions"]
+        ):
+            return existing
+        if any(a.get("type") == "fence" for a in existing["actions"]):
+            raise self._fenced_error()
+        raise FencedError(
+            f"stream {self.name!r}: commit {generation} was created by writer "
+            f"{existing['writer'].get('id')}; this writer's records are kept in {self.heads_dir}"
+        )
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def snapshot(self) -> tuple[Manifest, list[tuple[int, pa.Schema, list[pa.RecordBatch]]]]:
+        with self.lock:
+            heads = [
+                (h.start_offset, h.user_schema, list(h.batches))
+                for h in [*self.pending, self.active]
+                if h.records
+            ]
+            return self.manifest, heads
+
+    def close(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            if self.error is None:
+                self._roll()
+            self.closed = True
+            self.cond.notify_all()
+        self.sealer.join()
+        with self.sync_lock, self.lock:
+            for head in [*self.pending, self.active]:
+                head.close_file()
+        if self.error is None:
+            self.lease.release()
+        self.local_lock.release()
+
+
+class Stream:
+    """A named, append-only stream of records. Get one from `Log.stream` or `Log.create_stream`.
+
+    All public methods are thread-safe. Writing takes the stream's writer lease on first use.
+    """
+
+    def __init__(self, log: Log, name: str, *, take_over: bool = False) -> None:
+        self.log = log
+        self.name = name
+        self._take_over = take_over
+        self._writer: _Writer | None = None
+        self._writer_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.name!r} of {self.log.uri}>"
+
+    # --- writing --------------------------------------------------------------------------
+
+    def _ensure_writer(self) -> _Writer:
+        self.log._check_open()
+        writer = self._writer
+        if writer is not None:
+            return writer
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = _Writer(self, take_over=self._take_over)
+            return self._writer
+
+    def append(self, data: Any, *, durability: Durability | None = None) -> Ack:
+        """Append one call's records atomically and return an `Ack`.
+
+        Args:
+            data: a dict (one record), bytes/str (a `payload` column), a list of dicts, or any
+                Arrow producer (pyarrow Table/RecordBatch/RecordBatchReader, polars, pandas, a
+                DuckDB result). Columns starting with '_' are reserved, except `_timestamp` and
+                `_headers`, which a caller may supply.
+            durability: "memory", "local" or "tiered"; defaults to the log's setting.
+
+        Returns:
+            The offsets assigned and the durability level actually reached.
+
+        Raises:
+            InvalidInputError: the data is not acceptable (nothing is appended).
+            SchemaMismatchError: a column changes type incompatibly (nothing is appended).
+            FencedError: another writer took over this stream.
+        """
+        level = self.log._options.durability if durability is None else durability
+        if level not in DURABILITY_LEVELS:
+            raise InvalidInputError(
+                f"durability must be one of {', '.join(DURABILITY_LEVELS)}, not {level!r}"
+            )
+        return self._ensure_writer().append(data, level)
+
+    def flush(self) -> int:
+        """Seal the head into a segment and wait until it is committed; returns the generation."""
+        if self._writer is None:
+            self.log._check_open()
+            return self.log._manifest(self.name, refresh=True).generation
+        return self._writer.flush().generation
+
+    def close(self) -> None:
+        """Seal what is unsealed, commit it, and release the writer lease."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+            if writer.error is not None and not isinstance(writer.error, FencedError):
+                raise writer.error
+
+    # --- metadata -------------------------------------------------------------------------
+
+    def _state(self) -> tuple[Manifest, list[tuple[int, pa.Schema, list[pa.RecordBatch]]]]:
+        self.log._check_open()
+        if self._writer is not None:
+            return self._writer.snapshot()
+        manifest = self.log._manifest(self.name, refresh=True)
+        local = self.log._local_stream_dir(self.name) / "heads"
+        heads = []
+        for rec in recover_heads(local, truncate=False):
+            end = rec.start_offset + rec.table.num_rows
+            if end > manifest.next_offset and rec.start_offset >= manifest.next_offset:
+                heads.append((rec.start_offset, rec.user_schema, rec.table.to_batches()))
+        return manifest, heads
+
+    @property
+    def next_offset(self) -> int:
+        """The offset the next appended record will get."""
+        manifest, heads = self._state()
+        if heads:
+            start, _, batches = heads[-1]
+            return start + sum(b.num_rows for b in batches)
+        return manifest.next_offset
+
+    @property
+    def generation(self) -> int:
+        """The stream's latest committed generation."""
+        return self._state()[0].generation
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The schema of read results: system columns, then the user columns."""
+        return full_schema(self._user_schema(*self._state()))
+
+    @staticmethod
+    def _user_schema(
+        manifest: Manifest, heads: list[tuple[int, pa.Schema, list[pa.RecordBatch]]]
+    ) -> pa.Schema:
+        schema = manifest.schema
+        for _, user, _ in heads:
+            schema = evolve_schema(schema, user)
+        return schema if schema is not None else pa.schema([])
+
+    def commits(self) -> pa.Table:
+        """The commit log as an Arrow table, one row per generation."""
+        rows = []
+        for c in self.log._commits(self.name):
+            segs = [a for a in c["actions"] if a.get("type") == "add_segment"]
+            rows.append(
+                {
+                    "generation": c["generation"],
+                    "time": c["time"],
+                    "root": c["root"],
+                    "prev_root": c["prev_root"],
+                    "writer_id": c["writer"].get("id"),
+                    "writer_epoch": c["writer"].get("epoch"),
+                    "actions": [a.get("type") for a in c["actions"]],
+                    "first_offset": segs[0]["first_offset"] if segs else None,
+                    "last_offset": segs[-1]["last_offset"] if segs else None,
+                    "records": sum(a["records"] for a in segs),
+                }
+            )
+        return pa.Table.from_pylist(rows, schema=_COMMITS_SCHEMA)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _batches(
+        self, start: int | None, end: int | None, columns: list[str] | None
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        manifest, heads = self._state()
+        user = self._user_schema(manifest, heads)
+        schema = full_schema(user)
+        if columns is not None:
+            if isinstance(columns, str):
+                raise InvalidInputError("columns must be a list of names, not a string")
+            unknown = [c for c in columns if c not in schema.names]
+            if unknown:
+                raise InvalidInputError(
+                    f"stream {self.name!r} has no column(s) {unknown}; its columns are "
+                    f"{schema.names}"
+                )
+            schema = pa.schema([schema.field(c) for c in columns])
+        lo = 0 if start is None else int(start)
+        hi = (1 << 62) if end is None else int(end)
+        if lo < 0 or hi < 0:
+            raise InvalidInputError(f"offsets must be >= 0, got start={start} end={end}")
+        return schema, self._iter(manifest, heads, lo, hi, schema, columns)
+
+    def _iter(
+        self,
+        manifest: Manifest,
+        heads: list[tuple[int, pa.Schema, list[pa.RecordBatch]]],
+        lo: int,
+        hi: int,
+        schema: pa.Schema,
+        columns: list[str] | None,
+    ) -> Iterator[pa.RecordBatch]:
+        for seg in manifest.segments:
+            if seg.last_offset < lo or seg.first_offset >= hi:
+                continue
+            source = self.log._segment_source(seg)
+            for batch in iter_segment(source, seg, lo, hi, columns):
+                yield _shape(batch, schema, self.name)
+        for start, _, batches in heads:
+            offset = start
+            for batch in batches:
+                n = batch.num_rows
+                if offset + n > lo and offset < hi:
+                    part = batch.slice(
+                        max(0, lo - offset), min(n, hi - offset) - max(0, lo - offset)
+                    )
+                    yield _shape(part, schema, self.name)
+                offset += n
+
+    def read(
+        self, start: int | None = None, end: int | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
+        """Read records with `start <= _offset < end` as one Arrow table.
+
+        Reading past the end returns an empty table (with the stream's schema), not an error.
+        """
+        schema, batches = self._batches(start, end, columns)
+        return pa.Table.from_batches(list(batches), schema=schema)
+
+    def reader(
+        self, start: int | None = None, end: int | None = None, columns: list[str] | None = None
+    ) -> pa.RecordBatchReader:
+        """Like `read`, as a `RecordBatchReader` that holds about one row group in memory."""
+        schema, batches = self._batches(start, end, columns)
+        return pa.RecordBatchReader.from_batches(schema, batches)
+
+    def scan(self) -> pl.LazyFrame:
+        """The stream as a polars LazyFrame; filters and projections reach the Parquet files."""
+        import polars as pl
+
+        manifest, heads = self._state()
+        schema = full_schema(self._user_schema(manifest, heads))
+        target = pl.from_arrow(schema.empty_table())
+        assert isinstance(target, pl.DataFrame)
+        frames: list[pl.LazyFrame] = []
+        for seg in manifest.segments:
+            path = self.log._segment_local_path(seg)
+            if path is not None:
+                frames.append(pl.scan_parquet(path))
+            else:
+                table = pa.Table.from_batches(list(_iter_all(self.log, seg)))
+                frames.append(pl.from_arrow(table).lazy())  # type: ignore[union-attr]
+        for _start, _, batches in heads:
+            if batches:
+                tail = pa.Table.from_batches([_shape(b, schema, self.name) for b in batches])
+                frames.append(pl.from_arrow(tail).lazy())  # type: ignore[union-attr]
+        if not frames:
+            return target.lazy()
+        return pl.concat([_align(f, target) for f in frames], how="vertical")
+
+
+def _align(frame: pl.LazyFrame, target: pl.DataFrame) -> pl.LazyFrame:
+    import polars as pl
+
+    have = frame.collect_schema()
+    exprs = []
+    for name, dtype in target.schema.items():
+        expr = pl.col(name) if name in have else pl.lit(None)
+        exprs.append(expr.cast(dtype).alias(name))
+    return frame.select(exprs)
+
+
+def _iter_all(log: Log, seg: SegmentRef) -> Iterator[pa.RecordBatch]:
+    return iter_segment(log._segment_source(seg), seg, 0, 1 << 62, None)
+
+
+def _shape(batch: pa.RecordBatch, schema: pa.Schema, stream: str) -> pa.RecordBatch:
+    """Give a stored batch the read schema: plain `_stream`, widened types, missing -> null."""
+    n = batch.num_rows
+    names = batch.schema.names
+    arrays = []
+    for field in schema:
+        if field.name == "_stream":
+            if "_stream" in names:
+                arrays.append(batch.column("_stream").cast(pa.string()))
+            else:
+                arrays.append(pa.array([stream] * n, pa.string()))
+        elif field.name in names:
+            col = batch.column(field.name)
+            arrays.append(col if col.type == field.type else col.cast(field.type))
+        else:
+            arrays.append(pa.nulls(n, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+_COMMITS_SCHEMA = pa.schema(
+    [  # type: ignore[arg-type]
+        ("generation", pa.int64()),
+        ("time", pa.string()),
+        ("root", pa.string()),
+        ("prev_root", pa.string()),
+        ("writer_id", pa.string()),
+        ("writer_epoch", pa.int64()),
+        ("actions", pa.list_(pa.string())),
+        ("first_offset", pa.int64()),
+        ("last_offset", pa.int64()),
+        ("records", pa.int64()),
+    ]
+)
