@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from .errors import InvalidInputError, SchemaMismatchError
@@ -261,7 +262,7 @@ def conform(table: pa.Table, user: pa.Schema) -> pa.Table:
 def system_columns(table: pa.Table, first_offset: int, now_us: int | None = None) -> list[Any]:
     """`_offset`, `_timestamp`, `_headers` for a coerced input table starting at `first_offset`."""
     n = table.num_rows
-    offsets = pa.array(range(first_offset, first_offset + n), pa.int64())
+    offsets = pa.array(np.arange(first_offset, first_offset + n, dtype=np.int64))
     if "_timestamp" in table.column_names:
         ts: Any = table.column("_timestamp")
         if ts.null_count:
@@ -275,7 +276,7 @@ def system_columns(table: pa.Table, first_offset: int, now_us: int | None = None
                 raise InvalidInputError(f"'_timestamp' must be a timestamp: {e}") from e
     else:
         stamp = time.time_ns() // 1000 if now_us is None else now_us
-        ts = pa.array([stamp] * n, pa.int64()).cast(TIMESTAMP_TYPE)
+        ts = pa.repeat(pa.scalar(stamp, TIMESTAMP_TYPE), n)
     if "_headers" in table.column_names:
         try:
             headers: Any = table.column("_headers").cast(HEADERS_TYPE)

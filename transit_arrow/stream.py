@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import collections
 import logging
+import operator
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
 
@@ -48,8 +48,7 @@ __all__ = ["Ack", "Stream"]
 _log = logging.getLogger("transit_arrow")
 
 
-@dataclass(frozen=True)
-class Ack:
+class Ack(NamedTuple):
     """Acknowledgement of one `append` call.
 
     Attributes:
@@ -66,6 +65,70 @@ class Ack:
     def records(self) -> int:
         """How many records the call appended."""
         return self.last_offset - self.first_offset + 1
+
+
+# Python types accepted without conversion by the per-record fast path, per Arrow type.
+_FAST_TYPES: dict[pa.DataType, tuple[type, ...]] = {
+    pa.int64(): (int,),
+    pa.float64(): (float, int),
+    pa.string(): (str,),
+    pa.large_string(): (str,),
+    pa.bool_(): (bool,),
+    pa.binary(): (bytes,),
+    pa.large_binary(): (bytes,),
+}
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+class _FastPath:
+    """Per-record `append(dict)` without Arrow conversion, for schemas of plain scalar columns.
+
+    The checks are exactly what conversion needs to succeed later, so a buffered record can
+    always become an Arrow batch; anything else takes the general path. Checked combinations of
+    value types are cached, so the common case costs one tuple lookup.
+    """
+
+    def __init__(self, user: pa.Schema) -> None:
+        self.schema = user
+        self.names = tuple(user.names)
+        self.keys = frozenset(self.names)
+        self.getter = operator.itemgetter(*self.names)
+        self.allowed = tuple(_FAST_TYPES[f.type] for f in user)
+        self.int64 = tuple(i for i, f in enumerate(user) if f.type == pa.int64())
+        self.sized = tuple(i for i, f in enumerate(user) if _FAST_TYPES[f.type][0] in (str, bytes))
+        self.signatures: set[tuple[type, ...]] = set()
+
+    @classmethod
+    def for_schema(cls, user: pa.Schema) -> _FastPath | None:
+        if len(user) > 1 and all(f.type in _FAST_TYPES for f in user):
+            return cls(user)
+        return None
+
+    def values(self, row: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The row's values in schema order, or None if the row needs the general path."""
+        if row.keys() != self.keys:
+            return None
+        values: tuple[Any, ...] = self.getter(row)
+        signature = tuple(map(type, values))
+        if signature not in self.signatures:
+            for kind, allowed in zip(signature, self.allowed, strict=True):
+                if kind is not type(None) and kind not in allowed:
+                    return None
+            self.signatures.add(signature)
+        for i in self.int64:
+            value = values[i]
+            if value is not None and not _INT64_MIN <= value <= _INT64_MAX:
+                return None
+        return values
+
+    def size(self, values: tuple[Any, ...]) -> int:
+        """An estimate of the record's Arrow size, for `segment_max_bytes`."""
+        total = 8 * len(values)
+        for i in self.sized:
+            value = values[i]
+            if value is not None:
+                total += len(value)
+        return total
 
 
 def _same_schema(a: pa.Schema | None, b: pa.Schema | None) -> bool:
@@ -93,7 +156,10 @@ class _Writer:
         self.closed = False
         self.pending: collections.deque[Head] = collections.deque()
         self.durable_next = 0
+        self.fast: _FastPath | None = None
         self._appended_since_check = False
+        self._max_records = log._options.segment_max_records
+        self._max_bytes = log._options.segment_max_bytes
         self.local_lock = LocalLock(self.local, self.name)
         try:
             self.lease = Lease.acquire(
@@ -178,7 +244,10 @@ class _Writer:
         )
 
     def _new_head(self, start: int, schema: pa.Schema | None) -> Head:
-        return Head(self.heads_dir, start, schema or pa.schema([]), self.manifest.generation)
+        user = schema or pa.schema([])
+        if self.fast is None or not _same_schema(self.fast.schema, user):
+            self.fast = _FastPath.for_schema(user)
+        return Head(self.heads_dir, start, user, self.manifest.generation)
 
     # --- appending ------------------------------------------------------------------------
 
@@ -194,7 +263,30 @@ class _Writer:
         return schema if len(schema) else None
 
     def append(self, data: Any, durability: Durability) -> Ack:
-        self.check_usable()
+        if self.error is not None or self.closed:
+            self.check_usable()
+        fast = self.fast
+        if fast is not None and type(data) is dict:
+            values = fast.values(data)
+            if values is not None:
+                with self.lock:
+                    added = self.fast is fast and self.error is None
+                    if added:
+                        head = self.active
+                        first = head.next_offset
+                        head.add_row(values, time.time_ns() // 1000, fast.size(values))
+                        if (
+                            head.records >= self._max_records
+                            or head.nbytes >= self._max_bytes
+                            or durability == "tiered"
+                            or self.pending
+                        ):
+                            self._after_add(durability)
+                        self._appended_since_check = True
+                if added:
+                    if durability == "memory":
+                        return Ack(first, first, "memory")
+                    return self._finish(first, first, durability)
         table = coerce_input(data, self.user_schema)
         with self.lock:
             self.check_usable()
@@ -211,16 +303,24 @@ class _Writer:
             for b in batch.to_batches():
                 self.active.add(b)
             last = first + table.num_rows - 1
-            self._appended_since_check = True
-            limits = self.log._options
-            if (
-                self.active.records >= limits.segment_max_records
-                or self.active.nbytes >= limits.segment_max_bytes
-                or durability == "tiered"
-            ):
-                self._roll()
-            while len(self.pending) > limits.max_pending_heads and self.error is None:
-                self.cond.wait(0.5)
+            self._after_add(durability)
+        return self._finish(first, last, durability)
+
+    def _after_add(self, durability: Durability) -> None:
+        """Roll when a limit is reached and apply backpressure (caller holds `lock`)."""
+        self._appended_since_check = True
+        limits = self.log._options
+        if (
+            self.active.records >= limits.segment_max_records
+            or self.active.nbytes >= limits.segment_max_bytes
+            or durability == "tiered"
+        ):
+            self._roll()
+        while len(self.pending) > limits.max_pending_heads and self.error is None:
+            self.cond.wait(0.5)
+
+    def _finish(self, first: int, last: int, durability: Durability) -> Ack:
+        """Wait for the durability asked for, then acknowledge."""
         if durability == "memory":
             return Ack(first, last, "memory")
         if durability == "local":
@@ -386,7 +486,7 @@ class _Writer:
     def snapshot(self) -> tuple[Manifest, list[tuple[int, pa.Schema, list[pa.RecordBatch]]]]:
         with self.lock:
             heads = [
-                (h.start_offset, h.user_schema, list(h.batches))
+                (h.start_offset, h.user_schema, h.all_batches())
                 for h in [*self.pending, self.active]
                 if h.records
             ]
@@ -455,7 +555,13 @@ class Stream:
             SchemaMismatchError: a column changes type incompatibly (nothing is appended).
             FencedError: another writer took over this stream.
         """
-        level = self.log._options.durability if durability is None else durability
+        writer = self._writer
+        if durability is None:
+            if writer is not None and not self.log._closed:
+                return writer.append(data, self.log._options.durability)
+            level = self.log._options.durability
+        else:
+            level = durability
         if level not in DURABILITY_LEVELS:
             raise InvalidInputError(
                 f"durability must be one of {', '.join(DURABILITY_LEVELS)}, not {level!r}"

@@ -2,8 +2,14 @@
 
 Each head lives in `<local>/streams/<enc>/heads/<start_offset:020d>.arrow` (the IPC stream,
 appended per batch) beside `<start_offset:020d>.json` (the marker: start offset, records,
-bytes, generation, schema). The marker is replaced atomically after the IPC bytes are
+bytes, generation, schema). The marker is created atomically (temp + fsync + rename) and then
+updated in place with one `pwrite` + `fdatasync`, always *after* the IPC bytes it counts were
 fdatasync'd, so it only ever counts durable, whole batches; recovery truncates anything past it.
+If an in-place update were torn, every batch in the file is already durable (the writer holds
+the sync lock through both syncs), so recovery then keeps exactly the complete batches.
+
+Per-record `append(dict)` calls land in a row buffer (Python lists, one per column) that is
+turned into one Arrow batch when the head is read, synced or sealed.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ..commit import canonical
 from ..errors import IntegrityError
-from ..record import head_schema, schema_from_json, schema_to_json
+from ..record import HEADERS_TYPE, TIMESTAMP_TYPE, head_schema, schema_from_json, schema_to_json
 from ..storage.local import fsync_dir, write_file_atomic
 
 __all__ = ["Head", "RecoveredHead", "recover_heads"]
@@ -57,7 +65,12 @@ class Head:
         self.written_records = 0
         self.durable_records = 0
         self.file_bytes = 0
-        self._fd: int | None = None
+        self._sink: pa.OSFile | None = None
+        self._ipc: pa.ipc.RecordBatchStreamWriter | None = None
+        self._marker_fd: int | None = None
+        self._marker_size = 0
+        self.rows: list[tuple[Any, ...]] = []
+        self.row_stamps: list[int] = []
 
     @property
     def next_offset(self) -> int:
@@ -72,52 +85,95 @@ class Head:
         return self.folder / f"{self.start_offset:020d}.json"
 
     def add(self, batch: pa.RecordBatch) -> None:
+        self.materialize()
         self.batches.append(batch)
         self.records += batch.num_rows
         self.nbytes += batch.nbytes
 
+    def add_row(self, values: tuple[Any, ...], stamp_us: int, nbytes: int) -> None:
+        """Buffer one record whose values were checked against the user schema's types."""
+        self.rows.append(values)
+        self.row_stamps.append(stamp_us)
+        self.records += 1
+        self.nbytes += nbytes
+
+    def materialize(self) -> None:
+        """Turn buffered rows into one Arrow batch at the end of `batches`."""
+        n = len(self.row_stamps)
+        if not n:
+            return
+        start = self.next_offset - n
+        arrays = [
+            pa.array(np.arange(start, start + n, dtype=np.int64)),
+            pa.array(self.row_stamps, TIMESTAMP_TYPE),
+            pa.nulls(n, HEADERS_TYPE),
+            *(
+                pa.array(values, field.type)
+                for values, field in zip(
+                    zip(*self.rows, strict=True), self.user_schema, strict=True
+                )
+            ),
+        ]
+        self.batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self.rows = []
+        self.row_stamps = []
+
+    def all_batches(self) -> list[pa.RecordBatch]:
+        """Every record of the head as batches (materializing buffered rows)."""
+        self.materialize()
+        return list(self.batches)
+
     def table(self) -> pa.Table:
-        return pa.Table.from_batches(self.batches, schema=self.schema)
+        return pa.Table.from_batches(self.all_batches(), schema=self.schema)
 
     def write_pending(self) -> tuple[int, int, int] | None:
         """Write unwritten batches to the IPC file (no fsync).
 
         Returns `(fd, records, bytes)` to pass to `make_durable`, or None if nothing is new.
         """
+        self.materialize()
         if self.written_batches == len(self.batches) and self.durable_records == self.records:
             return None
-        if self._fd is None:
+        if self._sink is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.arrow_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._sink = pa.OSFile(str(self.arrow_path), mode="wb")
             fsync_dir(self.folder)
-            self._write(self.schema.serialize())
+            # The IPC writer writes straight from the batches' buffers: no extra copy.
+            self._ipc = pa.ipc.new_stream(self._sink, self.schema)
+        assert self._ipc is not None
         for batch in self.batches[self.written_batches :]:
-            self._write(batch.serialize())
+            self._ipc.write_batch(batch)
             self.written_records += batch.num_rows
         self.written_batches = len(self.batches)
-        return self._fd, self.written_records, self.file_bytes
-
-    def _write(self, buf: pa.Buffer) -> None:
-        assert self._fd is not None
-        view = memoryview(buf)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-            self.file_bytes += n
+        self.file_bytes = self._sink.tell()
+        return self._sink.fileno(), self.written_records, self.file_bytes
 
     def make_durable(self, fd: int, records: int, nbytes: int) -> None:
         """fdatasync the IPC bytes, then durably replace the marker to count them."""
         os.fdatasync(fd)
         marker = _Marker(
             self.start_offset, records, nbytes, self.generation, schema_to_json(self.user_schema)
-        )
-        write_file_atomic(self.marker_path, marker.dump())
+        ).dump()
+        if self._marker_fd is None:
+            write_file_atomic(self.marker_path, marker)
+            self._marker_fd = os.open(self.marker_path, os.O_WRONLY)
+            self._marker_size = len(marker)
+        else:
+            # Pad with JSON whitespace so a shorter marker leaves no stale bytes behind.
+            self._marker_size = max(self._marker_size, len(marker))
+            os.pwrite(self._marker_fd, marker.ljust(self._marker_size), 0)
+            os.fdatasync(self._marker_fd)
         self.durable_records = max(self.durable_records, records)
 
     def close_file(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        # The IPC writer is dropped, not closed: closing would append an end-of-stream marker
+        # that no head marker counts.
+        if self._sink is not None:
+            self._sink.close()
+        if self._marker_fd is not None:
+            os.close(self._marker_fd)
+        self._sink = self._ipc = None
+        self._marker_fd = None
 
     def discard_files(self) -> None:
         """Remove the head's files (after its records are committed in a segment)."""
@@ -138,13 +194,46 @@ class RecoveredHead:
     marker_path: Path
 
 
-def _load(arrow_path: Path, marker_path: Path, truncate: bool) -> RecoveredHead | None:
+def _complete_prefix(arrow_path: Path) -> tuple[pa.Schema, int, int]:
+    """Schema, record count and byte length of the complete IPC messages at the file's start."""
+    data = arrow_path.read_bytes()
+    source = pa.BufferReader(data)
     try:
-        marker = _Marker(**json.loads(marker_path.read_bytes()))
+        reader = pa.ipc.open_stream(source)
+    except (OSError, pa.ArrowInvalid):
+        return pa.schema([]), 0, 0
+    good, records = source.tell(), 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except (StopIteration, OSError, pa.ArrowInvalid):
+            break
+        records += batch.num_rows
+        good = source.tell()
+    user = pa.schema(
+        [f for f in reader.schema if f.name not in ("_offset", "_timestamp", "_headers")]
+    )
+    return user, records, good
+
+
+def _read_marker(arrow_path: Path, marker_path: Path) -> _Marker | None:
+    try:
+        raw = marker_path.read_bytes()
     except FileNotFoundError:
         return None
-    except (ValueError, TypeError) as e:
-        raise IntegrityError(f"head marker {marker_path} is unreadable: {e}") from e
+    try:
+        return _Marker(**json.loads(raw))
+    except (ValueError, TypeError):
+        # A torn in-place update: every complete batch in the file was durable before it began.
+        user, records, good = _complete_prefix(arrow_path)
+        start = int(arrow_path.stem)
+        return _Marker(start, records, good, 0, schema_to_json(user))
+
+
+def _load(arrow_path: Path, marker_path: Path, truncate: bool) -> RecoveredHead | None:
+    marker = _read_marker(arrow_path, marker_path)
+    if marker is None:
+        return None
     user = schema_from_json(marker.schema)
     if not arrow_path.exists():
         if marker.records == 0:

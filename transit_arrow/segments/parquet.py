@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import blake3
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -31,14 +32,14 @@ def hash_bytes(data: bytes | memoryview) -> str:
 
 def encode_segment(
     table: pa.Table, stream: str, row_group_size: int = ROW_GROUP_SIZE
-) -> tuple[bytes, dict[str, Any]]:
+) -> tuple[memoryview, dict[str, Any]]:
     """Write a head table (`_offset`, `_timestamp`, `_headers`, user columns) as Parquet.
 
     Returns the file bytes and the `add_segment` fields other than `path`.
     """
     n = table.num_rows
     stream_col = pa.DictionaryArray.from_arrays(
-        pa.array([0] * n, pa.int32()), pa.array([stream], pa.string())
+        np.zeros(n, dtype=np.int32), pa.array([stream], pa.string())
     )
     full = table.add_column(0, pa.field("_stream", stream_col.type, nullable=False), stream_col)
     sink = pa.BufferOutputStream()
@@ -64,7 +65,7 @@ def encode_segment(
         "min_timestamp": tmin.as_py(),
         "max_timestamp": tmax.as_py(),
     }
-    return data.to_pybytes(), meta
+    return memoryview(data), meta
 
 
 def iter_segment(

@@ -10,7 +10,10 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
-__all__ = ["ObjectInfo", "ObjectStore"]
+__all__ = ["Bytes", "ObjectInfo", "ObjectStore"]
+
+Bytes = bytes | bytearray | memoryview
+"""What `put` accepts: any contiguous bytes-like object."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,11 @@ class ObjectStore(abc.ABC):
         """Return bytes `[start, end)` of the object (shorter if the object is shorter)."""
 
     @abc.abstractmethod
-    def put(self, path: str, data: bytes) -> None:
+    def put(self, path: str, data: Bytes) -> None:
         """Create or replace the object atomically: readers see the old or the new bytes."""
 
     @abc.abstractmethod
-    def put_if_absent(self, path: str, data: bytes) -> None:
+    def put_if_absent(self, path: str, data: Bytes) -> None:
         """Create the object atomically; `FileExistsError` if it exists (nothing is changed)."""
 
     @abc.abstractmethod

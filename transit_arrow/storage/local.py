@@ -6,7 +6,7 @@ import os
 import uuid
 from pathlib import Path
 
-from .base import ObjectInfo, ObjectStore
+from .base import Bytes, ObjectInfo, ObjectStore
 
 __all__ = ["LocalStore", "fsync_dir", "write_file_atomic"]
 
@@ -22,7 +22,7 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def _write_temp(directory: Path, data: bytes) -> Path:
+def _write_temp(directory: Path, data: Bytes) -> Path:
     tmp = directory / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -35,7 +35,7 @@ def _write_temp(directory: Path, data: bytes) -> Path:
     return tmp
 
 
-def write_file_atomic(path: Path, data: bytes) -> None:
+def write_file_atomic(path: Path, data: Bytes) -> None:
     """Replace `path` with `data` durably: temp + fsync + rename + fsync of the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_temp(path.parent, data)
@@ -70,10 +70,10 @@ class LocalStore(ObjectStore):
             f.seek(start)
             return f.read(max(0, end - start))
 
-    def put(self, path: str, data: bytes) -> None:
+    def put(self, path: str, data: Bytes) -> None:
         write_file_atomic(self._path(path), data)
 
-    def put_if_absent(self, path: str, data: bytes) -> None:
+    def put_if_absent(self, path: str, data: Bytes) -> None:
         target = self._path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from .base import ObjectInfo, ObjectStore
+from .base import Bytes, ObjectInfo, ObjectStore
 
 __all__ = ["MemoryStore"]
 
@@ -39,11 +39,11 @@ class MemoryStore(ObjectStore):
     def get_range(self, path: str, start: int, end: int) -> bytes:
         return self.get(path)[start:end]
 
-    def put(self, path: str, data: bytes) -> None:
+    def put(self, path: str, data: Bytes) -> None:
         with self._lock:
             self._objects[path] = bytes(data)
 
-    def put_if_absent(self, path: str, data: bytes) -> None:
+    def put_if_absent(self, path: str, data: Bytes) -> None:
         with self._lock:
             if path in self._objects:
                 raise FileExistsError(path)
