@@ -200,15 +200,11 @@ def bench_threads(rows: list[dict[str, object]], seconds: float, runs: int, work
         stop = time.perf_counter() + seconds
         counts = [0] * 8
 
-        def worker(i: int) -> None:
-            k = 0
-            while time.perf_counter() < stop:
-                stream.append(rows[(i * 7919 + k) % len(rows)], durability="local")
-                k += 1
-            counts[i] = k
-
         t0 = time.perf_counter()
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        threads = [
+            threading.Thread(target=_append_until, args=(stream, rows, i, stop, counts))
+            for i in range(8)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -221,6 +217,16 @@ def bench_threads(rows: list[dict[str, object]], seconds: float, runs: int, work
         f"(target >= 50,000; one fdatasync on this disk takes {fsync_us:.0f} us, so 8 "
         f"synchronous writers are bounded by {8e6 / fsync_us:,.0f} rec/s)"
     )
+
+
+def _append_until(
+    stream: ta.Stream, rows: list[dict[str, object]], i: int, stop: float, counts: list[int]
+) -> None:
+    k = 0
+    while time.perf_counter() < stop:
+        stream.append(rows[(i * 7919 + k) % len(rows)], durability="local")
+        k += 1
+    counts[i] = k
 
 
 def measure_fsync_us(work: Workdir, n: int = 200) -> float:
