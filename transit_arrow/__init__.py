@@ -21,12 +21,16 @@ from .errors import (
     TransitError,
     WriterBusyError,
 )
+from .integrity import Checkpoint, VerifyEntry, VerifyReport
 from .log import Log, open
+from .merge import MergeResolver, register_merge_resolver
 from .stream import Ack, Stream
+from .view import StreamView
 
 __all__ = [
     "Ack",
     "AlreadyExistsError",
+    "Checkpoint",
     "CommitConflictError",
     "FencedError",
     "IntegrityError",
@@ -34,15 +38,20 @@ __all__ = [
     "Log",
     "LogClosedError",
     "MergeConflictError",
+    "MergeResolver",
     "NotALogError",
     "NotFoundError",
     "SchemaMismatchError",
     "StorageError",
     "Stream",
     "StreamNotFoundError",
+    "StreamView",
     "TransitError",
+    "VerifyEntry",
+    "VerifyReport",
     "WriterBusyError",
     "open",
+    "register_merge_resolver",
 ]
 
 __version__ = "0.1.0"

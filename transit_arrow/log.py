@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import blake3
 import pyarrow as pa
@@ -23,6 +23,7 @@ from .errors import (
     InvalidInputError,
     LogClosedError,
     NotALogError,
+    NotFoundError,
     StorageError,
     StreamNotFoundError,
 )
@@ -30,7 +31,12 @@ from .manifest import Manifest, SegmentRef
 from .names import decode_stream_name, encode_stream_name, validate_stream_name
 from .record import evolve_schema, schema_to_json
 from .storage import ObjectStore, store_from_uri
+from .storage.base import Bytes
 from .stream import Stream
+from .view import StreamView
+
+if TYPE_CHECKING:
+    from .integrity import Checkpoint, VerifyReport
 from .typing import DURABILITY_LEVELS, Durability
 
 __all__ = ["Log", "open"]
@@ -147,7 +153,7 @@ class Log:
         self.local_dir = Path(local_dir) if local_dir is not None else _default_local_dir(store)
         self.local_dir.mkdir(parents=True, exist_ok=True)
         self._streams: dict[str, Stream] = {}
-        self._manifests: dict[str, Manifest] = {}
+        self._history: dict[str, list[Manifest]] = {}
         self._commit_cache: dict[str, list[Commit]] = {}
         self._lock = threading.RLock()
         self._closed = False
@@ -241,36 +247,57 @@ class Log:
     # --- manifests ------------------------------------------------------------------------
 
     def _remember(self, name: str, commit: Commit) -> Manifest:
-        """Fold a commit this process just created into the cached manifest."""
+        """Fold a commit this process just created into the cached manifests."""
         with self._lock:
-            current = self._manifests.get(name)
-            manifest = Manifest.initial(commit) if current is None else current.apply(commit)
-            self._manifests[name] = manifest
+            history = self._history.setdefault(name, [])
+            g = commit["generation"]
+            if g < len(history):
+                return history[g]  # already seen through a refresh
+            if g != len(history):
+                self._manifest(name, refresh=True)
+                return history[g]
+            manifest = Manifest.initial(commit) if not history else history[-1].apply(commit)
+            history.append(manifest)
             self._commit_cache.setdefault(name, []).append(commit)
             return manifest
 
     def _manifest(self, name: str, *, refresh: bool) -> Manifest:
         """The latest manifest of `name` (listing the commit log when `refresh`)."""
         with self._lock:
-            current = self._manifests.get(name)
-            if current is not None and not refresh:
-                return current
-            folder = self._stream_folder(name)
-            log = CommitLog(self.store, name, folder)
-            after = current.generation if current is not None else -1
-            generations = log.generations(after=after)
-            if current is None and not generations:
+            history = self._history.setdefault(name, [])
+            if history and not refresh:
+                return history[-1]
+            log = CommitLog(self.store, name, self._stream_folder(name))
+            generations = log.generations(after=len(history) - 1)
+            if not history and not generations:
+                del self._history[name]
                 raise self._not_found(name)
             commits = self._commit_cache.setdefault(name, [])
             for g in generations:
-                if g != (current.generation + 1 if current else 0):
+                if g != len(history):
                     break  # a gap means a commit is being written; stop at the contiguous end
-                commit = log.read(g, current.root if current else None)
-                current = Manifest.initial(commit) if current is None else current.apply(commit)
+                commit = log.read(g, history[-1].root if history else None)
+                history.append(
+                    Manifest.initial(commit) if not history else history[-1].apply(commit)
+                )
                 commits.append(commit)
-            assert current is not None
-            self._manifests[name] = current
-            return current
+            return history[-1]
+
+    def _manifest_at(self, name: str, generation: int | None) -> Manifest:
+        """The manifest of `name` at `generation` (the latest when None)."""
+        if generation is None:
+            return self._manifest(name, refresh=True)
+        with self._lock:
+            history = self._history.get(name)
+            if history is None or generation >= len(history):
+                self._manifest(name, refresh=True)
+                history = self._history[name]
+            if not 0 <= generation < len(history):
+                raise NotFoundError(
+                    f"stream {name!r} has no generation {generation}; its latest is "
+                    f"{len(history) - 1}"
+                )
+            return history[generation]
 
     def _commits(self, name: str) -> list[Commit]:
         self._manifest(name, refresh=True)
@@ -342,16 +369,152 @@ class Log:
         }
         return self._create(name, create)
 
-    def _create(self, name: str, create: dict[str, Any]) -> Stream:
+    def _create(
+        self, name: str, create: dict[str, Any], extra_actions: list[dict[str, Any]] | None = None
+    ) -> Stream:
         log = CommitLog(self.store, name, self._stream_folder(name))
         try:
-            commit = log.create(0, None, [create], writer_identity("creator", 0))
+            actions = [create, *(extra_actions or [])]
+            commit = log.create(0, None, actions, writer_identity("creator", 0))
         except CommitConflictError:
             raise AlreadyExistsError(
                 f"stream {name!r} already exists in {self.uri}; open it with log.stream({name!r})"
             ) from None
         self._remember(name, commit)
         return self.stream(name)
+
+    def _exists(self, name: str) -> bool:
+        return name in self._history or self.store.exists(
+            f"{self._stream_folder(name)}/commits/{0:020d}.json"
+        )
+
+    def _known(self, name: str) -> bool:
+        return name in self._history
+
+    def _next_offset(self, name: str, manifest: Manifest) -> int:
+        stream = self._streams.get(name)
+        return stream.next_offset if stream is not None else manifest.next_offset
+
+    def _put_segment(self, path: str, data: Bytes) -> None:
+        try:
+            if not self.store.exists(path):
+                self.store.put(path, data)
+        except OSError as e:
+            raise StorageError(f"cannot upload segment {self.uri}/{path}: {e}") from e
+
+    def _view(self, name: str, generation: int | None) -> StreamView:
+        return StreamView(self, name, self._manifest_at(name, generation))
+
+    # --- lineage --------------------------------------------------------------------------
+
+    def branch(
+        self,
+        name: str,
+        at: str,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Stream:
+        """Fork `at` ("parent@N", or "parent" for its last record) into a new stream `name`.
+
+        Creation writes one commit and copies no bytes, whatever the parent's size. The branch
+        replays the parent through offset N, then its own records from N+1. If N is in the
+        parent's unsealed head (written by this process), the head is sealed first.
+
+        Raises:
+            StreamNotFoundError: the parent does not exist.
+            AlreadyExistsError: `name` exists.
+            InvalidInputError: bad name, or N is not an offset of the parent.
+        """
+        self._check_open()
+        from .lineage import create_branch
+
+        return create_branch(self, name, at, actor=actor, reason=reason, labels=labels)
+
+    def merge(
+        self,
+        name: str,
+        parents: list[str],
+        *,
+        base: str | None = None,
+        policy: str = "pin",
+        policy_params: dict[str, Any] | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Stream:
+        """Create merge stream `name` of >= 2 parent heads ("a", "b@17", ...).
+
+        Args:
+            name: the new stream.
+            parents: distinct parent streams, each pinned at its last committed record or at
+                an explicit offset.
+            base: the shared prefix ("p@N"); defaults to the parents' nearest common ancestor.
+            policy: "pin", "fast_forward", "concat", "interleave" or "custom:<name>" (DESIGN
+                §7); recorded with `policy_params` and a version in the merge's commit.
+
+        Raises:
+            MergeConflictError: fewer than 2 or repeated parents, a base that is not an
+                ancestor of every parent, a fast_forward of diverged parents.
+            StreamNotFoundError: a parent does not exist. Nothing is written on any error.
+        """
+        self._check_open()
+        from .lineage import _metadata
+        from .merge import create_merge
+
+        metadata = _metadata(actor, reason, labels)
+        return create_merge(
+            self,
+            name,
+            parents,
+            base=base,
+            policy=policy,
+            policy_params=policy_params,
+            metadata=metadata,
+        )
+
+    def lineage(self) -> pa.Table:
+        """The lineage table: one row per stream with its kind, parent, merge parents, base,
+        policy, actor, reason, labels, creation time, next offset, generation and root."""
+        self._check_open()
+        from .lineage import lineage_table
+
+        return lineage_table(self)
+
+    def children(self, name: str) -> pa.Table:
+        """Streams whose descriptor references `name` (as parent, merge parent or base)."""
+        self._check_open()
+        from .lineage import children_table
+
+        return children_table(self, name)
+
+    def checkpoints(self, name: str | None = None) -> pa.Table:
+        """Recorded checkpoints (of one stream, or of all) as an Arrow table."""
+        self._check_open()
+        from .integrity import list_checkpoints
+
+        names = [name] if name is not None else self._stream_names()
+        rows = [cp.to_dict() for n in names for cp in list_checkpoints(self, n)]
+        return pa.Table.from_pylist(rows, schema=_CHECKPOINTS_SCHEMA)
+
+    def verify(self, target: str | Stream | Checkpoint, *, deep: bool = False) -> VerifyReport:
+        """Recompute hashes for a stream (latest generation) or a checkpoint.
+
+        Shallow verification recomputes the root chain from generation 0 of the stream and of
+        every ancestor, merge parent and base it references, and checks each pinned root;
+        `deep=True` also re-hashes every segment file. Returns a `VerifyReport` (`report.ok`).
+        """
+        self._check_open()
+        from .integrity import Checkpoint, verify
+
+        if isinstance(target, Checkpoint):
+            return verify(self, target.stream, target.generation, target.root, deep)
+        name = target.name if isinstance(target, Stream) else target
+        if not isinstance(name, str):
+            raise InvalidInputError("verify takes a stream name, a Stream or a Checkpoint")
+        self.stream(name)
+        return verify(self, name, None, None, deep)
 
     @staticmethod
     def _check_schema(schema: Any) -> pa.Schema:
@@ -426,6 +589,17 @@ def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
         raise InvalidInputError("metadata 'labels' must map strings to strings")
     return {"actor": metadata.get("actor"), "reason": metadata.get("reason"), "labels": labels}
 
+
+_CHECKPOINTS_SCHEMA = pa.schema(
+    [  # type: ignore[arg-type]
+        ("stream", pa.string()),
+        ("generation", pa.int64()),
+        ("head_offset", pa.int64()),
+        ("root", pa.string()),
+        ("kind", pa.string()),
+        ("created_at", pa.string()),
+    ]
+)
 
 _STREAMS_SCHEMA = pa.schema(
     [  # type: ignore[arg-type]

@@ -54,6 +54,14 @@ class Manifest:
         return str(self.create.get("kind", "root"))
 
     @property
+    def extra_columns(self) -> tuple[str, ...]:
+        """System columns this stream's own segments carry beyond the usual four."""
+        merge = self.create.get("merge")
+        if merge and merge["policy"]["name"] not in ("pin", "fast_forward", "concat"):
+            return ("_origin_stream", "_origin_offset")
+        return ()
+
+    @property
     def start_offset(self) -> int:
         """The first offset of this stream's own records."""
         return int(self.create.get("start_offset", 0))

@@ -47,9 +47,14 @@ def head_schema(user: pa.Schema) -> pa.Schema:
     return pa.schema([*_HEAD_SYSTEM_FIELDS, *user])
 
 
-def full_schema(user: pa.Schema) -> pa.Schema:
-    """Schema of read results: the four system columns, then the user columns."""
-    return pa.schema([_STREAM_FIELD, *_HEAD_SYSTEM_FIELDS, *user])
+ORIGIN_FIELDS = [pa.field("_origin_stream", pa.string()), pa.field("_origin_offset", pa.int64())]
+
+
+def full_schema(user: pa.Schema, *, origin: bool = False) -> pa.Schema:
+    """Schema of read results: the system columns (with merge provenance if `origin`), then
+    the user columns."""
+    extra = ORIGIN_FIELDS if origin else []
+    return pa.schema([_STREAM_FIELD, *_HEAD_SYSTEM_FIELDS, *extra, *user])
 
 
 def schema_to_json(schema: pa.Schema) -> str:

@@ -8,7 +8,7 @@ import operator
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
@@ -17,8 +17,10 @@ from .commit import CommitLog, writer_identity
 from .errors import (
     CommitConflictError,
     FencedError,
+    IntegrityError,
     InvalidInputError,
     LogClosedError,
+    NotFoundError,
     StorageError,
     TransitError,
 )
@@ -28,22 +30,33 @@ from .record import (
     coerce_input,
     conform,
     evolve_schema,
-    full_schema,
     head_schema,
     schema_to_json,
     system_columns,
     user_part,
 )
 from .segments.head import Head, RecoveredHead, recover_heads
-from .segments.parquet import encode_segment, iter_segment, segment_path
+from .segments.parquet import encode_segment, segment_path
 from .typing import DURABILITY_LEVELS, Durability
+from .view import HeadBatches, StreamView, _Readable
 
 if TYPE_CHECKING:
-    import polars as pl
-
+    from .integrity import Checkpoint
     from .log import Log
 
 __all__ = ["Ack", "Stream"]
+
+
+def _as_utc(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise InvalidInputError(f"not an ISO 8601 timestamp: {value!r}") from e
+    if not isinstance(value, datetime):
+        raise InvalidInputError(f"expected a datetime or ISO 8601 string, not {value!r}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
 
 _log = logging.getLogger("transit_arrow")
 
@@ -483,7 +496,7 @@ class _Writer:
 
     # --- reads ----------------------------------------------------------------------------
 
-    def snapshot(self) -> tuple[Manifest, list[tuple[int, pa.Schema, list[pa.RecordBatch]]]]:
+    def snapshot(self) -> tuple[Manifest, HeadBatches]:
         with self.lock:
             heads = [
                 (h.start_offset, h.user_schema, h.all_batches())
@@ -509,7 +522,7 @@ class _Writer:
         self.local_lock.release()
 
 
-class Stream:
+class Stream(_Readable):
     """A named, append-only stream of records. Get one from `Log.stream` or `Log.create_stream`.
 
     All public methods are thread-safe. Writing takes the stream's writer lease on first use.
@@ -583,9 +596,97 @@ class Stream:
             if writer.error is not None and not isinstance(writer.error, FencedError):
                 raise writer.error
 
-    # --- metadata -------------------------------------------------------------------------
+    # --- lineage and time travel ---------------------------------------------------------
 
-    def _state(self) -> tuple[Manifest, list[tuple[int, pa.Schema, list[pa.RecordBatch]]]]:
+    def branch(
+        self,
+        name: str,
+        at: int | None = None,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Stream:
+        """Fork this stream at offset `at` (default: its last record); see `Log.branch`."""
+        from .lineage import create_branch
+
+        self.log._check_open()
+        position: object = self.name if at is None else at
+        return create_branch(
+            self.log,
+            name,
+            position,
+            actor=actor,
+            reason=reason,
+            labels=labels,
+            default_parent=self.name,
+        )
+
+    def ancestry(self) -> pa.Table:
+        """Every position this stream's history depends on (parents, bases, merge parents,
+        recursively), nearest first, with the generation and root each was pinned at."""
+        from .lineage import ancestry_table
+
+        return ancestry_table(self.log, self._state()[0])
+
+    def at(
+        self, checkpoint: Checkpoint | None = None, *, generation: int | None = None
+    ) -> StreamView:
+        """A read-only view at a generation, or at a checkpoint (whose root must match).
+
+        Raises:
+            NotFoundError: no such generation.
+            IntegrityError: the stream's commit at the checkpoint's generation has another root.
+        """
+        from .integrity import Checkpoint
+
+        self.log._check_open()
+        if (checkpoint is None) == (generation is None):
+            raise InvalidInputError("pass exactly one of a checkpoint or generation=")
+        if checkpoint is not None:
+            if not isinstance(checkpoint, Checkpoint):
+                raise InvalidInputError(f"not a Checkpoint: {checkpoint!r}")
+            if checkpoint.stream != self.name:
+                raise InvalidInputError(
+                    f"checkpoint is of stream {checkpoint.stream!r}, not {self.name!r}"
+                )
+            manifest = self.log._manifest_at(self.name, checkpoint.generation)
+            if manifest.root != checkpoint.root:
+                raise IntegrityError(
+                    f"stream {self.name!r} generation {checkpoint.generation} has root "
+                    f"{manifest.root}, but the checkpoint says {checkpoint.root}"
+                )
+            return StreamView(self.log, self.name, manifest)
+        if not isinstance(generation, int) or isinstance(generation, bool):
+            raise InvalidInputError(f"generation must be an int, not {generation!r}")
+        return StreamView(self.log, self.name, self.log._manifest_at(self.name, generation))
+
+    def as_of(self, timestamp: datetime | str) -> StreamView:
+        """A read-only view of the latest generation committed at or before `timestamp`
+        (a datetime, naive meaning UTC, or an ISO 8601 string)."""
+        self.log._check_open()
+        when = _as_utc(timestamp)
+        history = self.log._commits(self.name)
+        chosen = None
+        for commit in history:
+            if _as_utc(commit["time"]) <= when:
+                chosen = commit["generation"]
+        if chosen is None:
+            raise NotFoundError(
+                f"stream {self.name!r} did not exist at {when.isoformat()}; it was created at "
+                f"{history[0]['time']}"
+            )
+        return StreamView(self.log, self.name, self.log._manifest_at(self.name, chosen))
+
+    def checkpoint(self, kind: str = "manual") -> Checkpoint:
+        """Seal and commit what this process wrote, then record and return a checkpoint of the
+        latest generation (it verifies forever, whatever is committed later)."""
+        from .integrity import save_checkpoint
+
+        self.flush()
+        return save_checkpoint(self.log, self.log._manifest(self.name, refresh=True), kind)
+
+    def _state(self) -> tuple[Manifest, HeadBatches]:
         self.log._check_open()
         if self._writer is not None:
             return self._writer.snapshot()
@@ -597,193 +698,3 @@ class Stream:
             if end > manifest.next_offset and rec.start_offset >= manifest.next_offset:
                 heads.append((rec.start_offset, rec.user_schema, rec.table.to_batches()))
         return manifest, heads
-
-    @property
-    def next_offset(self) -> int:
-        """The offset the next appended record will get."""
-        manifest, heads = self._state()
-        if heads:
-            start, _, batches = heads[-1]
-            return start + sum(b.num_rows for b in batches)
-        return manifest.next_offset
-
-    @property
-    def generation(self) -> int:
-        """The stream's latest committed generation."""
-        return self._state()[0].generation
-
-    @property
-    def schema(self) -> pa.Schema:
-        """The schema of read results: system columns, then the user columns."""
-        return full_schema(self._user_schema(*self._state()))
-
-    @staticmethod
-    def _user_schema(
-        manifest: Manifest, heads: list[tuple[int, pa.Schema, list[pa.RecordBatch]]]
-    ) -> pa.Schema:
-        schema = manifest.schema
-        for _, user, _ in heads:
-            schema = evolve_schema(schema, user)
-        return schema if schema is not None else pa.schema([])
-
-    def commits(self) -> pa.Table:
-        """The commit log as an Arrow table, one row per generation."""
-        rows = []
-        for c in self.log._commits(self.name):
-            segs = [a for a in c["actions"] if a.get("type") == "add_segment"]
-            rows.append(
-                {
-                    "generation": c["generation"],
-                    "time": c["time"],
-                    "root": c["root"],
-                    "prev_root": c["prev_root"],
-                    "writer_id": c["writer"].get("id"),
-                    "writer_epoch": c["writer"].get("epoch"),
-                    "actions": [a.get("type") for a in c["actions"]],
-                    "first_offset": segs[0]["first_offset"] if segs else None,
-                    "last_offset": segs[-1]["last_offset"] if segs else None,
-                    "records": sum(a["records"] for a in segs),
-                }
-            )
-        return pa.Table.from_pylist(rows, schema=_COMMITS_SCHEMA)
-
-    # --- reading --------------------------------------------------------------------------
-
-    def _batches(
-        self, start: int | None, end: int | None, columns: list[str] | None
-    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        manifest, heads = self._state()
-        user = self._user_schema(manifest, heads)
-        schema = full_schema(user)
-        if columns is not None:
-            if isinstance(columns, str):
-                raise InvalidInputError("columns must be a list of names, not a string")
-            unknown = [c for c in columns if c not in schema.names]
-            if unknown:
-                raise InvalidInputError(
-                    f"stream {self.name!r} has no column(s) {unknown}; its columns are "
-                    f"{schema.names}"
-                )
-            schema = pa.schema([schema.field(c) for c in columns])
-        lo = 0 if start is None else int(start)
-        hi = (1 << 62) if end is None else int(end)
-        if lo < 0 or hi < 0:
-            raise InvalidInputError(f"offsets must be >= 0, got start={start} end={end}")
-        return schema, self._iter(manifest, heads, lo, hi, schema, columns)
-
-    def _iter(
-        self,
-        manifest: Manifest,
-        heads: list[tuple[int, pa.Schema, list[pa.RecordBatch]]],
-        lo: int,
-        hi: int,
-        schema: pa.Schema,
-        columns: list[str] | None,
-    ) -> Iterator[pa.RecordBatch]:
-        for seg in manifest.segments:
-            if seg.last_offset < lo or seg.first_offset >= hi:
-                continue
-            source = self.log._segment_source(seg)
-            for batch in iter_segment(source, seg, lo, hi, columns):
-                yield _shape(batch, schema, self.name)
-        for start, _, batches in heads:
-            offset = start
-            for batch in batches:
-                n = batch.num_rows
-                if offset + n > lo and offset < hi:
-                    part = batch.slice(
-                        max(0, lo - offset), min(n, hi - offset) - max(0, lo - offset)
-                    )
-                    yield _shape(part, schema, self.name)
-                offset += n
-
-    def read(
-        self, start: int | None = None, end: int | None = None, columns: list[str] | None = None
-    ) -> pa.Table:
-        """Read records with `start <= _offset < end` as one Arrow table.
-
-        Reading past the end returns an empty table (with the stream's schema), not an error.
-        """
-        schema, batches = self._batches(start, end, columns)
-        return pa.Table.from_batches(list(batches), schema=schema)
-
-    def reader(
-        self, start: int | None = None, end: int | None = None, columns: list[str] | None = None
-    ) -> pa.RecordBatchReader:
-        """Like `read`, as a `RecordBatchReader` that holds about one row group in memory."""
-        schema, batches = self._batches(start, end, columns)
-        return pa.RecordBatchReader.from_batches(schema, batches)
-
-    def scan(self) -> pl.LazyFrame:
-        """The stream as a polars LazyFrame; filters and projections reach the Parquet files."""
-        import polars as pl
-
-        manifest, heads = self._state()
-        schema = full_schema(self._user_schema(manifest, heads))
-        target = pl.from_arrow(schema.empty_table())
-        assert isinstance(target, pl.DataFrame)
-        frames: list[pl.LazyFrame] = []
-        for seg in manifest.segments:
-            path = self.log._segment_local_path(seg)
-            if path is not None:
-                frames.append(pl.scan_parquet(path))
-            else:
-                table = pa.Table.from_batches(list(_iter_all(self.log, seg)))
-                frames.append(pl.from_arrow(table).lazy())  # type: ignore[union-attr]
-        for _start, _, batches in heads:
-            if batches:
-                tail = pa.Table.from_batches([_shape(b, schema, self.name) for b in batches])
-                frames.append(pl.from_arrow(tail).lazy())  # type: ignore[union-attr]
-        if not frames:
-            return target.lazy()
-        return pl.concat([_align(f, target) for f in frames], how="vertical")
-
-
-def _align(frame: pl.LazyFrame, target: pl.DataFrame) -> pl.LazyFrame:
-    import polars as pl
-
-    have = frame.collect_schema()
-    exprs = []
-    for name, dtype in target.schema.items():
-        expr = pl.col(name) if name in have else pl.lit(None)
-        exprs.append(expr.cast(dtype).alias(name))
-    return frame.select(exprs)
-
-
-def _iter_all(log: Log, seg: SegmentRef) -> Iterator[pa.RecordBatch]:
-    return iter_segment(log._segment_source(seg), seg, 0, 1 << 62, None)
-
-
-def _shape(batch: pa.RecordBatch, schema: pa.Schema, stream: str) -> pa.RecordBatch:
-    """Give a stored batch the read schema: plain `_stream`, widened types, missing -> null."""
-    n = batch.num_rows
-    names = batch.schema.names
-    arrays = []
-    for field in schema:
-        if field.name == "_stream":
-            if "_stream" in names:
-                arrays.append(batch.column("_stream").cast(pa.string()))
-            else:
-                arrays.append(pa.array([stream] * n, pa.string()))
-        elif field.name in names:
-            col = batch.column(field.name)
-            arrays.append(col if col.type == field.type else col.cast(field.type))
-        else:
-            arrays.append(pa.nulls(n, field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-_COMMITS_SCHEMA = pa.schema(
-    [  # type: ignore[arg-type]
-        ("generation", pa.int64()),
-        ("time", pa.string()),
-        ("root", pa.string()),
-        ("prev_root", pa.string()),
-        ("writer_id", pa.string()),
-        ("writer_epoch", pa.int64()),
-        ("actions", pa.list_(pa.string())),
-        ("first_offset", pa.int64()),
-        ("last_offset", pa.int64()),
-        ("records", pa.int64()),
-    ]
-)

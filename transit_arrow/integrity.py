@@ -1,0 +1,325 @@
+"""Checkpoints and verification (DESIGN §10).
+
+A checkpoint `{stream, generation, head_offset, root}` names a prefix of a stream's history by
+the root of its hash chain. `verify` recomputes every commit's root from the bytes in the store
+(never from caches), from generation 0 through the target generation, for the stream and every
+position its history references (branch parents, merge parents and bases, recursively), and
+checks each reference's pinned root; `deep=True` also re-hashes every segment file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import blake3
+import pyarrow as pa
+
+from .commit import CommitLog, canonical, check_commit, now_rfc3339
+from .errors import IntegrityError, InvalidInputError
+from .lineage import references
+from .manifest import Manifest
+
+if TYPE_CHECKING:
+    from .log import Log
+
+__all__ = ["Checkpoint", "VerifyEntry", "VerifyReport", "verify"]
+
+_KIND_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A verifiable claim about a prefix of a stream's history.
+
+    Attributes:
+        stream: the stream's name.
+        generation: the commit generation the claim is about.
+        head_offset: the last committed offset at that generation (-1 when empty).
+        root: the BLAKE3 root of the commit chain at that generation.
+        kind: a free label ("manual", "eval-start", ...).
+        created_at: when the checkpoint was taken (RFC 3339).
+    """
+
+    stream: str
+    generation: int
+    head_offset: int
+    root: str
+    kind: str = "manual"
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON text."""
+        return canonical(self.to_dict()).decode()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
+        """Inverse of `to_dict` (raises `InvalidInputError` on missing fields)."""
+        try:
+            return cls(
+                stream=str(data["stream"]),
+                generation=int(data["generation"]),
+                head_offset=int(data["head_offset"]),
+                root=str(data["root"]),
+                kind=str(data.get("kind", "manual")),
+                created_at=str(data.get("created_at", "")),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidInputError(f"not a checkpoint: {data!r} ({e})") from e
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Checkpoint:
+        """Inverse of `to_json`."""
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise InvalidInputError(f"checkpoint is not valid JSON: {e}") from e
+        return cls.from_dict(data)
+
+
+def checkpoint_kind(kind: object) -> str:
+    """Validate a checkpoint kind (used in file names)."""
+    if not isinstance(kind, str) or not _KIND_RE.fullmatch(kind):
+        raise InvalidInputError(
+            f"checkpoint kind must be 1-64 characters from letters, digits, '.', '_', '-', "
+            f"not {kind!r}"
+        )
+    return kind
+
+
+def save_checkpoint(log: Log, manifest: Manifest, kind: str) -> Checkpoint:
+    """Record a checkpoint of `manifest` under `streams/<enc>/checkpoints/` and return it."""
+    cp = Checkpoint(
+        stream=manifest.stream,
+        generation=manifest.generation,
+        head_offset=manifest.next_offset - 1,
+        root=manifest.root,
+        kind=checkpoint_kind(kind),
+        created_at=now_rfc3339(),
+    )
+    path = f"{log._stream_folder(manifest.stream)}/checkpoints/{cp.generation:020d}-{cp.kind}.json"
+    try:
+        log.store.put_if_absent(path, canonical(cp.to_dict()))
+    except FileExistsError:
+        return Checkpoint.from_json(log.store.get(path))  # the same claim, taken earlier
+    return cp
+
+
+def list_checkpoints(log: Log, name: str) -> list[Checkpoint]:
+    """Every recorded checkpoint of stream `name`, oldest first."""
+    folder = f"{log._stream_folder(name)}/checkpoints"
+    return [
+        Checkpoint.from_json(log.store.get(f"{folder}/{entry}"))
+        for entry in log.store.list(folder)
+        if entry.endswith(".json")
+    ]
+
+
+@dataclass
+class VerifyEntry:
+    """One check: what was checked, and on failure the file and expected vs found hashes."""
+
+    stream: str
+    check: str  # "commits", "pin", "checkpoint" or "segment"
+    ok: bool
+    object: str
+    detail: str
+    expected: str | None = None
+    found: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    """The result of `Log.verify`: `ok` is True only if every entry is."""
+
+    target: str
+    deep: bool
+    entries: list[VerifyEntry] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return all(e.ok for e in self.entries)
+
+    @property
+    def failures(self) -> list[VerifyEntry]:
+        """The entries that failed."""
+        return [e for e in self.entries if not e.ok]
+
+    def to_arrow(self) -> pa.Table:
+        """The entries as an Arrow table."""
+        return pa.Table.from_pylist([asdict(e) for e in self.entries], schema=_REPORT_SCHEMA)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary."""
+        return {
+            "target": self.target,
+            "deep": self.deep,
+            "ok": self.ok,
+            "entries": [asdict(e) for e in self.entries],
+        }
+
+    def __str__(self) -> str:
+        lines = [f"verify {self.target}: {'OK' if self.ok else 'FAILED'}"]
+        for e in self.entries:
+            mark = "ok  " if e.ok else "FAIL"
+            line = f"  {mark} {e.check:<10} {e.stream}: {e.detail}"
+            if not e.ok and (e.expected or e.found):
+                line += f" (expected {e.expected}, found {e.found})"
+            lines.append(line)
+        return "\n".join(lines)
+
+
+_REPORT_SCHEMA = pa.schema(
+    [  # type: ignore[arg-type]
+        ("stream", pa.string()),
+        ("check", pa.string()),
+        ("ok", pa.bool_()),
+        ("object", pa.string()),
+        ("detail", pa.string()),
+        ("expected", pa.string()),
+        ("found", pa.string()),
+    ]
+)
+
+
+class _Verifier:
+    def __init__(self, log: Log, deep: bool, report: VerifyReport) -> None:
+        self.log = log
+        self.deep = deep
+        self.report = report
+        self.done: dict[tuple[str, int], Manifest | None] = {}
+        self.hashed: set[str] = set()
+
+    def add(self, entry: VerifyEntry) -> None:
+        self.report.entries.append(entry)
+
+    def stream(self, name: str, through: int | None) -> Manifest | None:
+        """Verify `name`'s chain through generation `through` (latest if None) and its refs."""
+        store = self.log.store
+        folder = self.log._stream_folder(name)
+        commit_log = CommitLog(store, name, folder)
+        if through is None:
+            gens = commit_log.generations()
+            through = len(gens) - 1
+            if through < 0:
+                self.add(VerifyEntry(name, "commits", False, folder, "stream has no commits"))
+                return None
+        key = (name, through)
+        if key in self.done:
+            return self.done[key]
+        self.done[key] = None
+        manifest = self._chain(name, commit_log, through)
+        self.done[key] = manifest
+        if manifest is None:
+            return None
+        for relation, pos in references(manifest):
+            ref = self.stream(pos.stream, pos.generation)
+            where = f"{self.log._stream_folder(pos.stream)}/commits/{pos.generation:020d}.json"
+            if ref is None:
+                continue
+            ok = ref.root == pos.root
+            self.add(
+                VerifyEntry(
+                    name,
+                    "pin",
+                    ok,
+                    where,
+                    f"{relation} {pos} pinned at generation {pos.generation}",
+                    expected=pos.root,
+                    found=ref.root,
+                )
+            )
+        if self.deep:
+            for seg in manifest.segments:
+                self._segment(name, seg.path, seg.blake3, seg.bytes)
+        return manifest
+
+    def _chain(self, name: str, commit_log: CommitLog, through: int) -> Manifest | None:
+        manifest: Manifest | None = None
+        prev: str | None = None
+        for g in range(through + 1):
+            path = commit_log.path(g)
+            try:
+                raw = self.log.store.get(path)
+            except FileNotFoundError:
+                self.add(VerifyEntry(name, "commits", False, path, f"commit {g} is missing"))
+                return None
+            try:
+                entry = json.loads(raw)
+                check_commit(entry, name, g, prev, path)
+                if canonical(entry) != raw:
+                    raise IntegrityError(f"commit {path} is not in canonical form")
+                manifest = Manifest.initial(entry) if manifest is None else manifest.apply(entry)
+            except (ValueError, IntegrityError) as e:
+                found = blake3.blake3(raw).hexdigest()
+                self.add(
+                    VerifyEntry(
+                        name,
+                        "commits",
+                        False,
+                        path,
+                        f"commit {g}: {e}",
+                        expected=prev if g else None,
+                        found=found,
+                    )
+                )
+                return None
+            prev = entry["root"]
+        assert manifest is not None
+        self.add(
+            VerifyEntry(
+                name,
+                "commits",
+                True,
+                f"{self.log._stream_folder(name)}/commits",
+                f"root chain of generations 0..{through} recomputed",
+                found=manifest.root,
+            )
+        )
+        return manifest
+
+    def _segment(self, name: str, path: str, expected: str, size: int) -> None:
+        if path in self.hashed:
+            return
+        self.hashed.add(path)
+        try:
+            data = self.log.store.get(path)
+        except FileNotFoundError:
+            self.add(VerifyEntry(name, "segment", False, path, "segment file is missing", expected))
+            return
+        found = blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+        ok = found == expected and len(data) == size
+        detail = "BLAKE3 of the file bytes" + (
+            "" if len(data) == size else f"; {len(data)} bytes, expected {size}"
+        )
+        self.add(VerifyEntry(name, "segment", ok, path, detail, expected, found))
+
+
+def verify(
+    log: Log, name: str, generation: int | None, root: str | None, deep: bool
+) -> VerifyReport:
+    """Verify stream `name` through `generation`; with `root`, also that it is the chain's."""
+    target = name if generation is None else f"{name}@g{generation}"
+    report = VerifyReport(target=target, deep=deep)
+    verifier = _Verifier(log, deep, report)
+    manifest = verifier.stream(name, generation)
+    if root is not None and manifest is not None:
+        report.entries.append(
+            VerifyEntry(
+                name,
+                "checkpoint",
+                manifest.root == root,
+                f"{log._stream_folder(name)}/commits/{manifest.generation:020d}.json",
+                f"checkpoint root at generation {manifest.generation}",
+                expected=root,
+                found=manifest.root,
+            )
+        )
+    return report

@@ -1,0 +1,309 @@
+"""Merges: a new stream with >= 2 pinned parent heads and a deterministic policy (DESIGN §7).
+
+| policy          | the merge's replay                                                          |
+|-----------------|-----------------------------------------------------------------------------|
+| `pin`           | the base prefix; parents are pinned references; the app appends the rest     |
+| `fast_forward`  | one parent's replay, valid only when every other parent is its ancestor      |
+| `concat`        | base prefix, then each parent's post-base records in parent order (zero-copy)|
+| `interleave`    | base prefix, then all post-base records by (_timestamp, parent order, offset)|
+| `custom:<name>` | base prefix, then a registered resolver's output (run once, stored)          |
+
+Policies are recorded as data (`{"name", "params", "version"}`) in the merge's first commit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .commit import now_rfc3339
+from .errors import AlreadyExistsError, InvalidInputError, MergeConflictError
+from .lineage import common_ancestor, is_prefix, parse_position, pin
+from .names import validate_stream_name
+from .record import (
+    HEADERS_TYPE,
+    TIMESTAMP_TYPE,
+    coerce_input,
+    conform,
+    evolve_schema,
+    schema_to_json,
+)
+from .replay import Position, clip, iter_spans, replay_spans, union_schema
+from .segments.parquet import encode_segment, segment_path
+
+if TYPE_CHECKING:
+    from .log import Log
+    from .stream import Stream
+
+__all__ = ["MergeResolver", "register_merge_resolver"]
+
+MergeResolver = Callable[[pa.Table, list[pa.Table]], Any]
+"""`f(base, parents) -> Arrow table`: `base` is the base prefix's replay, `parents` each parent's
+records after the base (with `_stream`, `_offset`, ... columns). The output's user columns (and
+optional `_timestamp`, `_headers`) become the merge's first segment."""
+
+_RESOLVERS: dict[str, tuple[MergeResolver, str]] = {}
+_RESOLVERS_LOCK = threading.Lock()
+_BUILTIN = ("pin", "fast_forward", "concat", "interleave")
+
+
+def register_merge_resolver(name: str, resolver: MergeResolver, *, version: str = "1") -> None:
+    """Register a custom merge resolver, usable as `policy="custom:<name>"`.
+
+    The name and version are recorded in the merge's commit; re-registering a name replaces it
+    (bump `version` when its behaviour changes).
+    """
+    if not isinstance(name, str) or not name or ":" in name:
+        raise InvalidInputError(
+            f"resolver name must be a non-empty string without ':', not {name!r}"
+        )
+    if not callable(resolver):
+        raise InvalidInputError("resolver must be callable: f(base, parents) -> Arrow table")
+    with _RESOLVERS_LOCK:
+        _RESOLVERS[name] = (resolver, str(version))
+
+
+def _policy(policy: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    if not isinstance(policy, str):
+        raise InvalidInputError(f"policy must be a string, not {policy!r}")
+    if params is not None and not isinstance(params, dict):
+        raise InvalidInputError("policy_params must be a dict of JSON values")
+    version = "1"
+    if policy.startswith("custom:"):
+        with _RESOLVERS_LOCK:
+            found = _RESOLVERS.get(policy[len("custom:") :])
+        if found is None:
+            known = ", ".join(sorted(_RESOLVERS)) or "none"
+            raise InvalidInputError(
+                f"no merge resolver is registered as {policy[7:]!r} (registered: {known}); "
+                "call transit_arrow.register_merge_resolver first"
+            )
+        version = found[1]
+    elif policy not in _BUILTIN:
+        raise InvalidInputError(
+            f"unknown merge policy {policy!r}; use one of {', '.join(_BUILTIN)} or 'custom:<name>'"
+        )
+    return {"name": policy, "params": params or {}, "version": version}
+
+
+def create_merge(
+    log: Log,
+    name: str,
+    parents: Sequence[str],
+    *,
+    base: str | None,
+    policy: str,
+    policy_params: dict[str, Any] | None,
+    metadata: dict[str, Any],
+) -> Stream:
+    """Create merge stream `name` (see `Log.merge`). Writes nothing when it raises."""
+    validate_stream_name(name)
+    policy_record = _policy(policy, policy_params)
+    if isinstance(parents, str) or not isinstance(parents, Sequence):
+        raise InvalidInputError("parents must be a list like ['a', 'b@17']")
+    parsed = [parse_position(p) for p in parents]
+    if len(parsed) < 2:
+        raise MergeConflictError(
+            f"a merge needs at least 2 parent heads, got {len(parsed)}; use branch() to fork "
+            "a single stream"
+        )
+    streams = [s for s, _ in parsed]
+    duplicates = sorted({s for s in streams if streams.count(s) > 1})
+    if duplicates:
+        raise MergeConflictError(
+            f"parent stream(s) {duplicates} appear more than once; a merge reconciles distinct "
+            "streams"
+        )
+    if name in streams:
+        raise MergeConflictError(f"merge {name!r} cannot be one of its own parents")
+    for stream in streams:
+        log.stream(stream)  # StreamNotFoundError with near names
+    if log._exists(name):
+        raise AlreadyExistsError(f"stream {name!r} already exists in {log.uri}")
+    pins = [pin(log, s, o, allow_empty=True) for s, o in parsed]
+    base_pos = _base(log, pins, base)
+    base_end = base_pos.offset + 1 if base_pos is not None else 0
+    merge: dict[str, Any] = {
+        "parents": [p.to_json() for p in pins],
+        "base": base_pos.to_json() if base_pos is not None else None,
+        "policy": policy_record,
+    }
+    schema = union_schema(
+        [s for p in pins for s in replay_spans(log, log._manifest_at(p.stream, p.generation))],
+        [],
+    )
+    actions: list[dict[str, Any]] = []
+    start = base_end
+    kind = policy_record["name"]
+    if kind == "fast_forward":
+        winner = _fast_forward_winner(log, pins)
+        merge["winner"] = winner.to_json()
+        start = winner.offset + 1
+    elif kind == "concat":
+        start = base_end + sum(max(0, p.offset + 1 - base_end) for p in pins)
+    elif kind != "pin":
+        table = _materialized(log, name, pins, base_pos, base_end, policy_record, schema)
+        if table.num_rows:
+            schema = evolve_schema(schema, _user(table))
+            actions.append(_upload(log, name, table))
+    create = {
+        "type": "create",
+        "kind": "merge",
+        "parent": None,
+        "merge": merge,
+        "schema": schema_to_json(schema) if len(schema) else None,
+        "metadata": metadata,
+        "created_at": now_rfc3339(),
+        "start_offset": start,
+    }
+    return log._create(name, create, extra_actions=actions)
+
+
+def _base(log: Log, pins: list[Position], base: str | None) -> Position | None:
+    if base is None:
+        found: Position | None = pins[0]
+        for p in pins[1:]:
+            if found is None:
+                break
+            found = common_ancestor(log, found, p)
+        return found
+    stream, offset = parse_position(base)
+    position = pin(log, stream, offset)
+    for p in pins:
+        if not is_prefix(log, position, p):
+            raise MergeConflictError(
+                f"base {position} is not an ancestor of parent {p}: the replay of {p} does not "
+                f"start with the replay of {position}; omit base to use the nearest common "
+                "ancestor"
+            )
+    return position
+
+
+def _fast_forward_winner(log: Log, pins: list[Position]) -> Position:
+    for candidate in pins:
+        if all(is_prefix(log, other, candidate) for other in pins if other is not candidate):
+            return candidate
+    described = ", ".join(str(p) for p in pins)
+    raise MergeConflictError(
+        f"fast_forward needs one parent whose history contains every other parent's; none of "
+        f"{described} does (they diverged); use concat, interleave, pin or a custom policy"
+    )
+
+
+def _post_base(log: Log, pos: Position, base_end: int, schema: pa.Schema) -> pa.Table:
+    """A parent's records after the base, with provenance columns."""
+    from .record import full_schema
+
+    manifest = log._manifest_at(pos.stream, pos.generation)
+    spans = clip(replay_spans(log, manifest, pos.offset + 1), base_end, pos.offset + 1)
+    full = full_schema(schema, origin=True)
+    batches = list(iter_spans(log, spans, full, None))
+    table = pa.Table.from_batches(batches, schema=full)
+    # Provenance is the physical position: where no merge set it, the record's own.
+    origin_stream = pc.coalesce(table["_origin_stream"], table["_stream"])
+    origin_offset = pc.coalesce(table["_origin_offset"], table["_offset"])
+    table = table.set_column(
+        table.schema.get_field_index("_origin_stream"), "_origin_stream", origin_stream
+    )
+    return table.set_column(
+        table.schema.get_field_index("_origin_offset"), "_origin_offset", origin_offset
+    )
+
+
+def _materialized(
+    log: Log,
+    name: str,
+    pins: list[Position],
+    base_pos: Position | None,
+    base_end: int,
+    policy: dict[str, Any],
+    schema: pa.Schema,
+) -> pa.Table:
+    """The records an `interleave` or `custom:` merge stores as its first segment."""
+    parts = [_post_base(log, p, base_end, schema) for p in pins]
+    if policy["name"] == "interleave":
+        keyed = [
+            t.append_column("_parent", pa.repeat(pa.scalar(i, pa.int64()), t.num_rows))
+            for i, t in enumerate(parts)
+        ]
+        merged = pa.concat_tables(keyed).sort_by(
+            [("_timestamp", "ascending"), ("_parent", "ascending"), ("_offset", "ascending")]
+        )
+        merged = merged.drop_columns(["_parent", "_stream", "_offset"])
+        return _number(merged, base_end)
+    resolver, _ = _RESOLVERS[policy["name"][len("custom:") :]]
+    if base_pos is not None:
+        base_table = log._view(base_pos.stream, base_pos.generation).read(end=base_end)
+    else:
+        base_table = pa.table({})
+    try:
+        output = resolver(base_table, parts)
+    except Exception as e:
+        raise MergeConflictError(f"merge resolver {policy['name']!r} failed: {e!r}") from e
+    return _custom_output(output, base_end)
+
+
+def _custom_output(output: Any, base_end: int) -> pa.Table:
+    if isinstance(output, pa.Table):
+        table = output
+    else:
+        table = coerce_input(output, None) if not isinstance(output, pa.Table) else output
+    renames = {"_stream": "_origin_stream", "_offset": "_origin_offset"}
+    if "_origin_stream" in table.column_names:
+        table = table.drop_columns([c for c in ("_stream", "_offset") if c in table.column_names])
+    else:
+        table = table.rename_columns([renames.get(c, c) for c in table.column_names])
+    allowed = {"_timestamp", "_headers", "_origin_stream", "_origin_offset"}
+    bad = [c for c in table.column_names if c.startswith("_") and c not in allowed]
+    if bad:
+        raise MergeConflictError(f"merge resolver output has reserved columns {bad}")
+    n = table.num_rows
+    for column, kind in (("_origin_stream", pa.string()), ("_origin_offset", pa.int64())):
+        if column not in table.column_names:
+            table = table.append_column(column, pa.nulls(n, kind))
+    if "_timestamp" not in table.column_names:
+        from .record import system_columns
+
+        ts = system_columns(table.select([c for c in table.column_names if c != "_headers"]), 0)[1]
+        table = table.append_column("_timestamp", ts)
+    if "_headers" not in table.column_names:
+        table = table.append_column("_headers", pa.nulls(n, HEADERS_TYPE))
+    return _number(table, base_end)
+
+
+def _user(table: pa.Table) -> pa.Schema:
+    system = {"_offset", "_timestamp", "_headers", "_origin_stream", "_origin_offset"}
+    return pa.schema([f for f in table.schema if f.name not in system])
+
+
+def _number(table: pa.Table, first: int) -> pa.Table:
+    """Renumber densely from `first`, in segment column order."""
+    import numpy as np
+
+    n = table.num_rows
+    user = _user(table)
+    body = conform(table.select(user.names), evolve_schema(None, user)) if len(user) else None
+    columns: list[Any] = [
+        pa.array(np.arange(first, first + n, dtype=np.int64)),
+        table["_timestamp"].cast(TIMESTAMP_TYPE),
+        table["_headers"].cast(HEADERS_TYPE),
+        table["_origin_stream"].cast(pa.string()),
+        table["_origin_offset"].cast(pa.int64()),
+    ]
+    names = ["_offset", "_timestamp", "_headers", "_origin_stream", "_origin_offset"]
+    if body is not None:
+        columns += list(body.columns)
+        names += body.column_names
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def _upload(log: Log, name: str, table: pa.Table) -> dict[str, Any]:
+    folder = log._stream_folder(name)
+    data, meta = encode_segment(table, name, log._options.row_group_size)
+    path = segment_path(folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
+    log._put_segment(path, data)
+    return {"type": "add_segment", "path": path, **meta}

@@ -1,0 +1,193 @@
+"""Replay: which physical records, from which streams, make up a stream's history (DESIGN §6-7).
+
+A stream's replay is a list of *spans*. A span names a physical stream (its *origin*), that
+stream's manifest at a pinned generation, an origin offset range `[lo, hi)` and a shift: the
+record at origin offset `o` appears in the replay at offset `o + shift`. Branches inherit their
+parent's spans up to the fork offset (shift 0, so offsets keep their numbering); `concat`
+merges reference their parents' spans shifted into the merge's numbering (zero-copy). Reading
+a span reads only the Parquet row groups overlapping its range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from .manifest import Manifest
+from .record import evolve_schema
+from .segments.parquet import iter_segment
+
+if TYPE_CHECKING:
+    from .log import Log
+
+__all__ = ["Position", "Span", "clip", "link_of", "replay_spans"]
+
+_ORIGIN_NAMES = {"_origin_stream", "_origin_offset"}
+
+
+@dataclass(frozen=True)
+class Position:
+    """`stream@offset`, pinned to the stream's generation and root when it was referenced."""
+
+    stream: str
+    offset: int
+    generation: int
+    root: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "offset": self.offset,
+            "generation": self.generation,
+            "root": self.root,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Position:
+        return cls(data["stream"], int(data["offset"]), int(data["generation"]), data["root"])
+
+    def __str__(self) -> str:
+        return f"{self.stream}@{self.offset}"
+
+
+@dataclass(frozen=True)
+class Span:
+    """Records of `origin` with `lo <= offset < hi`, shown at `offset + shift`."""
+
+    origin: str
+    manifest: Manifest
+    lo: int
+    hi: int
+    shift: int = 0
+    label: str | None = None  # the `_stream` shown; None shows the origin
+    provenance: bool = False  # fill `_origin_stream` / `_origin_offset`
+
+    @property
+    def start(self) -> int:
+        """First replay offset of the span."""
+        return self.lo + self.shift
+
+    @property
+    def end(self) -> int:
+        """Replay offset after the span's last record."""
+        return self.hi + self.shift
+
+
+def link_of(manifest: Manifest) -> Position | None:
+    """The position whose replay forms the prefix of this stream's replay, if any."""
+    create = manifest.create
+    if create.get("kind") == "branch":
+        return Position.from_json(create["parent"])
+    merge = create.get("merge")
+    if merge:
+        if merge["policy"]["name"] == "fast_forward":
+            return Position.from_json(merge["winner"])
+        if merge.get("base"):
+            return Position.from_json(merge["base"])
+    return None
+
+
+def clip(spans: list[Span], lo: int, hi: int) -> list[Span]:
+    """The spans restricted to replay offsets `[lo, hi)`."""
+    out = []
+    for s in spans:
+        a, b = max(s.lo, lo - s.shift), min(s.hi, hi - s.shift)
+        if a < b:
+            out.append(replace(s, lo=a, hi=b))
+    return out
+
+
+def replay_spans(log: Log, manifest: Manifest, end: int | None = None) -> list[Span]:
+    """The spans of `manifest`'s stream, in replay order, for replay offsets below `end`."""
+    limit = manifest.next_offset if end is None else min(end, manifest.next_offset)
+    spans: list[Span] = []
+    link = link_of(manifest)
+    if link is not None:
+        parent = log._manifest_at(link.stream, link.generation)
+        spans += replay_spans(log, parent, min(link.offset + 1, limit))
+    merge = manifest.create.get("merge")
+    if merge and merge["policy"]["name"] == "concat":
+        spans += _concat_spans(log, manifest.stream, merge)
+    if manifest.start_offset < limit:
+        spans.append(Span(manifest.stream, manifest, manifest.start_offset, limit))
+    return clip(spans, 0, limit)
+
+
+def _concat_spans(log: Log, name: str, merge: dict[str, Any]) -> list[Span]:
+    base_end = merge["base"]["offset"] + 1 if merge.get("base") else 0
+    cursor = base_end
+    out: list[Span] = []
+    for ref in merge["parents"]:
+        pos = Position.from_json(ref)
+        parent = log._manifest_at(pos.stream, pos.generation)
+        sub = clip(replay_spans(log, parent, pos.offset + 1), base_end, pos.offset + 1)
+        shift = cursor - base_end
+        out += [replace(s, shift=s.shift + shift, label=name, provenance=True) for s in sub]
+        cursor += max(0, pos.offset + 1 - base_end)
+    return out
+
+
+def has_origin_columns(spans: list[Span]) -> bool:
+    """Whether reads of these spans carry `_origin_stream` / `_origin_offset`."""
+    return any(s.provenance or set(s.manifest.extra_columns) >= _ORIGIN_NAMES for s in spans)
+
+
+def union_schema(spans: list[Span], extra: list[pa.Schema]) -> pa.Schema:
+    """The user schema holding every span's and every extra schema's columns."""
+    schema: pa.Schema | None = None
+    seen: set[tuple[str, int]] = set()
+    for s in spans:
+        key = (s.origin, s.manifest.generation)
+        if key in seen or s.manifest.schema is None:
+            continue
+        seen.add(key)
+        schema = evolve_schema(schema, s.manifest.schema)
+    for user in extra:
+        if len(user):
+            schema = evolve_schema(schema, user)
+    return schema if schema is not None else pa.schema([])
+
+
+def iter_spans(
+    log: Log, spans: list[Span], schema: pa.Schema, columns: list[str] | None
+) -> Iterator[pa.RecordBatch]:
+    """Yield the spans' records shaped to `schema` (see `shape`)."""
+    for span in spans:
+        for seg in span.manifest.segments:
+            if seg.last_offset < span.lo or seg.first_offset >= span.hi:
+                continue
+            source = log._segment_source(seg)
+            for batch in iter_segment(source, seg, span.lo, span.hi, columns):
+                yield shape(batch, schema, span)
+
+
+def shape(batch: pa.RecordBatch, schema: pa.Schema, span: Span) -> pa.RecordBatch:
+    """Give a stored batch the read schema: `_stream` label, shifted offsets, provenance,
+    widened types and null columns for what the batch lacks."""
+    n = batch.num_rows
+    names = batch.schema.names
+    arrays: list[Any] = []
+    for field in schema:
+        name = field.name
+        if name == "_stream":
+            if span.label is None and "_stream" in names:
+                arrays.append(batch.column("_stream").cast(pa.string()))
+            else:
+                arrays.append(pa.repeat(pa.scalar(span.label or span.origin), n))
+        elif name == "_offset" and span.shift:
+            arrays.append(pa.compute.add(batch.column("_offset"), span.shift))
+        elif span.provenance and name == "_origin_stream" and "_origin_stream" not in names:
+            label = pa.scalar(span.origin) if "_stream" not in names else None
+            col = batch.column("_stream").cast(pa.string()) if label is None else None
+            arrays.append(col if col is not None else pa.repeat(label, n))
+        elif span.provenance and name == "_origin_offset" and "_origin_offset" not in names:
+            arrays.append(batch.column("_offset"))
+        elif name in names:
+            col = batch.column(name)
+            arrays.append(col if col.type == field.type else col.cast(field.type))
+        else:
+            arrays.append(pa.nulls(n, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
