@@ -10,6 +10,7 @@ def test_public_names_are_pinned() -> None:
     assert ta.__all__ == [
         "Ack",
         "AlreadyExistsError",
+        "Checkpoint",
         "CommitConflictError",
         "FencedError",
         "IntegrityError",
@@ -17,15 +18,20 @@ def test_public_names_are_pinned() -> None:
         "Log",
         "LogClosedError",
         "MergeConflictError",
+        "MergeResolver",
         "NotALogError",
         "NotFoundError",
         "SchemaMismatchError",
         "StorageError",
         "Stream",
         "StreamNotFoundError",
+        "StreamView",
         "TransitError",
+        "VerifyEntry",
+        "VerifyReport",
         "WriterBusyError",
         "open",
+        "register_merge_resolver",
     ]
 
 
