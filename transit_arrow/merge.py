@@ -14,8 +14,8 @@ Policies are recorded as data (`{"name", "params", "version"}`) in the merge's f
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,10 +41,16 @@ if TYPE_CHECKING:
 
 __all__ = ["MergeResolver", "register_merge_resolver"]
 
-MergeResolver = Callable[[pa.Table, list[pa.Table]], Any]
-"""`f(base, parents) -> Arrow table`: `base` is the base prefix's replay, `parents` each parent's
-records after the base (with `_stream`, `_offset`, ... columns). The output's user columns (and
-optional `_timestamp`, `_headers`) become the merge's first segment."""
+class MergeResolver(Protocol):
+    """`f(base, parents) -> Arrow table`, the signature of a custom merge resolver.
+
+    `base` is the base prefix's replay; `parents` holds each parent's records after the base
+    (with `_stream`, `_offset`, `_origin_stream`, `_origin_offset` and user columns). The
+    output (any Arrow producer) becomes the merge's first segment: its user columns, optional
+    `_timestamp` / `_headers`, and provenance taken from `_origin_*` (or `_stream`/`_offset`).
+    """
+
+    def __call__(self, base: pa.Table, parents: list[pa.Table], /) -> Any: ...
 
 _RESOLVERS: dict[str, tuple[MergeResolver, str]] = {}
 _RESOLVERS_LOCK = threading.Lock()
