@@ -30,6 +30,7 @@ from .errors import (
 from .manifest import Manifest, SegmentRef
 from .names import decode_stream_name, encode_stream_name, validate_stream_name
 from .record import evolve_schema, schema_to_json
+from .segments.cache import SegmentCache
 from .storage import ObjectStore, store_from_uri
 from .storage.base import Bytes
 from .stream import Stream
@@ -56,6 +57,7 @@ class _Options:
     max_pending_heads: int
     seal_retries: int
     lease_check_interval: float
+    cache_max_bytes: int
 
 
 def open(  # the entry point is deliberately named like the builtin, as in io.open
@@ -68,6 +70,8 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
     segment_max_age: float = 60.0,
     row_group_size: int = 65536,
     create: bool = True,
+    storage_options: dict[str, Any] | None = None,
+    cache_max_bytes: int = 8 * 1024**3,
 ) -> Log:
     """Open (or create) the log at `uri` and return a `Log`.
 
@@ -81,6 +85,9 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
         segment_max_age: ... or once its oldest record is this many seconds old.
         row_group_size: rows per Parquet row group in sealed segments.
         create: create the log when `uri` is empty or missing (else `NotALogError`).
+        storage_options: backend settings for remote roots, e.g. for S3 `endpoint_url`,
+            `key`, `secret`, `region` (deltalake-style `AWS_*` names are accepted too).
+        cache_max_bytes: budget of the local cache of segments fetched from a remote root.
 
     Raises:
         NotALogError: `uri` holds something that is not a transit-arrow log.
@@ -94,13 +101,14 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
         ("segment_max_records", segment_max_records),
         ("segment_max_bytes", segment_max_bytes),
         ("row_group_size", row_group_size),
+        ("cache_max_bytes", cache_max_bytes),
     ):
         if not isinstance(value, int) or value < 1:
             raise InvalidInputError(f"{name} must be a positive integer, not {value!r}")
     if not segment_max_age > 0:
         raise InvalidInputError(f"segment_max_age must be > 0 seconds, not {segment_max_age!r}")
     try:
-        store = store_from_uri(uri)
+        store = store_from_uri(uri, storage_options)
     except ValueError as e:
         raise InvalidInputError(str(e)) from None
     options = _Options(
@@ -112,6 +120,7 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
         max_pending_heads=4,
         seal_retries=5,
         lease_check_interval=1.0,
+        cache_max_bytes=cache_max_bytes,
     )
     return Log(store, options, local_dir=local_dir, create=create)
 
@@ -152,6 +161,7 @@ class Log:
         self._open_marker(create)
         self.local_dir = Path(local_dir) if local_dir is not None else _default_local_dir(store)
         self.local_dir.mkdir(parents=True, exist_ok=True)
+        self.cache = SegmentCache(self.local_dir / "cache", options.cache_max_bytes)
         self._streams: dict[str, Stream] = {}
         self._history: dict[str, list[Manifest]] = {}
         self._commit_cache: dict[str, list[Commit]] = {}
@@ -232,17 +242,15 @@ class Log:
     def _local_stream_dir(self, name: str) -> Path:
         return self.local_dir / "streams" / encode_stream_name(name)
 
-    def _segment_local_path(self, seg: SegmentRef) -> str | None:
-        return self.store.local_path(seg.path)
-
-    def _segment_source(self, seg: SegmentRef) -> str | pa.NativeFile:
+    def _segment_local_path(self, seg: SegmentRef) -> str:
+        """A local file with the segment's bytes: the store's own, or a verified cached copy."""
         path = self.store.local_path(seg.path)
         if path is not None:
             return path
-        try:
-            return pa.BufferReader(self.store.get(seg.path))
-        except OSError as e:
-            raise StorageError(f"cannot read segment {self.uri}/{seg.path}: {e}") from e
+        return self.cache.path(self.store, seg)
+
+    def _segment_source(self, seg: SegmentRef) -> str:
+        return self._segment_local_path(seg)
 
     # --- manifests ------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MergeResolver", "register_merge_resolver"]
 
+
 class MergeResolver(Protocol):
     """`f(base, parents) -> Arrow table`, the signature of a custom merge resolver.
 
@@ -51,6 +52,7 @@ class MergeResolver(Protocol):
     """
 
     def __call__(self, base: pa.Table, parents: list[pa.Table], /) -> Any: ...
+
 
 _RESOLVERS: dict[str, tuple[MergeResolver, str]] = {}
 _RESOLVERS_LOCK = threading.Lock()

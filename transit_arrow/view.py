@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -163,14 +163,7 @@ class _Readable(abc.ABC):
             for seg in span.manifest.segments:
                 if seg.last_offset < span.lo or seg.first_offset >= span.hi:
                     continue
-                path = self.log._segment_local_path(seg)
-                if path is None:
-                    table = pa.Table.from_batches(
-                        list(iter_spans(self.log, [_only(span, seg)], schema, None))
-                    )
-                    frames.append(_lazy(table))
-                    continue
-                frame = pl.scan_parquet(path)
+                frame = pl.scan_parquet(self.log._segment_local_path(seg))
                 if span.lo > seg.first_offset or span.hi <= seg.last_offset:
                     frame = frame.filter(pl.col("_offset").is_between(span.lo, span.hi - 1))
                 frames.append(_span_frame(frame, span, target))
@@ -182,12 +175,6 @@ class _Readable(abc.ABC):
         if not frames:
             return target.lazy()
         return pl.concat([_align(f, target) for f in frames], how="vertical")
-
-
-def _only(span: Span, seg: Any) -> Span:
-    from dataclasses import replace
-
-    return replace(span, lo=max(span.lo, seg.first_offset), hi=min(span.hi, seg.last_offset + 1))
 
 
 def _lazy(table: pa.Table) -> pl.LazyFrame:

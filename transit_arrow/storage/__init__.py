@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .base import ObjectInfo, ObjectStore
@@ -13,9 +14,20 @@ from .memory import MemoryStore
 __all__ = ["LocalStore", "MemoryStore", "ObjectInfo", "ObjectStore", "store_from_uri"]
 
 
-def store_from_uri(uri: str | os.PathLike[str]) -> ObjectStore:
-    """Return the backend for `uri`: a path or `file://` URI, `memory://name`, or `s3://...`."""
+def store_from_uri(
+    uri: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+) -> ObjectStore:
+    """Return the backend for `uri`: a path or `file://` URI, `memory://name`, or `s3://...`.
+
+    `storage_options` configure remote backends (for S3: endpoint, key, secret, region, ...).
+    """
     text = os.fspath(uri)
+    if text.startswith("s3://"):
+        from .s3 import S3Store
+
+        return S3Store(text, storage_options)
+    if storage_options:
+        raise ValueError(f"storage_options are only used by s3:// URIs, not {text!r}")
     if text.startswith("memory://"):
         return MemoryStore.named(text[len("memory://") :].strip("/"))
     if text.startswith("file://"):
@@ -23,6 +35,7 @@ def store_from_uri(uri: str | os.PathLike[str]) -> ObjectStore:
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise ValueError(
-            f"unsupported URI scheme {scheme!r} in {text!r}; use a path, file://, or memory://"
+            f"unsupported URI scheme {scheme!r} in {text!r}; use a path, file://, memory:// "
+            "or s3://"
         )
     return LocalStore(Path(text))

@@ -1,0 +1,92 @@
+"""A bounded, verified local cache of segment files fetched from a remote store (DESIGN §3).
+
+A segment is fetched whole, its BLAKE3 and size are checked against the commit that references
+it, and only then is it written (temp + fsync + rename) and served. A mismatch raises
+`IntegrityError`: a corrupt object is never cached or read. Least recently used files are
+evicted once the cache exceeds its byte budget.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import blake3
+
+from ..errors import IntegrityError, StorageError
+from ..manifest import SegmentRef
+from ..storage import ObjectStore
+from ..storage.local import write_file_atomic
+
+__all__ = ["SegmentCache"]
+
+
+class SegmentCache:
+    """Segment files under `<local>/cache/`, keyed by their store path."""
+
+    def __init__(self, folder: Path, max_bytes: int) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._sizes: dict[Path, int] | None = None
+        self.fetched_bytes = 0
+        self.fetches = 0
+
+    def _scan(self) -> dict[Path, int]:
+        if self._sizes is None:
+            self._sizes = {}
+            if self.folder.is_dir():
+                for path in self.folder.rglob("*.parquet"):
+                    self._sizes[path] = path.stat().st_size
+        return self._sizes
+
+    def cached(self, seg: SegmentRef) -> bool:
+        """Whether the segment is in the cache."""
+        return (self.folder / seg.path).is_file()
+
+    def path(self, store: ObjectStore, seg: SegmentRef) -> str:
+        """A local path holding the segment's verified bytes, fetching it if needed."""
+        local = self.folder / seg.path
+        try:
+            os.utime(local)  # mark as recently used
+            return str(local)
+        except FileNotFoundError:
+            pass
+        try:
+            data = store.get(seg.path)
+        except FileNotFoundError as e:
+            raise IntegrityError(
+                f"segment {store.uri}/{seg.path} is referenced by a commit but missing"
+            ) from e
+        except OSError as e:
+            raise StorageError(f"cannot fetch segment {store.uri}/{seg.path}: {e}") from e
+        found = blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+        if found != seg.blake3 or len(data) != seg.bytes:
+            raise IntegrityError(
+                f"segment {store.uri}/{seg.path} fetched from the store does not match its "
+                f"commit: expected BLAKE3 {seg.blake3} ({seg.bytes} bytes), found {found} "
+                f"({len(data)} bytes); it was not cached or served"
+            )
+        write_file_atomic(local, data)
+        with self._lock:
+            sizes = self._scan()
+            sizes[local] = len(data)
+            self.fetched_bytes += len(data)
+            self.fetches += 1
+            self._evict(keep=local)
+        return str(local)
+
+    def _evict(self, keep: Path) -> None:
+        sizes = self._scan()
+        total = sum(sizes.values())
+        if total <= self.max_bytes:
+            return
+        by_age = sorted(
+            (p for p in sizes if p != keep), key=lambda p: p.stat().st_mtime if p.exists() else 0
+        )
+        for path in by_age:
+            if total <= self.max_bytes:
+                break
+            total -= sizes.pop(path)
+            path.unlink(missing_ok=True)

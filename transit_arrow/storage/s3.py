@@ -1,0 +1,121 @@
+"""`s3://bucket/prefix` backend through s3fs; commits use `If-None-Match: *` (put-if-absent)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Bytes, ObjectInfo, ObjectStore
+
+__all__ = ["S3Store", "s3_options"]
+
+# Accepted spellings of storage options (deltalake/object_store style and s3fs style).
+_ALIASES = {
+    "endpoint_url": "endpoint_url",
+    "endpoint": "endpoint_url",
+    "aws_endpoint_url": "endpoint_url",
+    "aws_endpoint": "endpoint_url",
+    "key": "key",
+    "access_key_id": "key",
+    "aws_access_key_id": "key",
+    "secret": "secret",
+    "secret_access_key": "secret",
+    "aws_secret_access_key": "secret",
+    "token": "token",
+    "session_token": "token",
+    "aws_session_token": "token",
+    "region": "region",
+    "region_name": "region",
+    "aws_region": "region",
+    "anon": "anon",
+    "allow_http": None,  # implied by an http:// endpoint
+    "aws_allow_http": None,
+}
+
+
+def s3_options(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Translate storage options into s3fs.S3FileSystem keyword arguments."""
+    out: dict[str, Any] = {"skip_instance_cache": True, "use_listings_cache": False}
+    client: dict[str, Any] = {}
+    for raw_key, value in (options or {}).items():
+        key = str(raw_key).lower()
+        if key not in _ALIASES:
+            known = ", ".join(sorted(k for k, v in _ALIASES.items() if v and k == v))
+            raise ValueError(f"unknown S3 storage option {raw_key!r}; known options: {known}")
+        target = _ALIASES[key]
+        if target is None:
+            continue
+        if target == "region":
+            client["region_name"] = value
+        elif target == "anon":
+            out["anon"] = (
+                str(value).lower() in ("1", "true", "yes")
+                if isinstance(value, str)
+                else bool(value)
+            )
+        else:
+            out[target] = value
+    if client:
+        out["client_kwargs"] = client
+    return out
+
+
+class S3Store(ObjectStore):
+    """Objects under `s3://bucket/prefix`."""
+
+    def __init__(self, uri: str, storage_options: dict[str, Any] | None = None) -> None:
+        try:
+            import s3fs
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise ImportError('s3:// logs need s3fs: pip install "transit-arrow[s3]"') from e
+        rest = uri[len("s3://") :].strip("/")
+        if not rest:
+            raise ValueError(f"{uri!r} names no bucket; use s3://bucket/prefix")
+        self.uri = f"s3://{rest}"
+        self.base = rest
+        self.fs = s3fs.S3FileSystem(**s3_options(storage_options))
+
+    def _full(self, path: str) -> str:
+        path = path.strip("/")
+        return f"{self.base}/{path}" if path else self.base
+
+    def get(self, path: str) -> bytes:
+        data: bytes = self.fs.cat_file(self._full(path))
+        return data
+
+    def get_range(self, path: str, start: int, end: int) -> bytes:
+        if end <= start:
+            self.head(path)
+            return b""
+        data: bytes = self.fs.cat_file(self._full(path), start=start, end=end)
+        return data
+
+    def put(self, path: str, data: Bytes) -> None:
+        self.fs.pipe_file(self._full(path), bytes(data))
+
+    def put_if_absent(self, path: str, data: Bytes) -> None:
+        # s3fs sends If-None-Match: * and raises FileExistsError on 412 Precondition Failed.
+        self.fs.pipe_file(self._full(path), bytes(data), mode="create")
+
+    def list(self, prefix: str) -> list[str]:
+        folder = self._full(prefix)
+        try:
+            entries = self.fs.ls(folder, detail=True, refresh=True)
+        except FileNotFoundError:
+            return []
+        out = []
+        for entry in entries:
+            name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            if entry["name"].rstrip("/") == folder:
+                continue
+            out.append(name + "/" if entry["type"] == "directory" else name)
+        return sorted(set(out))
+
+    def head(self, path: str) -> ObjectInfo:
+        info = self.fs.info(self._full(path), refresh=True)
+        if info.get("type") == "directory":
+            raise FileNotFoundError(path)
+        return ObjectInfo(path, int(info["size"]))
+
+    def delete(self, path: str) -> None:
+        self.head(path)  # S3 deletes of missing keys succeed; the contract says they fail
+        self.fs.rm_file(self._full(path))
