@@ -38,6 +38,7 @@ from .view import StreamView
 
 if TYPE_CHECKING:
     from .integrity import Checkpoint, VerifyReport
+    from .maintenance import GcReport, HydrateReport
 from .typing import DURABILITY_LEVELS, Durability
 
 __all__ = ["Log", "open"]
@@ -61,7 +62,7 @@ class _Options:
 
 
 def open(  # the entry point is deliberately named like the builtin, as in io.open
-    uri: str | os.PathLike[str],
+    uri: str | os.PathLike[str] | ObjectStore,
     *,
     local_dir: str | os.PathLike[str] | None = None,
     durability: Durability = "local",
@@ -76,7 +77,8 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
     """Open (or create) the log at `uri` and return a `Log`.
 
     Args:
-        uri: a folder path, `file://...`, or `memory://name`.
+        uri: a folder path, `file://...`, `memory://name`, `s3://bucket/prefix`, or an
+            `ObjectStore` instance (e.g. a wrapper injecting faults, in tests).
         local_dir: where heads live; defaults to `<root>/_local` for a local root and to a
             per-URI folder otherwise.
         durability: default durability of appends ("memory", "local" or "tiered").
@@ -108,7 +110,7 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
     if not segment_max_age > 0:
         raise InvalidInputError(f"segment_max_age must be > 0 seconds, not {segment_max_age!r}")
     try:
-        store = store_from_uri(uri, storage_options)
+        store = uri if isinstance(uri, ObjectStore) else store_from_uri(uri, storage_options)
     except ValueError as e:
         raise InvalidInputError(str(e)) from None
     options = _Options(
@@ -481,6 +483,25 @@ class Log:
             policy_params=policy_params,
             metadata=metadata,
         )
+
+    def gc(self, *, min_age: float = 3600.0, dry_run: bool = False) -> GcReport:
+        """Remove segment files no commit references (orphans of interrupted seals/merges).
+
+        Files younger than `min_age` seconds are kept (a writer may be about to commit them);
+        nothing any generation of any stream references is ever removed.
+        """
+        self._check_open()
+        from .maintenance import collect_garbage
+
+        return collect_garbage(self, min_age=min_age, dry_run=dry_run)
+
+    def hydrate(self, *, progress: bool = False) -> HydrateReport:
+        """Fetch and verify every segment every stream needs into the local cache now
+        (a remote root otherwise fetches lazily, on first read)."""
+        self._check_open()
+        from .maintenance import hydrate
+
+        return hydrate(self, progress=progress)
 
     def lineage(self) -> pa.Table:
         """The lineage table: one row per stream with its kind, parent, merge parents, base,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import operator
 import threading
@@ -219,7 +220,21 @@ class _Writer:
             self.manifest = self.log._remember(self.name, commit)
             return
 
+    def _remove_orphans(self) -> None:
+        """Delete this stream's segment files that no commit references (an interrupted seal
+        left them). Only the lease holder seals into this folder, so none is in flight."""
+        from .maintenance import referenced_segments
+
+        prefix = f"{self.folder}/segments"
+        referenced = referenced_segments(self.log, self.name)
+        for entry in self.log.store.list(prefix):
+            path = f"{prefix}/{entry}"
+            if not entry.endswith("/") and path not in referenced:
+                with contextlib.suppress(FileNotFoundError):
+                    self.log.store.delete(path)
+
     def _recover(self) -> None:
+        self._remove_orphans()
         expected = self.manifest.next_offset
         schema = self.manifest.schema
         for rec in recover_heads(self.heads_dir, truncate=True):

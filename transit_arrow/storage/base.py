@@ -22,6 +22,7 @@ class ObjectInfo:
 
     path: str
     size: int
+    modified: float | None = None  # POSIX seconds of the last write, when the backend knows
 
 
 class ObjectStore(abc.ABC):

@@ -103,7 +103,7 @@ class LocalStore(ObjectStore):
         st = p.stat()
         if p.is_dir():
             raise FileNotFoundError(path)
-        return ObjectInfo(path, st.st_size)
+        return ObjectInfo(path, st.st_size, st.st_mtime)
 
     def delete(self, path: str) -> None:
         self._path(path).unlink()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from .base import Bytes, ObjectInfo, ObjectStore
 
@@ -18,6 +19,7 @@ class MemoryStore(ObjectStore):
     def __init__(self, uri: str = "memory://") -> None:
         self.uri = uri
         self._objects: dict[str, bytes] = {}
+        self._modified: dict[str, float] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -42,12 +44,14 @@ class MemoryStore(ObjectStore):
     def put(self, path: str, data: Bytes) -> None:
         with self._lock:
             self._objects[path] = bytes(data)
+            self._modified[path] = time.time()
 
     def put_if_absent(self, path: str, data: Bytes) -> None:
         with self._lock:
             if path in self._objects:
                 raise FileExistsError(path)
             self._objects[path] = bytes(data)
+            self._modified[path] = time.time()
 
     def list(self, prefix: str) -> list[str]:
         base = prefix.strip("/")
@@ -64,7 +68,7 @@ class MemoryStore(ObjectStore):
     def head(self, path: str) -> ObjectInfo:
         with self._lock:
             try:
-                return ObjectInfo(path, len(self._objects[path]))
+                return ObjectInfo(path, len(self._objects[path]), self._modified.get(path))
             except KeyError:
                 raise FileNotFoundError(path) from None
 
@@ -72,5 +76,6 @@ class MemoryStore(ObjectStore):
         with self._lock:
             try:
                 del self._objects[path]
+                self._modified.pop(path, None)
             except KeyError:
                 raise FileNotFoundError(path) from None

@@ -114,7 +114,9 @@ class S3Store(ObjectStore):
         info = self.fs.info(self._full(path), refresh=True)
         if info.get("type") == "directory":
             raise FileNotFoundError(path)
-        return ObjectInfo(path, int(info["size"]))
+        modified = info.get("LastModified")
+        stamp = modified.timestamp() if hasattr(modified, "timestamp") else None
+        return ObjectInfo(path, int(info["size"]), stamp)
 
     def delete(self, path: str) -> None:
         self.head(path)  # S3 deletes of missing keys succeed; the contract says they fail
