@@ -69,6 +69,7 @@ class Head:
         self._ipc: pa.ipc.RecordBatchStreamWriter | None = None
         self._marker_fd: int | None = None
         self._marker_size = 0
+        self._schema_hex: str | None = None
         self.rows: list[tuple[Any, ...]] = []
         self.row_stamps: list[int] = []
 
@@ -151,8 +152,10 @@ class Head:
     def make_durable(self, fd: int, records: int, nbytes: int) -> None:
         """fdatasync the IPC bytes, then durably replace the marker to count them."""
         os.fdatasync(fd)
+        if self._schema_hex is None:
+            self._schema_hex = schema_to_json(self.user_schema)
         marker = _Marker(
-            self.start_offset, records, nbytes, self.generation, schema_to_json(self.user_schema)
+            self.start_offset, records, nbytes, self.generation, self._schema_hex
         ).dump()
         if self._marker_fd is None:
             write_file_atomic(self.marker_path, marker)
