@@ -23,6 +23,7 @@ from .errors import (
 )
 from .integrity import Checkpoint, VerifyEntry, VerifyReport
 from .log import Log, open
+from .materialize import Materialization, RefreshReport
 from .merge import MergeResolver, register_merge_resolver
 from .stream import Ack, Stream
 from .view import StreamView
@@ -37,10 +38,12 @@ __all__ = [
     "InvalidInputError",
     "Log",
     "LogClosedError",
+    "Materialization",
     "MergeConflictError",
     "MergeResolver",
     "NotALogError",
     "NotFoundError",
+    "RefreshReport",
     "SchemaMismatchError",
     "StorageError",
     "Stream",

@@ -39,6 +39,7 @@ from .view import StreamView
 if TYPE_CHECKING:
     from .integrity import Checkpoint, VerifyReport
     from .maintenance import GcReport, HydrateReport
+    from .materialize import Materialization, Reducer
 from .typing import DURABILITY_LEVELS, Durability
 
 __all__ = ["Log", "open"]
@@ -502,6 +503,51 @@ class Log:
         from .maintenance import hydrate
 
         return hydrate(self, progress=progress)
+
+    def materialize(
+        self,
+        name: str,
+        source: str,
+        *,
+        query: str | None = None,
+        reducer: Reducer | None = None,
+        key: list[str] | None = None,
+        version: str = "1",
+    ) -> Materialization:
+        """Define (or redefine) a derived view of stream `source`; see DESIGN §9.
+
+        Args:
+            name: the view's name (stream-name rules).
+            source: the stream it derives from (and the default branch of `refresh`).
+            query: SQL over a relation named `records` (the replay, system columns included).
+                Filters/projections and GROUP BY with count/sum/min/max/avg/bool_and/bool_or/
+                arg_max(x, _offset) are maintained incrementally; other SQL is recomputed.
+            reducer: instead of SQL, `f(state: pa.Table | None, batch: pa.Table) -> table`.
+            key: for a filter query, keep only the last row per key (by `_offset`).
+            version: bump it when a reducer's behaviour changes, to force rebuilds.
+
+        The definition is stored in the log, so other processes can open it with
+        `Log.materialization(name)`. A changed definition makes old checkpoints unusable:
+        the next refresh rebuilds and its report says why.
+        """
+        self._check_open()
+        from .materialize import define
+
+        return define(self, name, source, query=query, reducer=reducer, key=key, version=version)
+
+    def materialization(self, name: str, *, reducer: Reducer | None = None) -> Materialization:
+        """Open the stored materialization `name` (pass the reducer again for Python ones)."""
+        self._check_open()
+        from .materialize import load
+
+        return load(self, name, reducer)
+
+    def materializations(self) -> pa.Table:
+        """One row per materialization: name, source, kind, mode, query, version, branches."""
+        self._check_open()
+        from .materialize import list_definitions
+
+        return list_definitions(self)
 
     def lineage(self) -> pa.Table:
         """The lineage table: one row per stream with its kind, parent, merge parents, base,

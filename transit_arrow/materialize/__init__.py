@@ -1,0 +1,17 @@
+"""Incremental materializations across branches (DESIGN §9)."""
+
+from __future__ import annotations
+
+from .core import Materialization, Reducer, RefreshReport, define, list_definitions, load
+from .plan import SqlPlan, plan_sql
+
+__all__ = [
+    "Materialization",
+    "Reducer",
+    "RefreshReport",
+    "SqlPlan",
+    "define",
+    "list_definitions",
+    "load",
+    "plan_sql",
+]
