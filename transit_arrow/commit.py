@@ -80,7 +80,10 @@ class CommitLog:
             entry = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise IntegrityError(f"commit {self.store.uri}/{path} is not valid JSON: {e}") from e
-        check_commit(entry, self.stream, generation, prev_root, f"{self.store.uri}/{path}")
+        where = f"{self.store.uri}/{path}"
+        check_commit(entry, self.stream, generation, prev_root, where)
+        if canonical(entry) != data:
+            raise IntegrityError(f"commit {where} is not in canonical JSON form (bytes changed)")
         return entry  # type: ignore[no-any-return]
 
     def create(
@@ -132,7 +135,10 @@ def check_commit(
             )
     if not isinstance(entry.get("actions"), list):
         raise IntegrityError(f"commit {where} has no action list")
-    found = compute_root(entry, prev_root)
+    try:
+        found = compute_root(entry, prev_root)
+    except (ValueError, TypeError) as e:  # NaN, Infinity: not canonical JSON
+        raise IntegrityError(f"commit {where} holds values canonical JSON cannot: {e}") from e
     if entry.get("root") != found:
         raise IntegrityError(
             f"commit {where}: root mismatch, expected {entry.get('root')!r}, found {found!r}"

@@ -84,11 +84,10 @@ def _widen(column: str, old: pa.DataType, new: pa.DataType) -> pa.DataType:
         ro, rn = _rank(family, old), _rank(family, new)
         if ro >= 0 and rn >= 0:
             return family[max(ro, rn)]
-    # An unsigned integer fits a strictly wider signed one.
-    if old in _SIGNED and new in _UNSIGNED and _rank(_UNSIGNED, new) < _rank(_SIGNED, old):
-        return old
-    if old in _UNSIGNED and new in _SIGNED:
-        needed = max(_rank(_UNSIGNED, old) + 1, _rank(_SIGNED, new))
+    # Signed and unsigned meet at a signed type strictly wider than the unsigned one.
+    signed, unsigned = (old, new) if old in _SIGNED else (new, old)
+    if signed in _SIGNED and unsigned in _UNSIGNED:
+        needed = max(_rank(_UNSIGNED, unsigned) + 1, _rank(_SIGNED, signed))
         if needed < len(_SIGNED):
             return _SIGNED[needed]
     for small, large in ((pa.string(), pa.large_string()), (pa.binary(), pa.large_binary())):
@@ -203,12 +202,13 @@ def _from_arrow(data: Any) -> pa.Table:
         return pa.Table.from_batches([data])
     if isinstance(data, pa.RecordBatchReader):
         return data.read_all()
+    if type(data).__module__.startswith("pandas"):
+        # Before the PyCapsule path: that one would export the index as a reserved column.
+        return pa.Table.from_pandas(data, preserve_index=False)
     if hasattr(data, "__arrow_c_stream__"):
         return pa.RecordBatchReader.from_stream(data).read_all()
     if hasattr(data, "__arrow_c_array__"):
         return pa.Table.from_batches([pa.record_batch(data)])
-    if type(data).__module__.startswith("pandas"):
-        return pa.Table.from_pandas(data, preserve_index=False)
     raise InvalidInputError(
         f"cannot append a {type(data).__module__}.{type(data).__qualname__}: pass a dict, a list "
         "of dicts, bytes/str, or an Arrow producer (pyarrow, polars, pandas, DuckDB result)"
@@ -272,13 +272,15 @@ def system_columns(table: pa.Table, first_offset: int, now_us: int | None = None
         ts: Any = table.column("_timestamp")
         if ts.null_count:
             raise InvalidInputError("'_timestamp' must not contain nulls when supplied")
-        if pa.types.is_timestamp(ts.type) and ts.type.tz is None:
-            ts = ts.cast(pa.timestamp("us")).cast(pa.int64()).cast(TIMESTAMP_TYPE)
-        else:
-            try:
+        try:
+            if pa.types.is_timestamp(ts.type) and ts.type.tz is None:
+                ts = ts.cast(pa.timestamp("us")).cast(pa.int64()).cast(TIMESTAMP_TYPE)
+            else:
                 ts = ts.cast(TIMESTAMP_TYPE)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                raise InvalidInputError(f"'_timestamp' must be a timestamp: {e}") from e
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise InvalidInputError(
+                f"'_timestamp' must be a timestamp with at most microsecond precision: {e}"
+            ) from e
     else:
         stamp = time.time_ns() // 1000 if now_us is None else now_us
         ts = pa.repeat(pa.scalar(stamp, TIMESTAMP_TYPE), n)

@@ -277,8 +277,10 @@ def recover_heads(folder: Path, *, truncate: bool) -> list[RecoveredHead]:
     if not folder.is_dir():
         return []
     out = []
-    for arrow_path in sorted(folder.glob("*.arrow")):
-        marker_path = arrow_path.with_suffix(".json")
+    stems = {p.stem for p in folder.glob("*.arrow")} | {p.stem for p in folder.glob("*.json")}
+    for stem in sorted(stems):
+        arrow_path = folder / f"{stem}.arrow"
+        marker_path = folder / f"{stem}.json"
         head = _load(arrow_path, marker_path, truncate)
         if head is None:
             if truncate:

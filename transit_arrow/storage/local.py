@@ -26,12 +26,15 @@ def _write_temp(directory: Path, data: Bytes) -> Path:
     tmp = directory / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     return tmp
 
 
@@ -39,7 +42,11 @@ def write_file_atomic(path: Path, data: Bytes) -> None:
     """Replace `path` with `data` durably: temp + fsync + rename + fsync of the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_temp(path.parent, data)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 
@@ -61,14 +68,20 @@ class LocalStore(ObjectStore):
 
     def get(self, path: str) -> bytes:
         p = self._path(path)
-        if p.is_dir():
-            raise FileNotFoundError(path)
-        return p.read_bytes()
+        try:
+            if p.is_dir():
+                raise FileNotFoundError(path)
+            return p.read_bytes()
+        except NotADirectoryError:
+            raise FileNotFoundError(path) from None
 
     def get_range(self, path: str, start: int, end: int) -> bytes:
-        with open(self._path(path), "rb") as f:
-            f.seek(start)
-            return f.read(max(0, end - start))
+        try:
+            with open(self._path(path), "rb") as f:
+                f.seek(start)
+                return f.read(max(0, end - start))
+        except (NotADirectoryError, IsADirectoryError):
+            raise FileNotFoundError(path) from None
 
     def put(self, path: str, data: Bytes) -> None:
         write_file_atomic(self._path(path), data)
@@ -83,7 +96,7 @@ class LocalStore(ObjectStore):
             # link() fails if the target exists, atomically: the put-if-absent primitive.
             os.link(tmp, target)
         finally:
-            os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
         fsync_dir(target.parent)
 
     def list(self, prefix: str) -> list[str]:
@@ -100,10 +113,27 @@ class LocalStore(ObjectStore):
 
     def head(self, path: str) -> ObjectInfo:
         p = self._path(path)
-        st = p.stat()
+        try:
+            st = p.stat()
+        except NotADirectoryError:
+            raise FileNotFoundError(path) from None
         if p.is_dir():
             raise FileNotFoundError(path)
         return ObjectInfo(path, st.st_size, st.st_mtime)
 
     def delete(self, path: str) -> None:
-        self._path(path).unlink()
+        p = self._path(path)
+        try:
+            if p.is_dir():
+                raise FileNotFoundError(path)
+            p.unlink()
+        except NotADirectoryError:
+            raise FileNotFoundError(path) from None
+        # Folders exist only to hold objects: drop the ones this delete emptied.
+        parent = p.parent
+        while parent != self.root:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent

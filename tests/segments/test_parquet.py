@@ -1,0 +1,262 @@
+"""Sealed segments: zstd Parquet, BLAKE3-named, read by offset range (DESIGN §3, §4)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import blake3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from transit_arrow.manifest import SegmentRef
+from transit_arrow.record import HEADERS_TYPE, TIMESTAMP_TYPE, head_schema
+from transit_arrow.segments.parquet import (
+    ROW_GROUP_SIZE,
+    encode_segment,
+    iter_segment,
+    segment_path,
+)
+
+USER = pa.schema([pa.field("a", pa.int64()), pa.field("s", pa.string())])
+FIRST = 1_000
+ROWS = 1_050
+GROUP = 100
+
+
+def _head_table(first: int, n: int) -> pa.Table:
+    """A head table (`_offset`, `_timestamp`, `_headers`, user columns) of `n` records."""
+    return pa.Table.from_arrays(
+        [
+            pa.array(range(first, first + n), pa.int64()),
+            pa.array([1_700_000_000_000_000 + 10 * i for i in range(n)], TIMESTAMP_TYPE),
+            pa.array([[("k", str(i))] if i % 3 == 0 else None for i in range(n)], HEADERS_TYPE),
+            pa.array([i * i for i in range(n)], pa.int64()),
+            pa.array([f"value-{i}" for i in range(n)]),
+        ],
+        schema=head_schema(USER),
+    )
+
+
+@pytest.fixture(scope="module")
+def segment() -> tuple[bytes, dict[str, Any], SegmentRef]:
+    """One encoded segment of offsets 1000..2049 in row groups of 100 rows."""
+    data, meta = encode_segment(_head_table(FIRST, ROWS), "main/branch", row_group_size=GROUP)
+    raw = bytes(data)
+    ref = SegmentRef(path=segment_path("streams/x", 0, 0, meta["blake3"]), **meta)
+    return raw, meta, ref
+
+
+class _RecordingFile(io.BytesIO):
+    """An in-memory file that records the byte ranges read from it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.ranges: list[tuple[int, int]] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        start = self.tell()
+        out = super().read(size)
+        self.ranges.append((start, start + len(out)))
+        return out
+
+    def readinto(self, buffer: Any) -> int:
+        start = self.tell()
+        n = super().readinto(buffer)
+        self.ranges.append((start, start + n))
+        return n
+
+
+def _group_spans(raw: bytes) -> list[tuple[int, int]]:
+    """The byte span of each row group's column chunks."""
+    meta = pq.ParquetFile(pa.BufferReader(raw)).metadata
+    spans = []
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        starts, ends = [], []
+        for c in range(rg.num_columns):
+            col = rg.column(c)
+            start = col.data_page_offset
+            if col.has_dictionary_page and col.dictionary_page_offset is not None:
+                start = min(start, col.dictionary_page_offset)
+            starts.append(start)
+            ends.append(start + col.total_compressed_size)
+        spans.append((min(starts), max(ends)))
+    return spans
+
+
+def _groups_read(raw: bytes, ranges: list[tuple[int, int]]) -> set[int]:
+    """Row groups whose bytes were read, not counting footer reads.
+
+    The reader fetches the footer with one speculative read of the file's last 64 KiB (here the
+    whole file); footer reads are the ones that end at the end of the file, and column-chunk
+    reads never do, since the footer follows them.
+    """
+    data_reads = [(a, b) for a, b in ranges if b != len(raw)]
+    spans = enumerate(_group_spans(raw))
+    return {i for i, (lo, hi) in spans for a, b in data_reads if a < hi and lo < b}
+
+
+class TestEncodeSegment:
+    """`encode_segment` writes the head table as Parquet and describes it."""
+
+    def test_layout(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
+        """Columns are `_stream` (dictionary), the head columns, then user columns."""
+        raw, _, _ = segment
+        pf = pq.ParquetFile(pa.BufferReader(raw))
+        assert pf.schema_arrow.names == ["_stream", "_offset", "_timestamp", "_headers", "a", "s"]
+        assert pa.types.is_dictionary(pf.schema_arrow.field("_stream").type)
+        assert pf.schema_arrow.field("_offset").type == pa.int64()
+        assert pf.schema_arrow.field("_timestamp").type == TIMESTAMP_TYPE
+        table = pf.read()
+        assert table.column("_stream").to_pylist() == ["main/branch"] * ROWS
+        assert table.drop_columns(["_stream"]).equals(_head_table(FIRST, ROWS))
+
+    def test_zstd(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
+        """Every column chunk is zstd-compressed."""
+        raw, _, _ = segment
+        meta = pq.ParquetFile(pa.BufferReader(raw)).metadata
+        codecs = {
+            meta.row_group(i).column(c).compression
+            for i in range(meta.num_row_groups)
+            for c in range(meta.num_columns)
+        }
+        assert codecs == {"ZSTD"}
+
+    def test_stream_column_dictionary_encoded(
+        self, segment: tuple[bytes, dict[str, Any], SegmentRef]
+    ) -> None:
+        """The `_stream` column is dictionary-encoded in the file, one value per row group."""
+        raw, _, _ = segment
+        meta = pq.ParquetFile(pa.BufferReader(raw)).metadata
+        for i in range(meta.num_row_groups):
+            col = meta.row_group(i).column(0)
+            assert col.path_in_schema == "_stream"
+            assert col.has_dictionary_page
+            assert any("DICTIONARY" in e for e in col.encodings), col.encodings
+            assert col.statistics.min == col.statistics.max == "main/branch"
+
+    def test_row_groups(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
+        """Row groups hold `row_group_size` rows (the last one the rest)."""
+        raw, _, _ = segment
+        meta = pq.ParquetFile(pa.BufferReader(raw)).metadata
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        assert sizes == [GROUP] * (ROWS // GROUP) + [ROWS % GROUP]
+
+    def test_offsets_sorted(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
+        """`_offset` is sorted within the file, and row-group statistics are ordered ranges."""
+        raw, _, _ = segment
+        pf = pq.ParquetFile(pa.BufferReader(raw))
+        offsets = pf.read(columns=["_offset"]).column("_offset").to_pylist()
+        assert offsets == sorted(offsets) == list(range(FIRST, FIRST + ROWS))
+        idx = pf.schema_arrow.get_field_index("_offset")
+        stats = [
+            pf.metadata.row_group(i).column(idx).statistics
+            for i in range(pf.metadata.num_row_groups)
+        ]
+        assert [(s.min, s.max) for s in stats] == [
+            (FIRST + g * GROUP, min(FIRST + (g + 1) * GROUP, FIRST + ROWS) - 1)
+            for g in range(len(stats))
+        ]
+
+    def test_meta(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
+        """The returned fields describe the file, with BLAKE3 of its exact bytes."""
+        raw, meta, _ = segment
+        assert meta == {
+            "first_offset": FIRST,
+            "last_offset": FIRST + ROWS - 1,
+            "records": ROWS,
+            "bytes": len(raw),
+            "blake3": blake3.blake3(raw).hexdigest(),
+            "min_timestamp": 1_700_000_000_000_000,
+            "max_timestamp": 1_700_000_000_000_000 + 10 * (ROWS - 1),
+        }
+
+    def test_default_row_group_size(self) -> None:
+        """Without `row_group_size` a small head is one row group."""
+        data, _ = encode_segment(_head_table(0, 10), "s")
+        assert pq.ParquetFile(pa.BufferReader(bytes(data))).metadata.num_row_groups == 1
+        assert ROW_GROUP_SIZE >= 10
+
+    def test_deterministic(self) -> None:
+        """The same head encodes to the same bytes (so the same name)."""
+        a, meta_a = encode_segment(_head_table(0, 300), "s", row_group_size=GROUP)
+        b, meta_b = encode_segment(_head_table(0, 300), "s", row_group_size=GROUP)
+        assert bytes(a) == bytes(b)
+        assert meta_a == meta_b
+
+
+def test_segment_path() -> None:
+    """`<folder>/segments/<first:020d>-<last:020d>-<blake3[:16]>.parquet`."""
+    digest = "0123456789abcdef" + "f" * 48
+    assert segment_path("streams/a%2Fb", 5, 1234, digest) == (
+        "streams/a%2Fb/segments/00000000000000000005-00000000000000001234-0123456789abcdef.parquet"
+    )
+
+
+class TestIterSegment:
+    """`iter_segment` returns exactly an offset range, reading only the row groups it needs."""
+
+    @pytest.mark.parametrize(
+        ("start", "end"),
+        [
+            (FIRST + 250, FIRST + 260),
+            (FIRST + 199, FIRST + 201),
+            (FIRST + 200, FIRST + 300),
+            (FIRST + 1000, FIRST + 2000),
+            (0, FIRST + 1),
+            (FIRST + 437, FIRST + 438),
+        ],
+    )
+    def test_narrow_range(
+        self, segment: tuple[bytes, dict[str, Any], SegmentRef], start: int, end: int
+    ) -> None:
+        """Exactly the requested offsets come back, from the overlapping row groups only."""
+        raw, _, ref = segment
+        source = _RecordingFile(raw)
+        batches = list(iter_segment(pa.PythonFile(source, mode="r"), ref, start, end, None))
+        offsets = [o for b in batches for o in b.column("_offset").to_pylist()]
+        expected = list(range(max(start, FIRST), min(end, FIRST + ROWS)))
+        assert offsets == expected
+        assert all(b.num_rows for b in batches)
+        wanted = {(o - FIRST) // GROUP for o in expected}
+        assert _groups_read(raw, source.ranges) == wanted
+
+    def test_values_match(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
+        """The rows returned are the rows written, every column intact."""
+        raw, _, ref = segment
+        batches = list(iter_segment(pa.BufferReader(raw), ref, FIRST + 95, FIRST + 105, None))
+        table = pa.Table.from_batches(batches).drop_columns(["_stream"])
+        assert table.equals(_head_table(FIRST, ROWS).slice(95, 10))
+
+    def test_whole_segment(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
+        """A range covering the segment returns every row."""
+        raw, _, ref = segment
+        batches = list(iter_segment(pa.BufferReader(raw), ref, 0, 1 << 62, None))
+        assert sum(b.num_rows for b in batches) == ROWS
+
+    @pytest.mark.parametrize(
+        ("start", "end"),
+        [(0, FIRST), (FIRST + ROWS, FIRST + ROWS + 10), (FIRST + 5, FIRST + 5)],
+        ids=["before", "after", "empty"],
+    )
+    def test_outside(
+        self, segment: tuple[bytes, dict[str, Any], SegmentRef], start: int, end: int
+    ) -> None:
+        """A range with no offset of the segment yields nothing and reads no row group."""
+        raw, _, ref = segment
+        source = _RecordingFile(raw)
+        assert list(iter_segment(pa.PythonFile(source, mode="r"), ref, start, end, None)) == []
+        if start < end:
+            assert _groups_read(raw, source.ranges) == set()
+
+    def test_columns(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
+        """A projection returns the asked columns in file order, plus `_offset`."""
+        raw, _, ref = segment
+        batches = list(
+            iter_segment(pa.BufferReader(raw), ref, FIRST + 10, FIRST + 20, ["s", "_stream"])
+        )
+        table = pa.Table.from_batches(batches)
+        assert table.column_names == ["_stream", "_offset", "s"]
+        assert table.column("s").to_pylist() == [f"value-{i}" for i in range(10, 20)]
