@@ -1,14 +1,8 @@
 """The abstract `store` fixture that the conformance suite runs against every backend (STYLE 9).
 
 Adding a backend takes one entry in `BACKENDS`: a factory that builds a fresh, empty store for
-one test, plus the marks its tests carry. For S3 (with `S3Store` and the session-wide moto
-server `s3_endpoint` of tests/conftest.py), something like::
-
-    def _s3_store(request: pytest.FixtureRequest) -> ObjectStore:
-        endpoint = request.getfixturevalue("s3_endpoint")
-        return S3Store(f"s3://{endpoint.create_bucket()}/store", endpoint.storage_options)
-
-    BACKENDS["s3"] = Backend(_s3_store, marks=(pytest.mark.s3,))
+one test, plus the marks its tests carry. S3 runs against the session-wide moto server
+(`s3_endpoint` in tests/conftest.py: real HTTP on 127.0.0.1), one bucket per test.
 """
 
 from __future__ import annotations
@@ -20,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from transit_arrow.storage import LocalStore, MemoryStore, ObjectStore
+from transit_arrow.storage.s3 import S3Store
 
 StoreFactory = Callable[[pytest.FixtureRequest], ObjectStore]
 """Builds one fresh, empty store for the requesting test (cleanup via `request.addfinalizer`)."""
@@ -43,9 +38,15 @@ def _file_store(request: pytest.FixtureRequest) -> ObjectStore:
     return LocalStore(tmp_path / "store")
 
 
+def _s3_store(request: pytest.FixtureRequest) -> ObjectStore:
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return S3Store(f"s3://{endpoint.create_bucket()}/store", endpoint.storage_options)
+
+
 BACKENDS: dict[str, Backend] = {
     "memory": Backend(_memory_store),
     "file": Backend(_file_store),
+    "s3": Backend(_s3_store, marks=(pytest.mark.s3,)),
 }
 
 
