@@ -504,11 +504,12 @@ class TestSystemColumns:
 
         assert outcome(None) == outcome("UTC")
 
-    def test_null_timestamp_refused(self) -> None:
-        """A supplied `_timestamp` must not contain nulls."""
+    def test_null_timestamp_gets_the_append_time(self) -> None:
+        """Records that supply no `_timestamp` in a call that supplies some get the append
+        time (DESIGN §2: assigned at append unless the caller supplies one)."""
         table = pa.table({"a": [1, 2], "_timestamp": pa.array([0, None], TIMESTAMP_TYPE)})
-        with pytest.raises(InvalidInputError, match="nulls"):
-            system_columns(table, 0)
+        ts = system_columns(table, 0, now_us=123)[1]
+        assert ts.to_pylist() == pa.array([0, 123], TIMESTAMP_TYPE).to_pylist()
 
     @pytest.mark.parametrize(
         "values",

@@ -9,6 +9,7 @@ checks each reference's pinned root; `deep=True` also re-hashes every segment fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import blake3
 import pyarrow as pa
 
-from .commit import CommitLog, canonical, check_commit, now_rfc3339
+from .commit import CommitLog, canonical, check_commit, compute_root, now_rfc3339
 from .errors import IntegrityError, InvalidInputError
 from .lineage import references
 from .manifest import Manifest
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["Checkpoint", "VerifyEntry", "VerifyReport", "verify"]
 
 _KIND_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -170,8 +172,10 @@ class VerifyReport:
         for e in self.entries:
             mark = "ok  " if e.ok else "FAIL"
             line = f"  {mark} {e.check:<10} {e.stream}: {e.detail}"
-            if not e.ok and (e.expected or e.found):
-                line += f" (expected {e.expected}, found {e.found})"
+            if not e.ok:
+                line += f" [{e.object}]"
+                if e.expected or e.found:
+                    line += f" (expected {e.expected}, found {e.found})"
             lines.append(line)
         return "\n".join(lines)
 
@@ -258,17 +262,9 @@ class _Verifier:
                     raise IntegrityError(f"commit {path} is not in canonical form")
                 manifest = Manifest.initial(entry) if manifest is None else manifest.apply(entry)
             except (ValueError, IntegrityError) as e:
-                found = blake3.blake3(raw).hexdigest()
+                expected, found = self._commit_roots(commit_log, g, raw, prev)
                 self.add(
-                    VerifyEntry(
-                        name,
-                        "commits",
-                        False,
-                        path,
-                        f"commit {g}: {e}",
-                        expected=prev if g else None,
-                        found=found,
-                    )
+                    VerifyEntry(name, "commits", False, path, f"commit {g}: {e}", expected, found)
                 )
                 return None
             prev = entry["root"]
@@ -284,6 +280,32 @@ class _Verifier:
             )
         )
         return manifest
+
+    def _commit_roots(
+        self, commit_log: CommitLog, g: int, raw: bytes, prev: str | None
+    ) -> tuple[str | None, str]:
+        """The root the chain records for commit `g`, and the root its bytes now give.
+
+        The chain records it in the next commit's `prev_root` (else the commit's own `root`
+        field); an unparseable file's found value is the BLAKE3 of its bytes.
+        """
+        expected: str | None = None
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+            expected = json.loads(self.log.store.get(commit_log.path(g + 1)))["prev_root"]
+        raw_hash = blake3.blake3(raw).hexdigest()
+        try:
+            entry = json.loads(raw)
+            stored = entry.get("root") if isinstance(entry, dict) else None
+            if expected is None:
+                expected = stored
+            found = compute_root(entry, prev)
+        except (ValueError, TypeError, AttributeError):
+            return expected, raw_hash  # unparseable: the hash of the bytes found
+        # The content hashes as recorded, so the damage is in the root field or the encoding.
+        for candidate in (found, stored, raw_hash):
+            if candidate != expected and isinstance(candidate, str) and _HEX.fullmatch(candidate):
+                return expected, candidate
+        return expected, raw_hash
 
     def _segment(self, name: str, path: str, expected: str, size: int) -> None:
         if path in self.hashed:

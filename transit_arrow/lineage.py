@@ -53,6 +53,14 @@ def parse_position(text: object, default_stream: str | None = None) -> tuple[str
     return name, int(offset) if offset is not None else None
 
 
+def provisional(log: Log, name: str, offset: int | None, *, allow_empty: bool = False) -> Position:
+    """Resolve and check `name@offset` without sealing anything (for validation).
+
+    The generation and root are the latest committed ones; `pin` makes them exact.
+    """
+    return _resolve(log, name, offset, allow_empty=allow_empty, seal=False)
+
+
 def pin(log: Log, name: str, offset: int | None, *, allow_empty: bool = False) -> Position:
     """Pin `name@offset` to the stream's latest generation, sealing its head if needed.
 
@@ -60,6 +68,10 @@ def pin(log: Log, name: str, offset: int | None, *, allow_empty: bool = False) -
     this process writes (which is then sealed first), so a position only names immutable
     history.
     """
+    return _resolve(log, name, offset, allow_empty=allow_empty, seal=True)
+
+
+def _resolve(log: Log, name: str, offset: int | None, *, allow_empty: bool, seal: bool) -> Position:
     stream = log.stream(name)
     manifest = log._manifest(name, refresh=True)
     next_offset = stream.next_offset
@@ -77,6 +89,8 @@ def pin(log: Log, name: str, offset: int | None, *, allow_empty: bool = False) -
                 f"offset {offset} of stream {name!r} is not committed yet (it is in the unsealed "
                 "head of another writer); flush that writer first"
             )
+        if not seal:
+            return Position(name, offset, manifest.generation, manifest.root)
         stream.flush()
         manifest = log._manifest(name, refresh=True)
     return Position(name, offset, manifest.generation, manifest.root)

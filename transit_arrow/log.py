@@ -588,7 +588,10 @@ class Log:
         name = target.name if isinstance(target, Stream) else target
         if not isinstance(name, str):
             raise InvalidInputError("verify takes a stream name, a Stream or a Checkpoint")
-        self.stream(name)
+        validate_stream_name(name)
+        if not self._exists(name):
+            raise self._not_found(name)
+        # No manifest is loaded first: a damaged stream must be reported, not raised.
         return verify(self, name, None, None, deep)
 
     @staticmethod
@@ -662,6 +665,8 @@ def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
     ):
         raise InvalidInputError("metadata 'labels' must map strings to strings")
+    # Sorted, as canonical JSON stores them: the same order before and after a reopen.
+    labels = dict(sorted(labels.items()))
     return {"actor": metadata.get("actor"), "reason": metadata.get("reason"), "labels": labels}
 
 

@@ -21,8 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .commit import now_rfc3339
-from .errors import AlreadyExistsError, InvalidInputError, MergeConflictError
-from .lineage import common_ancestor, is_prefix, parse_position, pin
+from .errors import (
+    AlreadyExistsError,
+    InvalidInputError,
+    MergeConflictError,
+    SchemaMismatchError,
+)
+from .lineage import common_ancestor, is_prefix, parse_position, pin, provisional
 from .names import validate_stream_name
 from .record import (
     HEADERS_TYPE,
@@ -32,7 +37,7 @@ from .record import (
     evolve_schema,
     schema_to_json,
 )
-from .replay import Position, clip, iter_spans, replay_spans, union_schema
+from .replay import Position, union_schema
 from .segments.parquet import encode_segment, segment_path
 
 if TYPE_CHECKING:
@@ -132,32 +137,42 @@ def create_merge(
         log.stream(stream)  # StreamNotFoundError with near names
     if log._exists(name):
         raise AlreadyExistsError(f"stream {name!r} already exists in {log.uri}")
+    # Validate everything on provisional positions first: pinning may seal parents' heads,
+    # which must not happen for a merge that is then refused.
+    provisional_pins = [provisional(log, s, o, allow_empty=True) for s, o in parsed]
+    _base(log, provisional_pins, base, seal=False)
+    if policy_record["name"] == "fast_forward":
+        _fast_forward_winner(log, provisional_pins)
+    schema = _parents_schema(log, [s for s, _ in parsed])
+    kind = policy_record["name"]
+    table = None
+    if kind not in ("pin", "fast_forward", "concat"):
+        # Run before pinning: a failing resolver must leave the parents' heads unsealed. The
+        # same offsets are what the pins below commit, so the records are the same.
+        early_base = _base(log, provisional_pins, base, seal=False)
+        early_end = early_base.offset + 1 if early_base is not None else 0
+        table = _materialized(
+            log, name, provisional_pins, early_base, early_end, policy_record, schema
+        )
     pins = [pin(log, s, o, allow_empty=True) for s, o in parsed]
-    base_pos = _base(log, pins, base)
+    base_pos = _base(log, pins, base, seal=True)
     base_end = base_pos.offset + 1 if base_pos is not None else 0
     merge: dict[str, Any] = {
         "parents": [p.to_json() for p in pins],
         "base": base_pos.to_json() if base_pos is not None else None,
         "policy": policy_record,
     }
-    schema = union_schema(
-        [s for p in pins for s in replay_spans(log, log._manifest_at(p.stream, p.generation))],
-        [],
-    )
     actions: list[dict[str, Any]] = []
     start = base_end
-    kind = policy_record["name"]
     if kind == "fast_forward":
         winner = _fast_forward_winner(log, pins)
         merge["winner"] = winner.to_json()
         start = winner.offset + 1
     elif kind == "concat":
         start = base_end + sum(max(0, p.offset + 1 - base_end) for p in pins)
-    elif kind != "pin":
-        table = _materialized(log, name, pins, base_pos, base_end, policy_record, schema)
-        if table.num_rows:
-            schema = evolve_schema(schema, _user(table))
-            actions.append(_upload(log, name, table))
+    elif table is not None and table.num_rows:
+        schema = evolve_schema(schema, _user(table))
+        actions.append(_upload(log, name, table))
     create = {
         "type": "create",
         "kind": "merge",
@@ -171,7 +186,19 @@ def create_merge(
     return log._create(name, create, extra_actions=actions)
 
 
-def _base(log: Log, pins: list[Position], base: str | None) -> Position | None:
+def _parents_schema(log: Log, names: list[str]) -> pa.Schema:
+    """The union of the parents' read schemas, or `MergeConflictError` if they conflict."""
+    try:
+        users = [
+            pa.schema([f for f in log.stream(n).schema if not f.name.startswith("_")])
+            for n in names
+        ]
+        return union_schema([], users)
+    except SchemaMismatchError as e:
+        raise MergeConflictError(f"the parents' schemas cannot be merged: {e}") from None
+
+
+def _base(log: Log, pins: list[Position], base: str | None, *, seal: bool) -> Position | None:
     if base is None:
         found: Position | None = pins[0]
         for p in pins[1:]:
@@ -180,7 +207,7 @@ def _base(log: Log, pins: list[Position], base: str | None) -> Position | None:
             found = common_ancestor(log, found, p)
         return found
     stream, offset = parse_position(base)
-    position = pin(log, stream, offset)
+    position = (pin if seal else provisional)(log, stream, offset)
     for p in pins:
         if not is_prefix(log, position, p):
             raise MergeConflictError(
@@ -203,14 +230,16 @@ def _fast_forward_winner(log: Log, pins: list[Position]) -> Position:
 
 
 def _post_base(log: Log, pos: Position, base_end: int, schema: pa.Schema) -> pa.Table:
-    """A parent's records after the base, with provenance columns."""
+    """A parent's records after the base (unsealed ones included), with provenance."""
     from .record import full_schema
 
-    manifest = log._manifest_at(pos.stream, pos.generation)
-    spans = clip(replay_spans(log, manifest, pos.offset + 1), base_end, pos.offset + 1)
     full = full_schema(schema, origin=True)
-    batches = list(iter_spans(log, spans, full, None))
-    table = pa.Table.from_batches(batches, schema=full)
+    read = log.stream(pos.stream).read(start=base_end, end=pos.offset + 1)
+    columns = [
+        read[f.name].cast(f.type) if f.name in read.column_names else pa.nulls(len(read), f.type)
+        for f in full
+    ]
+    table = pa.Table.from_arrays(columns, schema=full)
     # Provenance is the physical position: where no merge set it, the record's own.
     origin_stream = pc.coalesce(table["_origin_stream"], table["_stream"])
     origin_offset = pc.coalesce(table["_origin_offset"], table["_offset"])

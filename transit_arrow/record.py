@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import InvalidInputError, SchemaMismatchError
 
@@ -161,6 +163,13 @@ def _prepare_row(row: Mapping[str, Any]) -> dict[str, Any]:
     headers = out.get("_headers")
     if isinstance(headers, Mapping):
         out["_headers"] = [(str(k), str(v)) for k, v in headers.items()]
+    stamp = out.get("_timestamp")
+    if isinstance(stamp, str):
+        try:
+            parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise InvalidInputError(f"'_timestamp' {stamp!r} is not an ISO 8601 time") from e
+        out["_timestamp"] = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return out
 
 
@@ -268,10 +277,9 @@ def system_columns(table: pa.Table, first_offset: int, now_us: int | None = None
     """`_offset`, `_timestamp`, `_headers` for a coerced input table starting at `first_offset`."""
     n = table.num_rows
     offsets = pa.array(np.arange(first_offset, first_offset + n, dtype=np.int64))
+    stamp = time.time_ns() // 1000 if now_us is None else now_us
     if "_timestamp" in table.column_names:
         ts: Any = table.column("_timestamp")
-        if ts.null_count:
-            raise InvalidInputError("'_timestamp' must not contain nulls when supplied")
         try:
             if pa.types.is_timestamp(ts.type) and ts.type.tz is None:
                 ts = ts.cast(pa.timestamp("us")).cast(pa.int64()).cast(TIMESTAMP_TYPE)
@@ -281,8 +289,10 @@ def system_columns(table: pa.Table, first_offset: int, now_us: int | None = None
             raise InvalidInputError(
                 f"'_timestamp' must be a timestamp with at most microsecond precision: {e}"
             ) from e
+        if ts.null_count:
+            # Records that supply no time get the append time (DESIGN §2).
+            ts = pc.fill_null(ts, pa.scalar(stamp, TIMESTAMP_TYPE))
     else:
-        stamp = time.time_ns() // 1000 if now_us is None else now_us
         ts = pa.repeat(pa.scalar(stamp, TIMESTAMP_TYPE), n)
     if "_headers" in table.column_names:
         try:
