@@ -108,6 +108,10 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
     ):
         if not isinstance(value, int) or value < 1:
             raise InvalidInputError(f"{name} must be a positive integer, not {value!r}")
+    if isinstance(segment_max_age, bool) or not isinstance(segment_max_age, int | float):
+        raise InvalidInputError(
+            f"segment_max_age must be a number of seconds, not {segment_max_age!r}"
+        )
     if not segment_max_age > 0:
         raise InvalidInputError(f"segment_max_age must be > 0 seconds, not {segment_max_age!r}")
     try:

@@ -156,10 +156,27 @@ def _check_names(names: Sequence[str]) -> None:
         raise InvalidInputError(f"duplicate column names in {list(names)!r}")
 
 
+def _refuse_unordered(column: str, value: Any) -> None:
+    """Sets have no order, so storing one as a list would make reads nondeterministic."""
+    if isinstance(value, set | frozenset):
+        raise InvalidInputError(
+            f"column {column!r} holds a {type(value).__name__}; sets have no order: pass a "
+            "sorted list instead"
+        )
+    if isinstance(value, dict):
+        for item in value.values():
+            _refuse_unordered(column, item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _refuse_unordered(column, item)
+
+
 def _prepare_row(row: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(row, Mapping):
         raise InvalidInputError(f"a list of records must hold dicts, not {type(row).__name__}")
     out = dict(row)
+    for key, value in out.items():
+        _refuse_unordered(key, value)
     headers = out.get("_headers")
     if isinstance(headers, Mapping):
         out["_headers"] = [(str(k), str(v)) for k, v in headers.items()]
@@ -173,6 +190,24 @@ def _prepare_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _flat(kind: pa.DataType) -> bool:
+    return not pa.types.is_nested(kind)
+
+
+def _plain_views(table: pa.Table) -> pa.Table:
+    """Arrow "view" string/binary columns (polars exports them) as plain string/binary."""
+    fields = []
+    changed = False
+    for f in table.schema:
+        kind = f.type
+        if kind == pa.string_view():
+            kind, changed = pa.string(), True
+        elif kind == pa.binary_view():
+            kind, changed = pa.binary(), True
+        fields.append(pa.field(f.name, kind, f.nullable))
+    return table.cast(pa.schema(fields)) if changed else table
+
+
 def _from_rows(rows: list[dict[str, Any]], current: pa.Schema | None) -> pa.Table:
     names: list[str] = []
     seen: set[str] = set()
@@ -184,7 +219,13 @@ def _from_rows(rows: list[dict[str, Any]], current: pa.Schema | None) -> pa.Tabl
     _check_names(names)
     hints = {n: t for n, t in _CALLER_SYSTEM.items() if n in seen}
     if current is not None:
-        hints.update({f.name: f.type for f in current if f.name in seen})
+        # Nested hints would silently drop fields the rows add; those columns are inferred.
+        hints.update({f.name: f.type for f in current if f.name in seen and _flat(f.type)})
+        # pyarrow would truncate 4.5 into an int column: let such columns be inferred, so
+        # evolution reports the mismatch instead.
+        for name, kind in list(hints.items()):
+            if pa.types.is_integer(kind) and any(type(r.get(name)) is float for r in rows):
+                del hints[name]
     if len(hints) == len(names):
         try:
             schema = pa.schema([(n, hints[n]) for n in names])
@@ -241,7 +282,7 @@ def coerce_input(data: Any, current: pa.Schema | None) -> pa.Table:
             raise InvalidInputError("cannot append an empty list of records")
         table = _from_rows([_prepare_row(r) for r in data], current)
     else:
-        table = _from_arrow(data)
+        table = _plain_views(_from_arrow(data))
         _check_names(table.column_names)
     if table.num_columns == 0 or all(n in _CALLER_SYSTEM for n in table.column_names):
         raise InvalidInputError("appended data has no user columns")

@@ -361,6 +361,9 @@ class _Writer:
         """Move the active head to the sealing queue (caller holds `lock`)."""
         if not self.active.records:
             return
+        # A rolled head is immutable: turn its buffered rows into a batch now, under the lock,
+        # so the sealer and group commit never materialize it concurrently.
+        self.active.materialize()
         self.pending.append(self.active)
         self.active = self._new_head(self.active.next_offset, self.active.user_schema)
         self.cond.notify_all()

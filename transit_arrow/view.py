@@ -37,7 +37,8 @@ class _Readable(abc.ABC):
     def _plan(self) -> tuple[Manifest, HeadBatches, list[Span], pa.Schema]:
         manifest, heads = self._state()
         spans = replay_spans(self.log, manifest)
-        user = union_schema(spans, [u for _, u, _ in heads])
+        own = [manifest.schema] if manifest.schema is not None else []
+        user = union_schema(spans, [*own, *(u for _, u, _ in heads)])
         origin = has_origin_columns(spans)
         return manifest, heads, spans, full_schema(user, origin=origin)
 
@@ -105,7 +106,7 @@ class _Readable(abc.ABC):
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise InvalidInputError(f"{label} must be an offset >= 0, not {value!r}")
         lo = 0 if start is None else start
-        hi = _END if end is None else end
+        hi = _END if end is None else max(end, lo)
         from .replay import clip
 
         read_columns = None if columns is None else [*columns, "_stream", "_offset"]

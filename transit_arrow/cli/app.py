@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import IO, Any, TypeVar
+from collections.abc import Iterator
+from typing import IO, Any
 
 import click
 import pyarrow as pa
@@ -14,17 +12,27 @@ from tqdm import tqdm
 
 from ..errors import AlreadyExistsError, NotALogError, StreamNotFoundError, TransitError
 from ..log import Log
-from ..log import open as open_log
 from ..stream import Ack, Stream
 from ..typing import DURABILITY_LEVELS, Durability
+from .common import (
+    TEXT_LIMIT,
+    LogOptions,
+    echo_json,
+    log_options,
+    open_output,
+    output_option,
+    refuse_binary_on_terminal,
+    write_text,
+)
 from .demo import DEFAULT_RECORDS, format_report, run_demo
 from .inputs import FORMATS, InputFormat, detect_format, read_input, user_columns
+from .integrity_cmd import checkpoint, gc, restore, verify
+from .lineage_cmd import branch, lineage, merge
+from .query_cmd import materialize, sql
 from .render import json_rows, ndjson_lines, plural, text_table
 
 __all__ = ["main"]
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-_TEXT_LIMIT = 20
 _STREAM_COLUMNS = ["name", "kind", "next_offset", "generation", "segments", "root", "created_at"]
 
 
@@ -42,21 +50,6 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
-def _output_option(*formats: str) -> Callable[[_F], _F]:
-    return click.option(
-        "--output",
-        "-o",
-        type=click.Choice(formats),
-        default="text",
-        show_default=True,
-        help="Output format.",
-    )
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
-
-
 def _progress(total: int, desc: str) -> tqdm:
     """A progress bar on stderr, shown only when stderr is a terminal."""
     return tqdm(
@@ -70,46 +63,36 @@ def _progress(total: int, desc: str) -> tqdm:
     )
 
 
-def _open_existing(uri: str) -> Log:
-    """Open the log at `uri` without creating one; suggest `transit init` when there is none."""
-    try:
-        return open_log(uri, create=False)
-    except NotALogError as e:
-        path = Path(uri)
-        empty = not path.exists() or (path.is_dir() and not any(path.iterdir()))
-        if "://" in uri or not empty:
-            raise
-        raise NotALogError(f"{e}; create one with: transit init {uri}") from None
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="transit-arrow", prog_name="transit")
 def main() -> None:
     """transit: a branchable, append-only, columnar log.
 
-    Every command takes the log's URI first: a folder path or a file:// URI.
-    Start with `transit demo ./demo`.
+    Every command takes the log's URI first: a folder path, a file:// URI or s3://bucket/prefix
+    (with --storage-option KEY=VALUE for the endpoint and credentials). Start with
+    `transit demo ./demo`.
     """
 
 
 @main.command()
 @click.argument("uri")
-@_output_option("text", "json")
-def init(uri: str, output: str) -> None:
+@output_option("text", "json")
+@log_options
+def init(uri: str, output: str, log_opts: LogOptions) -> None:
     """Create an empty log at URI (a missing or empty folder).
 
     An existing log is left as it is; a non-empty folder that is not a log is an error.
     """
     try:
-        log = open_log(uri, create=False)
+        log = log_opts.open(uri)
         created = False
     except NotALogError:
-        log = open_log(uri, create=True)
+        log = log_opts.open(uri, create=True)
         created = True
     with log:
         count = log.streams().num_rows
         if output == "json":
-            _echo_json({"uri": log.uri, "created": created, "streams": count})
+            echo_json({"uri": log.uri, "created": created, "streams": count})
         elif created:
             click.echo(f"created an empty log at {log.uri}")
         else:
@@ -118,13 +101,14 @@ def init(uri: str, output: str) -> None:
 
 @main.command()
 @click.argument("uri")
-@_output_option("text", "json")
-def streams(uri: str, output: str) -> None:
+@output_option("text", "json")
+@log_options
+def streams(uri: str, output: str, log_opts: LogOptions) -> None:
     """List the streams of the log at URI."""
-    with _open_existing(uri) as log:
+    with log_opts.open(uri) as log:
         table = log.streams()
     if output == "json":
-        _echo_json(json_rows(table))
+        echo_json(json_rows(table))
         return
     if not table.num_rows:
         click.echo(f"no streams in {uri}; add one with: transit append {uri} NAME FILE")
@@ -201,7 +185,8 @@ def _append_table(
     show_default=True,
     help="Records per append call.",
 )
-@_output_option("text", "json")
+@output_option("text", "json")
+@log_options
 def append(
     uri: str,
     stream: str,
@@ -211,6 +196,7 @@ def append(
     durability: Durability | None,
     batch_size: int,
     output: str,
+    log_opts: LogOptions,
 ) -> None:
     """Append the records of FILE (default: stdin) to STREAM.
 
@@ -219,7 +205,7 @@ def append(
     """
     name = getattr(file, "name", "<stdin>")
     name = "<stdin>" if name == "-" else str(name)
-    with _open_existing(uri) as log:
+    with log_opts.open(uri) as log:
         target = _target_stream(log, stream, create)
         hints = user_columns(target.schema) if target is not None else None
         table = read_input(file, detect_format(name, fmt), name=name, user_schema=hints)
@@ -231,7 +217,7 @@ def append(
     last = acks[-1].last_offset if acks else None
     reached = acks[-1].durability if acks else None
     if output == "json":
-        _echo_json(
+        echo_json(
             {
                 "stream": stream,
                 "records": table.num_rows,
@@ -266,15 +252,6 @@ def _limited(batches: Iterator[pa.RecordBatch], limit: int | None) -> Iterator[p
         yield part
 
 
-def _open_output(path: str, binary: bool) -> IO[Any]:
-    try:
-        if binary:
-            return click.open_file(path, "wb")
-        return click.open_file(path, "w", encoding=None if path == "-" else "utf-8")
-    except OSError as e:
-        raise click.FileError(path, e.strerror) from e
-
-
 @main.command()
 @click.argument("uri")
 @click.argument("stream")
@@ -285,15 +262,16 @@ def _open_output(path: str, binary: bool) -> IO[Any]:
     "--limit",
     type=click.IntRange(min=0),
     default=None,
-    help=f"At most this many records [default: {_TEXT_LIMIT} for text, all otherwise].",
+    help=f"At most this many records [default: {TEXT_LIMIT} for text, all otherwise].",
 )
-@_output_option("text", "json", "parquet")
+@output_option("text", "json", "parquet")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, allow_dash=True),
     default="-",
     help="Write to this file instead of stdout (needed for parquet on a terminal).",
 )
+@log_options
 def read(
     uri: str,
     stream: str,
@@ -303,23 +281,23 @@ def read(
     limit: int | None,
     output: str,
     out: str,
+    log_opts: LogOptions,
 ) -> None:
     """Read records of STREAM with START <= offset < END.
 
     json writes one JSON object per line (NDJSON); timestamps are ISO 8601 strings and binary
     values are base64 strings. parquet writes one Parquet file.
     """
-    if output == "parquet" and out == "-" and sys.stdout.isatty():
-        raise click.UsageError("refusing to write Parquet to a terminal; pass --out FILE or pipe")
+    refuse_binary_on_terminal(output, out)
     names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     if output == "text" and limit is None:
-        limit = _TEXT_LIMIT
-    with _open_existing(uri) as log:
+        limit = TEXT_LIMIT
+    with log_opts.open(uri) as log:
         reader = log.stream(stream).reader(start, end, names)
         # One row past the limit tells text output whether records were left out.
         extra = 1 if output == "text" and limit is not None else 0
         batches = _limited(iter(reader), None if limit is None else limit + extra)
-        with _open_output(out, binary=output == "parquet") as sink:
+        with open_output(out, binary=output == "parquet") as sink:
             if output == "parquet":
                 _write_parquet(sink, reader.schema, batches)
             elif output == "json":
@@ -328,7 +306,7 @@ def read(
                         sink.write("\n".join(ndjson_lines(batch)) + "\n")
             else:
                 table = pa.Table.from_batches(list(batches), schema=reader.schema)
-                _write_text(sink, table, limit)
+                write_text(sink, table, limit)
 
 
 def _write_parquet(sink: IO[bytes], schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> None:
@@ -339,18 +317,8 @@ def _write_parquet(sink: IO[bytes], schema: pa.Schema, batches: Iterator[pa.Reco
             writer.write_batch(batch)
 
 
-def _write_text(sink: IO[str], table: pa.Table, limit: int | None) -> None:
-    cut = limit is not None and table.num_rows > limit
-    shown = table.slice(0, limit) if cut else table
-    sink.write(text_table(shown) + "\n")
-    if cut:
-        sink.write(f"(first {limit} records; pass --limit N for more, or --output json)\n")
-    else:
-        sink.write(f"({plural(shown.num_rows, 'record')})\n")
-
-
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("uri")
 @click.option(
     "--records",
     type=click.IntRange(min=1),
@@ -358,18 +326,29 @@ def _write_text(sink: IO[str], table: pa.Table, limit: int | None) -> None:
     show_default=True,
     help="How many trace events to append.",
 )
-@_output_option("text", "json")
-def demo(directory: Path, records: int, output: str) -> None:
+@output_option("text", "json")
+@log_options
+def demo(uri: str, records: int, output: str, log_opts: LogOptions) -> None:
     """The tour: append trace events to a log, seal, read back, verify.
 
-    Appends synthetic AI-agent trace events to the stream 'agent-traces' of the log in
-    DIRECTORY, in batches and one by one, with small segments so that several are sealed; then
-    reopens the log, reads the records back, checks them and prints a summary. DIRECTORY must be
-    missing, empty, or a log (running again appends to the same stream).
+    Appends synthetic AI-agent trace events to the stream 'agent-traces' of the log at URI
+    (usually a folder), in batches and one by one, with small segments so that several are
+    sealed; then reopens the log, reads the records back, checks them and prints a summary. URI
+    must be missing, empty, or a log (running again appends to the same stream).
     """
     with _progress(records, "demo") as bar:
-        report = run_demo(directory, records, progress=bar.update)
+        report = run_demo(
+            uri,
+            records,
+            progress=bar.update,
+            storage_options=log_opts.storage_options or None,
+            local_dir=log_opts.local_dir,
+        )
     if output == "json":
-        _echo_json(report.to_json())
+        echo_json(report.to_json())
     else:
         click.echo(format_report(report))
+
+
+for _command in (branch, merge, lineage, checkpoint, verify, restore, gc, sql, materialize):
+    main.add_command(_command)

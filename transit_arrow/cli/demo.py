@@ -21,8 +21,9 @@ from ..errors import IntegrityError, StreamNotFoundError
 from ..log import Log
 from ..log import open as open_log
 from ..record import SYSTEM_COLUMNS
+from ..storage import ObjectStore
 from ..stream import Stream
-from .render import plural, text_table
+from .render import human_bytes, plural, text_table
 
 __all__ = ["DEFAULT_RECORDS", "STREAM", "DemoReport", "format_report", "run_demo", "trace_events"]
 
@@ -150,6 +151,22 @@ def _folder_bytes(directory: Path) -> tuple[int, int]:
     return total, parquet
 
 
+def _store_bytes(store: ObjectStore, prefix: str = "") -> tuple[int, int]:
+    """Total bytes of the objects of a (remote) store under `prefix`, and of its segments."""
+    total = parquet = 0
+    for entry in store.list(prefix):
+        path = f"{prefix}/{entry}" if prefix else entry
+        if entry.endswith("/"):
+            sub_total, sub_parquet = _store_bytes(store, path.rstrip("/"))
+            total += sub_total
+            parquet += sub_parquet
+            continue
+        size = store.head(path).size
+        total += size
+        parquet += size if entry.endswith(".parquet") else 0
+    return total, parquet
+
+
 def _verify(table: pa.Table, written: pa.Table, first: int, total: int, commits: pa.Table) -> None:
     """Raise `IntegrityError` unless the read-back records are exactly the written ones."""
     n = written.num_rows
@@ -197,16 +214,23 @@ def _per_tool(table: pa.Table) -> list[dict[str, Any]]:
 
 
 def run_demo(
-    directory: Path, records: int, *, progress: Callable[[int], object] | None = None
+    directory: str | Path,
+    records: int,
+    *,
+    progress: Callable[[int], object] | None = None,
+    storage_options: dict[str, Any] | None = None,
+    local_dir: str | Path | None = None,
 ) -> DemoReport:
-    """Append `records` trace events to the demo stream of the log in `directory`, then verify.
+    """Append `records` trace events to the demo stream of the log at `directory`, then verify.
 
     The log is created when `directory` is missing or empty; running again appends more.
 
     Args:
-        directory: the log's folder.
+        directory: the log's folder, or any URI `transit_arrow.open` takes.
         records: how many events to append (the last ones one `append(dict)` call each).
         progress: called with the number of records after each append.
+        storage_options: passed to `transit_arrow.open` (for a remote log).
+        local_dir: passed to `transit_arrow.open`.
 
     Raises:
         NotALogError: `directory` is neither empty nor a log.
@@ -218,7 +242,8 @@ def run_demo(
     # Small segments, so that even a short run seals several of them.
     segment_max_records = max(1, bulk // _SEGMENTS)
     batch = min(_BATCH, segment_max_records)
-    with open_log(directory, segment_max_records=segment_max_records) as log:
+    options: dict[str, Any] = {"storage_options": storage_options, "local_dir": local_dir}
+    with open_log(directory, segment_max_records=segment_max_records, **options) as log:
         stream, created = _stream(log)
         first = stream.next_offset
         generation_before = -1 if created else stream.generation
@@ -236,16 +261,20 @@ def run_demo(
                 progress(1)
         stream.flush()
     # Read back through a fresh handle: what is verified is what is on disk.
-    with open_log(directory, create=False) as log:
+    with open_log(directory, create=False, **options) as log:
         stream = log.stream(STREAM)
         table = stream.read(start=first)
         commits = stream.commits()
         total = stream.next_offset
         total_segments = log.streams().filter(pc.field("name") == STREAM)["segments"][0].as_py()
+        root = log.store.local_path("")
+        if root is not None:
+            on_disk, segment_bytes = _folder_bytes(Path(root))
+        else:
+            on_disk, segment_bytes = _store_bytes(log.store)
     _verify(table, events, first, total, commits)
     new = commits.filter(pc.field("generation") > generation_before)
     sealed = sum("add_segment" in (actions or []) for actions in new.column("actions").to_pylist())
-    on_disk, segment_bytes = _folder_bytes(directory)
     return DemoReport(
         uri=log.uri,
         directory=str(directory),
@@ -268,13 +297,6 @@ def run_demo(
     )
 
 
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:,.1f} {unit}"
-    return f"{n} B"
-
-
 def format_report(r: DemoReport) -> str:
     """A short human-readable account of a demo run."""
     rate = r.records / r.seconds if r.seconds else 0.0
@@ -291,7 +313,7 @@ def format_report(r: DemoReport) -> str:
         f"{plural(r.total_records, 'record')}, generation {r.generation})",
         f"  verified   read back {plural(r.records, 'record')} through a fresh handle: same "
         "values, dense offsets, commit roots chained",
-        f"  on disk    {_size(r.bytes_on_disk)} ({_size(r.segment_bytes)} in segments)",
+        f"  on disk    {human_bytes(r.bytes_on_disk)} ({human_bytes(r.segment_bytes)} in segments)",
         f"  time       {r.seconds:.2f} s ({rate:,.0f} records/s)",
         "",
     ]

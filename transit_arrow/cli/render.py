@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["json_rows", "ndjson_lines", "plural", "text_table"]
+__all__ = ["csv_ready", "human_bytes", "json_rows", "ndjson_lines", "plural", "text_table"]
 
 Converter = Callable[[Any], Any]
 
@@ -116,6 +116,41 @@ def ndjson_lines(data: pa.RecordBatch | pa.Table) -> Iterator[str]:
         yield json.dumps(row, ensure_ascii=False, separators=(",", ":"))
 
 
+def _flat(t: pa.DataType) -> bool:
+    """Whether CSV can hold values of type `t` as they are."""
+    if pa.types.is_dictionary(t):
+        return _flat(t.value_type)
+    return not (
+        pa.types.is_nested(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_fixed_size_binary(t)
+        or pa.types.is_binary_view(t)
+    )
+
+
+def _csv_text(value: Any) -> str:
+    # Binary values arrive as base64 text, written as they are; nested ones as JSON.
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def csv_ready(data: pa.Table) -> pa.Table:
+    """`data` with nested and binary columns replaced by their JSON text (binary: base64), so
+    that a CSV writer accepts it."""
+    for i, field in enumerate(data.schema):
+        if _flat(field.type):
+            continue
+        convert = _json_converter(field.type)
+        values = data.column(i).to_pylist()
+        texts = [
+            None if v is None else _csv_text(v if convert is None else convert(v)) for v in values
+        ]
+        data = data.set_column(i, pa.field(field.name, pa.string()), pa.array(texts, pa.string()))
+    return data
+
+
 # --- text -------------------------------------------------------------------------------------
 
 
@@ -141,6 +176,14 @@ def _text_cell(value: Any) -> str:
     else:
         text = str(value).translate(_CONTROL)
     return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 1] + "…"
+
+
+def human_bytes(n: int) -> str:
+    """`n` bytes in B, kB, MB or GB (decimal units)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} B"
 
 
 def _is_numeric(t: pa.DataType) -> bool:

@@ -1,0 +1,203 @@
+"""`transit checkpoint`, `verify`, `restore` and `gc` (DESIGN §4, §10)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import IntegrityError, InvalidInputError
+from ..integrity import Checkpoint, VerifyReport
+from .common import LogOptions, echo_json, log_options, output_option
+from .render import human_bytes, plural
+
+__all__ = ["checkpoint", "gc", "restore", "verify"]
+
+
+@click.command()
+@click.argument("uri")
+@click.argument("stream")
+@click.option(
+    "--kind",
+    default="manual",
+    show_default=True,
+    help="A label for the checkpoint (letters, digits, '.', '_', '-').",
+)
+@output_option("text", "json")
+@log_options
+def checkpoint(uri: str, stream: str, kind: str, output: str, log_opts: LogOptions) -> None:
+    """Record a checkpoint of STREAM's latest generation and print it.
+
+    The checkpoint names a prefix of the stream's history by the BLAKE3 root of its commit
+    chain; keep its JSON and pass it to `transit verify --checkpoint` at any later time.
+    """
+    with log_opts.open(uri) as log:
+        cp = log.stream(stream).checkpoint(kind)
+    if output == "json":
+        echo_json(cp.to_dict())
+        return
+    records = plural(cp.head_offset + 1, "record")
+    click.echo(
+        f"checkpoint {cp.kind!r} of {cp.stream!r} at generation {cp.generation} ({records}, "
+        f"root {cp.root[:16]}…):"
+    )
+    click.echo(cp.to_json())
+
+
+def _load_checkpoint(value: str) -> Checkpoint:
+    """A checkpoint from JSON text, a file holding it, or stdin ("-")."""
+    text = value.strip()
+    if text.startswith("{"):
+        return Checkpoint.from_json(text)
+    if value == "-":
+        return Checkpoint.from_json(click.get_text_stream("stdin").read())
+    try:
+        data = Path(value).read_text(encoding="utf-8")
+    except OSError as e:
+        raise click.BadParameter(
+            f"{value!r} is neither checkpoint JSON nor a readable file ({e.strerror})",
+            param_hint="'--checkpoint'",
+        ) from None
+    try:
+        return Checkpoint.from_json(data)
+    except InvalidInputError as e:
+        raise InvalidInputError(f"{value}: {e}") from None
+
+
+def _fail_unless_ok(reports: list[VerifyReport]) -> None:
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        checks = sum(len(r.failures) for r in failed)
+        targets = ", ".join(r.target for r in failed)
+        raise IntegrityError(f"verification FAILED: {plural(checks, 'check')} failed ({targets})")
+
+
+@click.command()
+@click.argument("uri")
+@click.argument("stream", required=False)
+@click.option(
+    "--checkpoint",
+    "checkpoint_arg",
+    metavar="FILE_OR_JSON",
+    default=None,
+    help="Verify this checkpoint (its JSON, a file holding it, or - for stdin) instead of "
+    "STREAM's latest generation.",
+)
+@click.option("--deep", is_flag=True, help="Also re-hash every segment file.")
+@output_option("text", "json")
+@log_options
+def verify(
+    uri: str,
+    stream: str | None,
+    checkpoint_arg: str | None,
+    deep: bool,
+    output: str,
+    log_opts: LogOptions,
+) -> None:
+    """Recompute the hash chain of STREAM (or of a checkpoint) and of everything it derives from.
+
+    Prints one line per check; exits with 1 ("verification FAILED") when any check fails.
+    Without --deep, segment files are not read: use it to detect damaged segments.
+    """
+    if (stream is None) == (checkpoint_arg is None):
+        raise click.UsageError("pass either STREAM or --checkpoint, not both or neither")
+    target: str | Checkpoint
+    if checkpoint_arg is not None:
+        target = _load_checkpoint(checkpoint_arg)
+    else:
+        assert stream is not None
+        target = stream
+    with log_opts.open(uri) as log:
+        report = log.verify(target, deep=deep)
+    if output == "json":
+        echo_json(report.to_dict())
+    else:
+        click.echo(str(report))
+    _fail_unless_ok([report])
+
+
+@click.command()
+@click.argument("uri")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@output_option("text", "json")
+@log_options
+def restore(uri: str, directory: Path, output: str, log_opts: LogOptions) -> None:
+    """Fetch every segment of the log at URI into DIRECTORY (its local dir), then verify.
+
+    Use it to make a machine ready to read a remote log offline, or to check a backup: every
+    segment every stream needs is downloaded and checked against its BLAKE3 hash (with a
+    progress bar on stderr when stderr is a terminal), then the commit chain of every stream
+    is recomputed. Exits with 1 when a check fails. A local log needs no fetching.
+    """
+    if log_opts.local_dir is not None and log_opts.local_dir != directory:
+        raise click.UsageError("DIRECTORY is restore's local dir; drop --local-dir")
+    with log_opts.open(uri, local_dir=directory) as log:
+        try:
+            hydrated = log.hydrate(progress=sys.stderr.isatty())
+        except IntegrityError as e:  # a damaged commit: no stream list, no summary
+            raise IntegrityError(f"verification FAILED while fetching: {e}") from e
+        local = log.store.local_path("") is not None
+        reports = [log.verify(str(name)) for name in log.streams().column("name").to_pylist()]
+    verified = {r.target: r.ok for r in reports}
+    summary = {
+        "uri": log.uri,
+        "local_dir": str(directory),
+        **dataclasses.asdict(hydrated),
+        "seconds": round(hydrated.seconds, 3),
+        "verified": verified,
+        "ok": all(verified.values()),
+    }
+    if output == "json":
+        echo_json(summary)
+    else:
+        bad = [name for name, ok in verified.items() if not ok]
+        status = "all OK" if not bad else f"FAILED for {', '.join(bad)}"
+        click.echo(f"restored {log.uri} into {directory}")
+        click.echo(f"  streams    {hydrated.streams:,}")
+        how = "; a local log is read in place" if local else ", each checked by its BLAKE3 hash"
+        click.echo(
+            f"  segments   {hydrated.segments:,} needed, {hydrated.fetched:,} fetched "
+            f"({human_bytes(hydrated.fetched_bytes)}){how}"
+        )
+        click.echo(f"  time       {hydrated.seconds:.2f} s")
+        click.echo(f"  verified   commit chains of {plural(len(reports), 'stream')}: {status}")
+        for report in reports:
+            if not report.ok:
+                click.echo("\n" + str(report))
+    _fail_unless_ok(reports)
+
+
+@click.command()
+@click.argument("uri")
+@click.option(
+    "--min-age",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="Keep unreferenced files younger than this many seconds (a writer may be about to "
+    "commit them).",
+)
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@output_option("text", "json")
+@log_options
+def gc(uri: str, min_age: float, dry_run: bool, output: str, log_opts: LogOptions) -> None:
+    """Remove segment files that no commit of any stream references.
+
+    They are orphans of interrupted seals or merges; nothing any generation of any stream
+    references is ever removed, so branches and time travel keep working.
+    """
+    with log_opts.open(uri) as log:
+        report = log.gc(min_age=min_age, dry_run=dry_run)
+    if output == "json":
+        echo_json(dataclasses.asdict(report))
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"{verb} {plural(len(report.removed), 'orphaned segment file')} "
+        f"({human_bytes(report.removed_bytes)}); {plural(report.referenced, 'segment')} "
+        f"referenced; kept {len(report.kept_young):,} younger than {min_age:g} s"
+    )
+    for path in report.removed:
+        click.echo(f"  {path}")

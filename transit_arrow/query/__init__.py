@@ -1,0 +1,18 @@
+"""SQL and dataframes over a whole log: DuckDB views and a cross-branch Polars frame (DESIGN §8).
+
+- `connect(log, con=None, *, at=None)` (`Log.duckdb`): a DuckDB connection where every stream is
+  a view under its own name, `transit_records` holds every stream's replay with a `_branch`
+  column, and `transit_streams`, `transit_lineage`, `transit_commits`, `transit_segments`,
+  `transit_checkpoints` are tables. Calling it again on the same connection refreshes it.
+- `sql(log, query, **params)` (`Log.sql`): a query on a per-log connection refreshed first.
+- `to_duckdb(stream)` (`Stream.to_duckdb`): one stream's replay as a DuckDB relation.
+- `create_view(con, log, stream, generation=|as_of=|checkpoint=)`: a stream's past as a view.
+- `scan_all(log)` (`Log.scan_all`): the cross-branch Polars LazyFrame.
+"""
+
+from __future__ import annotations
+
+from .connection import QueryError, connect, create_view, sql, to_duckdb
+from .frames import scan_all
+
+__all__ = ["QueryError", "connect", "create_view", "scan_all", "sql", "to_duckdb"]

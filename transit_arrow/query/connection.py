@@ -1,0 +1,434 @@
+"""DuckDB over a log: stream views, metadata tables and cross-branch SQL (DESIGN §8).
+
+`connect(log)` fills a DuckDB connection with temporary objects (never persisted into a
+database file the caller attached):
+
+- one view per stream, under the stream's own name, reading its replay (see `replay_sql`);
+- `transit_records`: every stream's replay with a `_branch` column;
+- tables `transit_streams`, `transit_lineage`, `transit_commits`, `transit_segments` and
+  `transit_checkpoints`.
+
+The temporary table `__transit_catalog` records what each view was built from, so calling
+`connect(log, con)` again brings an existing connection up to date by rebuilding only the views
+of streams that changed (new commits or unsealed records), dropping views of streams that went
+away and unregistering the Arrow tables (unsealed heads) no view uses any more. `sql(log, q)`
+does that on a connection kept per log before every query, so its answers always reflect the
+latest commits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import re
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import blake3
+import duckdb
+import pyarrow as pa
+
+from ..errors import InvalidInputError, TransitError
+from ..manifest import SegmentRef
+from ..names import validate_stream_name
+from .filesystem import ensure_registered, segment_url
+from .replay_sql import Source, quote_ident, records_select, replay_select, span_rows
+from .snapshot import At, StreamPlan, records_schema, take_snapshot
+from .tables import metadata_tables
+
+if TYPE_CHECKING:
+    from ..integrity import Checkpoint
+    from ..log import Log
+    from ..view import _Readable
+
+__all__ = ["RECORDS_VIEW", "QueryError", "connect", "create_view", "sql", "to_duckdb"]
+
+RECORDS_VIEW = "transit_records"
+_TABLES = (
+    "transit_streams",
+    "transit_lineage",
+    "transit_commits",
+    "transit_segments",
+    "transit_checkpoints",
+)
+_RESERVED = frozenset({RECORDS_VIEW, *_TABLES})
+_PREFIX = "__transit_"  # starts the names of our private objects
+_ARROW = f"{_PREFIX}arrow_"  # registered Arrow tables
+_HIDDEN = f"{_PREFIX}stream_"  # views of streams whose own name DuckDB cannot hold
+_CATALOG = f"{_PREFIX}catalog"
+_LOCK = threading.RLock()
+_SESSIONS: weakref.WeakKeyDictionary[Log, duckdb.DuckDBPyConnection] = weakref.WeakKeyDictionary()
+_QUOTED = re.compile(r'"((?:[^"]|"")+)"')
+_GENERATION = re.compile(r"g(\d+)")
+
+
+class QueryError(TransitError):
+    """DuckDB rejected a query; the message is DuckDB's own and `__cause__` its exception."""
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A view's definition, the Arrow tables it reads, and its fingerprint."""
+
+    kind: str  # "stream", "as_of" (connect at=), "at" (create_view) or "records"
+    select: str
+    # Registered name -> the Arrow table, made only when it is not registered yet.
+    tables: tuple[tuple[str, Callable[[], pa.Table]], ...] = ()
+
+    @property
+    def entry(self) -> dict[str, Any]:
+        key = blake3.blake3(self.select.encode()).hexdigest()[:32]
+        return {"kind": self.kind, "key": key, "uses": [name for name, _ in self.tables]}
+
+
+_CATALOG_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("kind", pa.string()),
+        ("key", pa.string()),
+        ("uses", pa.list_(pa.string())),
+    ]
+)
+
+
+@dataclass
+class _Catalog:
+    """The views of ours a connection holds (with what they were built from) and the names of
+    the Arrow tables registered on it, kept in the temporary table `__transit_catalog`."""
+
+    views: dict[str, dict[str, Any]]
+    registered: set[str]
+    changed: bool = False
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> _Catalog:
+        names = {
+            n
+            for (n,) in con.sql(
+                "SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal"
+            ).fetchall()
+        }
+        views: dict[str, dict[str, Any]] = {}
+        tables = con.sql(
+            f"SELECT 1 FROM duckdb_tables() WHERE temporary AND table_name = '{_CATALOG}'"
+        ).fetchall()
+        if tables:
+            for row in con.sql(f"SELECT * FROM {_CATALOG}").to_arrow_table().to_pylist():
+                if row["name"] in names:  # a view dropped by hand is built again
+                    views[row.pop("name")] = row
+        return cls(views, {n for n in names if n.startswith(_ARROW)})
+
+    def register(self, con: duckdb.DuckDBPyConnection, built: _Built) -> None:
+        for name, make in built.tables:
+            if name not in self.registered:
+                con.register(name, make())
+                self.registered.add(name)
+
+    def define(self, con: duckdb.DuckDBPyConnection, name: str, built: _Built) -> list[str]:
+        """The SQL creating or replacing view `name`, or none when it is up to date."""
+        self.register(con, built)
+        if self.views.get(name) == built.entry:
+            return []
+        self.views[name] = built.entry
+        self.changed = True
+        return [f"CREATE OR REPLACE TEMP VIEW {quote_ident(name)} AS\n{built.select}"]
+
+    def drop(self, name: str) -> list[str]:
+        del self.views[name]
+        self.changed = True
+        return [f"DROP VIEW IF EXISTS temp.main.{quote_ident(name)}"]
+
+    def save(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Unregister the Arrow tables no view uses, and store the catalog."""
+        used = set().union(*(v["uses"] for v in self.views.values()))
+        for name in self.registered - used:
+            con.unregister(name)
+        self.registered &= used
+        if self.changed:
+            rows = [{"name": n, **v} for n, v in self.views.items()]
+            _replace_tables(con, {_CATALOG: pa.Table.from_pylist(rows, schema=_CATALOG_SCHEMA)})
+            self.changed = False
+
+
+def _source(con: duckdb.DuckDBPyConnection, log: Log) -> Source:
+    """How views name a segment: its local file, else a URL read through the log's cache."""
+    if log.store.local_path("") is not None:
+
+        def local(seg: SegmentRef) -> str:
+            path = log.store.local_path(seg.path)
+            assert path is not None
+            return path
+
+        return local
+    ensure_registered(con)
+    return lambda seg: segment_url(log, seg)
+
+
+def _build(plan: StreamPlan, kind: str, source: Source) -> _Built:
+    if not plan.heads:
+        return _Built(kind, replay_select(plan.schema, plan.spans, None, source))
+    # The name changes with the head's records, so a registered head is never stale.
+    head = f"{_ARROW}head_{plan.state_key()}"
+    select = replay_select(plan.schema, plan.spans, head, source)
+    return _Built(kind, select, ((head, plan.head_table),))
+
+
+def _build_records(plans: list[StreamPlan], heads: list[_Built], source: Source) -> _Built:
+    schema = records_schema(plans)
+    files, spans = span_rows([(p.name, p.spans) for p in plans], source)
+    key = blake3.blake3(b"".join(p.state_key().encode() for p in plans)).hexdigest()[:24]
+    spans_name = f"{_ARROW}spans_{key}"
+    head_tables = [
+        (p.name, p.schema, b.tables[0][0]) for p, b in zip(plans, heads, strict=True) if b.tables
+    ]
+    select = records_select(schema, files, spans_name, head_tables)
+    tables = ((spans_name, lambda: spans), *(t for b in heads for t in b.tables))
+    return _Built("records", select, tables)
+
+
+@contextlib.contextmanager
+def _duckdb_errors() -> Iterator[None]:
+    """Raise DuckDB's errors as `QueryError`s, with DuckDB's message unchanged."""
+    try:
+        yield
+    except duckdb.Error as e:
+        raise QueryError(str(e)) from e
+
+
+def _run(con: duckdb.DuckDBPyConnection, statements: list[str], what: str) -> None:
+    if not statements:
+        return
+    try:
+        con.execute(";\n".join(statements))
+    except duckdb.Error as e:
+        raise QueryError(f"building {what} failed: {e}") from e
+
+
+def _view_names(streams: list[str]) -> list[str]:
+    """Each stream's view name: its own, unless DuckDB cannot tell it apart (identifiers are
+    case-insensitive) from a reserved name or from a stream earlier in name order; such a
+    stream gets a private name (`to_duckdb` and `transit_records` still read it)."""
+    taken = {n.lower() for n in _RESERVED}
+    names = []
+    for stream in streams:
+        key = stream.lower()
+        if key in taken or key.startswith(_PREFIX):
+            names.append(_HIDDEN + blake3.blake3(stream.encode()).hexdigest()[:16])
+            continue
+        taken.add(key)
+        names.append(stream)
+    return names
+
+
+def _replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
+    scratch = f"{_PREFIX}scratch"
+    for name, table in tables.items():
+        con.register(scratch, table)
+        try:
+            _run(
+                con,
+                [f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {scratch}"],
+                f"table {name}",
+            )
+        finally:
+            con.unregister(scratch)
+
+
+def _sync(con: duckdb.DuckDBPyConnection, log: Log, at: At) -> None:
+    plans = take_snapshot(log, at)
+    catalog = _Catalog.read(con)
+    source = _source(con, log)
+    kind = "stream" if at is None else "as_of"
+    built = [_build(plan, kind, source) for plan in plans]
+    statements: list[str] = []
+    wanted = {RECORDS_VIEW}
+    for view, b in zip(_view_names([p.name for p in plans]), built, strict=True):
+        statements += catalog.define(con, view, b)
+        wanted.add(view)
+    statements += catalog.define(con, RECORDS_VIEW, _build_records(plans, built, source))
+    # Other views of ours show streams this snapshot does not (or another `at`); views of
+    # past generations (`create_view`) never change, so they stay.
+    for name, entry in list(catalog.views.items()):
+        if name not in wanted and entry["kind"] != "at":
+            statements += catalog.drop(name)
+    _run(con, statements, f"the views of {log.uri}")
+    catalog.save(con)
+    _replace_tables(con, metadata_tables(log, plans))
+
+
+def connect(
+    log: Log, con: duckdb.DuckDBPyConnection | None = None, *, at: At = None
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection where every stream of `log` is a view (this is `Log.duckdb`).
+
+    Args:
+        log: the log to expose.
+        con: a connection to fill or bring up to date; a new in-memory one when None. Calling
+            `connect(log, con)` again after the log changed rebuilds only what changed.
+        at: show every stream as of this time (a datetime, naive meaning UTC, or an ISO 8601
+            string): its latest generation committed then, without unsealed records; streams
+            created later are absent and the metadata tables describe that moment.
+
+    Returns:
+        The connection, with one view per stream (named as the stream; quote it in SQL), the
+        view `transit_records` and the `transit_*` metadata tables, all temporary.
+
+    Raises:
+        QueryError: DuckDB could not build a view.
+        InvalidInputError: `at` is not a time.
+    """
+    with _LOCK, _duckdb_errors():
+        if con is None:
+            con = _new_connection()
+        _sync(con, log, at)
+    return con
+
+
+def _new_connection() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    # Segments are immutable files: their footers can be cached for good.
+    con.execute("SET parquet_metadata_cache = true")
+    return con
+
+
+def _session(log: Log) -> duckdb.DuckDBPyConnection:
+    """The connection `sql` and `to_duckdb` use for `log` (one per Log object)."""
+    with _LOCK:
+        con = _SESSIONS.get(log)
+        if con is None:
+            con = _SESSIONS[log] = _new_connection()
+        return con
+
+
+@atexit.register
+def _close_sessions() -> None:
+    # A connection still holding a Python filesystem when the interpreter exits makes
+    # DuckDB's bindings report leaked objects; closing it first avoids that.
+    with _LOCK:
+        for con in list(_SESSIONS.values()):
+            con.close()
+        _SESSIONS.clear()
+
+
+def _at_view(con: duckdb.DuckDBPyConnection, log: Log, readable: _Readable, name: str) -> str:
+    with _LOCK, _duckdb_errors():
+        built = _build(StreamPlan.of(readable), "at", _source(con, log))
+        catalog = _Catalog.read(con)
+        _run(con, catalog.define(con, name, built), f"view {name!r}")
+        catalog.save(con)
+    return name
+
+
+def create_view(
+    con: duckdb.DuckDBPyConnection,
+    log: Log,
+    stream: str,
+    *,
+    generation: int | None = None,
+    as_of: datetime | str | None = None,
+    checkpoint: Checkpoint | None = None,
+    name: str | None = None,
+) -> str:
+    """Create a view of `stream` as of a generation, a time or a checkpoint; return its name.
+
+    The view is named `"<stream>@g<generation>"` unless `name` is given, so after
+    `create_view(con, log, "main", generation=12)` SQL can read `SELECT * FROM "main@g12"`.
+    Such views never change and survive `connect(log, con)` refreshes.
+
+    Raises:
+        StreamNotFoundError: no such stream (the message lists near names).
+        NotFoundError: the stream has no such generation, or did not exist at `as_of`.
+        IntegrityError: the stream's commit at the checkpoint's generation has another root.
+        InvalidInputError: not exactly one of `generation`, `as_of`, `checkpoint`.
+    """
+    if sum(x is not None for x in (generation, as_of, checkpoint)) != 1:
+        raise InvalidInputError("pass exactly one of generation=, as_of= or checkpoint=")
+    handle = log.stream(stream)
+    if as_of is not None:
+        view = handle.as_of(as_of)
+    elif checkpoint is not None:
+        view = handle.at(checkpoint)
+    else:
+        view = handle.at(generation=generation)
+    return _at_view(con, log, view, name or f"{stream}@g{view.generation}")
+
+
+def _time_travel_references(con: duckdb.DuckDBPyConnection, log: Log, query: str) -> None:
+    """Create the views `"stream@g12"` / `"stream@<ISO time>"` that `query` names."""
+    for match in _QUOTED.finditer(query):
+        text = match.group(1).replace('""', '"')
+        stream, at, point = text.rpartition("@")
+        if not at or not point:
+            continue
+        try:
+            exists = log._exists(validate_stream_name(stream))
+        except InvalidInputError:
+            continue  # not a stream name: leave the identifier to DuckDB
+        if not exists:
+            continue
+        generation = _GENERATION.fullmatch(point)
+        if generation is not None:
+            create_view(con, log, stream, generation=int(generation.group(1)), name=text)
+            continue
+        try:
+            when = datetime.fromisoformat(point.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        create_view(con, log, stream, as_of=when, name=text)
+
+
+def sql(log: Log, query: str, /, **params: Any) -> duckdb.DuckDBPyRelation:
+    """Run `query` on the log's own connection, brought up to date first (this is `Log.sql`).
+
+    Quoted names `"stream@g12"` (a generation) and `"stream@2024-05-01T12:00:00Z"` (the
+    latest generation committed at that time) in the query read a stream's past.
+
+    Args:
+        log: the log to query.
+        query: DuckDB SQL over the stream views and `transit_*` tables.
+        **params: values of `$name` parameters in `query`.
+
+    Returns:
+        A lazy DuckDB relation (`.to_arrow_table()`, `.pl()`, `.fetchall()`, ...).
+
+    Raises:
+        QueryError: DuckDB rejected the query (its message, unchanged).
+        NotFoundError: a `"stream@g…"` name refers to a generation that does not exist.
+    """
+    con = _session(log)
+    with _LOCK, _duckdb_errors():
+        _sync(con, log, None)
+        _time_travel_references(con, log, query)
+        return con.sql(query, params=params or None)
+
+
+def to_duckdb(
+    readable: _Readable, con: duckdb.DuckDBPyConnection | None = None
+) -> duckdb.DuckDBPyRelation:
+    """A DuckDB relation over the replay of a stream or a time-travel view of one (this is
+    `Stream.to_duckdb` / `StreamView.to_duckdb`).
+
+    A live stream reads through its view on `con` (the log's own connection by default),
+    refreshed now; a `StreamView` reads through a `"stream@g<generation>"` view.
+    """
+    from ..view import StreamView
+
+    log = readable.log
+    con = _session(log) if con is None else con
+    if isinstance(readable, StreamView):
+        view = _at_view(con, log, readable, f"{readable.name}@g{readable.generation}")
+    else:
+        plan = StreamPlan.of(readable)
+        names = log._stream_names()
+        view = _view_names(names)[names.index(plan.name)]
+        with _LOCK, _duckdb_errors():
+            built = _build(plan, "stream", _source(con, log))
+            catalog = _Catalog.read(con)
+            _run(con, catalog.define(con, view, built), f"the view of {view!r}")
+            catalog.save(con)
+    with _duckdb_errors():
+        return con.sql(f"SELECT * FROM {quote_ident(view)}")

@@ -1,0 +1,42 @@
+"""Polars over a whole log: every stream's replay in one LazyFrame (DESIGN §8)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..view import _align
+from .snapshot import At, records_schema, take_snapshot
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from ..log import Log
+
+__all__ = ["scan_all"]
+
+
+def scan_all(log: Log, *, at: At = None) -> pl.LazyFrame:
+    """Every stream's replay in one LazyFrame with a `_branch` column (this is `Log.scan_all`).
+
+    The frame has the columns of the SQL view `transit_records`: `_branch` (the stream whose
+    replay a row belongs to), the system columns, then every stream's user columns (null where
+    a stream lacks one). Each stream is `Stream.scan()`, so filters and projections still
+    reach the Parquet files.
+
+    Args:
+        log: the log to scan.
+        at: scan every stream as of this time (see `connect`).
+    """
+    import polars as pl
+
+    plans = take_snapshot(log, at)
+    schema = records_schema(plans)
+    target = pl.from_arrow(schema.empty_table())
+    assert isinstance(target, pl.DataFrame)
+    frames = [
+        _align(p.readable.scan().with_columns(pl.lit(p.name, pl.String).alias("_branch")), target)
+        for p in plans
+    ]
+    if not frames:
+        return target.lazy()
+    return pl.concat(frames, how="vertical")
