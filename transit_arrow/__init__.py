@@ -25,6 +25,7 @@ from .integrity import Checkpoint, VerifyEntry, VerifyReport
 from .log import Log, open
 from .materialize import Materialization, RefreshReport
 from .merge import MergeResolver, register_merge_resolver
+from .query import QueryError
 from .stream import Ack, Stream
 from .view import StreamView
 
@@ -43,6 +44,7 @@ __all__ = [
     "MergeResolver",
     "NotALogError",
     "NotFoundError",
+    "QueryError",
     "RefreshReport",
     "SchemaMismatchError",
     "StorageError",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import os
@@ -37,6 +36,11 @@ from .stream import Stream
 from .view import StreamView
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    import polars as pl
+    from duckdb import DuckDBPyConnection, DuckDBPyRelation
+
     from .integrity import Checkpoint, VerifyReport
     from .maintenance import GcReport, HydrateReport
     from .materialize import Materialization, Reducer
@@ -209,7 +213,11 @@ class Log:
                     f"{FORMAT}); upgrade transit-arrow"
                 )
             return
-        if not self.store.is_empty():
+        try:
+            empty = self.store.is_empty()
+        except OSError as e:
+            raise StorageError(f"cannot list {self.uri}: {e}") from e
+        if not empty:
             raise NotALogError(
                 f"{self.uri} is not empty and is not a transit-arrow log (no {MARKER}); "
                 "open an existing log or an empty folder"
@@ -217,9 +225,13 @@ class Log:
         if not create:
             raise NotALogError(f"there is no transit-arrow log at {self.uri}")
         # A concurrent creator wrote the same marker: fine.
-        with contextlib.suppress(FileExistsError):
-            marker_bytes = canonical({"format": FORMAT, "created": now_rfc3339()})
+        marker_bytes = canonical({"format": FORMAT, "created": now_rfc3339()})
+        try:
             self.store.put_if_absent(MARKER, marker_bytes)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise StorageError(f"cannot create {self.uri}/{MARKER}: {e}") from e
 
     def _check_open(self) -> None:
         if self._closed:
@@ -399,9 +411,12 @@ class Log:
         return self.stream(name)
 
     def _exists(self, name: str) -> bool:
-        return name in self._history or self.store.exists(
-            f"{self._stream_folder(name)}/commits/{0:020d}.json"
-        )
+        if name in self._history:
+            return True
+        try:
+            return self.store.exists(f"{self._stream_folder(name)}/commits/{0:020d}.json")
+        except OSError as e:
+            raise StorageError(f"cannot look up stream {name!r} in {self.uri}: {e}") from e
 
     def _known(self, name: str) -> bool:
         return name in self._history
@@ -412,8 +427,7 @@ class Log:
 
     def _put_segment(self, path: str, data: Bytes) -> None:
         try:
-            if not self.store.exists(path):
-                self.store.put(path, data)
+            self.store.put(path, data)
         except OSError as e:
             raise StorageError(f"cannot upload segment {self.uri}/{path}: {e}") from e
 
@@ -552,6 +566,36 @@ class Log:
         from .materialize import list_definitions
 
         return list_definitions(self)
+
+    def duckdb(
+        self, con: DuckDBPyConnection | None = None, *, at: datetime | str | None = None
+    ) -> DuckDBPyConnection:
+        """A DuckDB connection where every stream is a view of its replay (DESIGN §8).
+
+        Also defines `transit_streams`, `transit_lineage`, `transit_commits`,
+        `transit_segments`, `transit_checkpoints` and the cross-branch view
+        `transit_records` (with `_branch`). Calling it again with the same `con` updates the
+        views to the log's latest commits. `at` views every stream as of a time.
+        """
+        self._check_open()
+        from .query import connect
+
+        return connect(self, con, at=at)
+
+    def sql(self, query: str, /, **params: Any) -> DuckDBPyRelation:
+        """Run SQL over the log's views (refreshed first); `"name@g12"` addresses a stream as
+        of generation 12. DuckDB errors are raised as `QueryError` (a `TransitError`)."""
+        self._check_open()
+        from .query import sql
+
+        return sql(self, query, **params)
+
+    def scan_all(self, *, at: datetime | str | None = None) -> pl.LazyFrame:
+        """Every stream's replay as one polars LazyFrame with a `_branch` column."""
+        self._check_open()
+        from .query import scan_all
+
+        return scan_all(self, at=at)
 
     def lineage(self) -> pa.Table:
         """The lineage table: one row per stream with its kind, parent, merge parents, base,

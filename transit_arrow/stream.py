@@ -176,20 +176,10 @@ class _Writer:
         self._max_bytes = log._options.segment_max_bytes
         self.local_lock = LocalLock(self.local, self.name)
         try:
-            self.lease = Lease.acquire(
-                log.store,
-                self.folder,
-                self.name,
-                self.writer_id,
-                str(self.local),
-                take_over=take_over,
-                local_lock_held=True,
-            )
-            self.commit_log = CommitLog(log.store, self.name, self.folder)
-            self.manifest = log._manifest(self.name, refresh=True)
-            if self.lease.fenced_previous is not None:
-                self._write_fence()
-            self._recover()
+            self._open(take_over)
+        except OSError as e:
+            self.local_lock.release()
+            raise StorageError(f"cannot open stream {self.name!r} for writing: {e}") from e
         except BaseException:
             self.local_lock.release()
             raise
@@ -197,6 +187,23 @@ class _Writer:
             target=self._seal_loop, name=f"transit-sealer-{self.name}", daemon=True
         )
         self.sealer.start()
+
+    def _open(self, take_over: bool) -> None:
+        log = self.log
+        self.lease = Lease.acquire(
+            log.store,
+            self.folder,
+            self.name,
+            self.writer_id,
+            str(self.local),
+            take_over=take_over,
+            local_lock_held=True,
+        )
+        self.commit_log = CommitLog(log.store, self.name, self.folder)
+        self.manifest = log._manifest(self.name, refresh=True)
+        if self.lease.fenced_previous is not None:
+            self._write_fence()
+        self._recover()
 
     # --- setup ----------------------------------------------------------------------------
 
@@ -461,7 +468,9 @@ class _Writer:
                         StorageError(
                             f"sealing stream {self.name!r} offsets {head.start_offset}.."
                             f"{head.next_offset - 1} failed after {attempt + 1} attempts: {e}; "
-                            f"the records are kept in {self.heads_dir}; reopen the log to retry"
+                            f"records acknowledged as 'local' are kept in {self.heads_dir} and "
+                            "are sealed when the log is reopened; a failed 'tiered' append was "
+                            "not acknowledged"
                         )
                     )
                     return
@@ -475,11 +484,9 @@ class _Writer:
         data, meta = encode_segment(head.table(), self.name, self.log._options.row_group_size)
         path = segment_path(self.folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
         seg = SegmentRef(path=path, **meta)
-        try:
-            if not self.log.store.exists(path):
-                self.log.store.put(path, data)
-        except OSError as e:
-            raise StorageError(f"cannot upload segment {path}: {e}") from e
+        # Always put (the name is content-addressed, so overwriting is harmless): skipping an
+        # existing object would commit a partial upload left by an interrupted attempt.
+        self.log._put_segment(path, data)
         actions: list[dict[str, Any]] = []
         if not _same_schema(head.user_schema, self.manifest.schema):
             actions.append({"type": "evolve_schema", "schema": schema_to_json(head.user_schema)})

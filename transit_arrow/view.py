@@ -15,6 +15,7 @@ from .replay import Span, has_origin_columns, iter_spans, replay_spans, shape, u
 
 if TYPE_CHECKING:
     import polars as pl
+    from duckdb import DuckDBPyConnection, DuckDBPyRelation
 
     from .log import Log
 
@@ -151,6 +152,12 @@ class _Readable(abc.ABC):
         """Like `read`, as a `RecordBatchReader` holding about one row group in memory."""
         schema, batches = self._batches(start, end, columns)
         return pa.RecordBatchReader.from_batches(schema, batches)
+
+    def to_duckdb(self, con: DuckDBPyConnection | None = None) -> DuckDBPyRelation:
+        """This replay as a DuckDB relation (on `con`, or on the log's own connection)."""
+        from .query import to_duckdb
+
+        return to_duckdb(self, con)
 
     def scan(self) -> pl.LazyFrame:
         """The replay as a polars LazyFrame; filters and projections reach the Parquet files."""

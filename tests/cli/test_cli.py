@@ -10,16 +10,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import failed, ndjson, ok, run
 
 import transit_arrow as ta
-from transit_arrow.cli import main
 
 EVENTS = "\n".join(
     [
@@ -31,42 +29,9 @@ EVENTS = "\n".join(
 )
 
 
-def run(*args: str | Path, stdin: str | bytes | None = None) -> Result:
-    """Invoke `transit` in-process; stdout and stderr are captured separately."""
-    return CliRunner().invoke(main, [str(a) for a in args], input=stdin)
-
-
-def ok(*args: str | Path, stdin: str | bytes | None = None) -> Result:
-    result = run(*args, stdin=stdin)
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    return result
-
-
-def failed(*args: str | Path, stdin: str | bytes | None = None, code: int = 1) -> str:
-    """Run a command that must fail cleanly; return its stderr."""
-    result = run(*args, stdin=stdin)
-    assert result.exit_code == code, (result.stdout, result.stderr, result.exception)
-    assert "Traceback" not in result.stderr
-    if code == 1:
-        assert result.stderr.startswith("error: ")
-    return result.stderr
-
-
-def ndjson(result: Result) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in result.stdout.splitlines()]
-
-
 def next_offset(log_dir: Path, stream: str) -> int:
     with ta.open(log_dir, create=False) as log:
         return log.stream(stream).next_offset
-
-
-@pytest.fixture
-def log_dir(tmp_path: Path) -> Path:
-    """An initialized, empty log."""
-    path = tmp_path / "log"
-    ok("init", path)
-    return path
 
 
 @pytest.fixture

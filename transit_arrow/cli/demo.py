@@ -300,6 +300,7 @@ def run_demo(
 def format_report(r: DemoReport) -> str:
     """A short human-readable account of a demo run."""
     rate = r.records / r.seconds if r.seconds else 0.0
+    local = r.uri.startswith("file://")
     stream_note = "created" if r.created_stream else "existing"
     lines = [
         f"transit demo: {r.uri}",
@@ -313,7 +314,8 @@ def format_report(r: DemoReport) -> str:
         f"{plural(r.total_records, 'record')}, generation {r.generation})",
         f"  verified   read back {plural(r.records, 'record')} through a fresh handle: same "
         "values, dense offsets, commit roots chained",
-        f"  on disk    {human_bytes(r.bytes_on_disk)} ({human_bytes(r.segment_bytes)} in segments)",
+        f"  {'on disk' if local else 'stored':<10} {human_bytes(r.bytes_on_disk)} "
+        f"({human_bytes(r.segment_bytes)} in segments)",
         f"  time       {r.seconds:.2f} s ({rate:,.0f} records/s)",
         "",
     ]
@@ -327,4 +329,6 @@ def format_report(r: DemoReport) -> str:
         f"  transit streams {r.directory}",
         f"  transit read {r.directory} {r.stream} --limit 5 --columns _offset,task_id,role,tool",
     ]
+    if not local:
+        lines.append("  (with the same --storage-option and --local-dir flags)")
     return "\n".join(lines)

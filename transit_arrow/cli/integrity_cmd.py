@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -28,10 +29,11 @@ __all__ = ["checkpoint", "gc", "restore", "verify"]
 @output_option("text", "json")
 @log_options
 def checkpoint(uri: str, stream: str, kind: str, output: str, log_opts: LogOptions) -> None:
-    """Record a checkpoint of STREAM's latest generation and print it.
+    """Record and print a checkpoint of STREAM.
 
-    The checkpoint names a prefix of the stream's history by the BLAKE3 root of its commit
-    chain; keep its JSON and pass it to `transit verify --checkpoint` at any later time.
+    The checkpoint is of STREAM's latest generation: it names that prefix of the stream's
+    history by the BLAKE3 root of its commit chain. Keep its JSON and pass it to
+    `transit verify --checkpoint` at any later time.
     """
     with log_opts.open(uri) as log:
         cp = log.stream(stream).checkpoint(kind)
@@ -46,13 +48,21 @@ def checkpoint(uri: str, stream: str, kind: str, output: str, log_opts: LogOptio
     click.echo(cp.to_json())
 
 
+def _checkpoint_json(text: str) -> str:
+    """The checkpoint JSON in `text`: all of it, or the last line that is a JSON object (so
+    the text output of `transit checkpoint`, saved to a file, works too)."""
+    if text.lstrip().startswith("{"):
+        return text
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    return lines[-1] if lines else text
+
+
 def _load_checkpoint(value: str) -> Checkpoint:
     """A checkpoint from JSON text, a file holding it, or stdin ("-")."""
-    text = value.strip()
-    if text.startswith("{"):
-        return Checkpoint.from_json(text)
+    if value.lstrip().startswith("{"):
+        return Checkpoint.from_json(value)
     if value == "-":
-        return Checkpoint.from_json(click.get_text_stream("stdin").read())
+        return Checkpoint.from_json(_checkpoint_json(click.get_text_stream("stdin").read()))
     try:
         data = Path(value).read_text(encoding="utf-8")
     except OSError as e:
@@ -61,7 +71,7 @@ def _load_checkpoint(value: str) -> Checkpoint:
             param_hint="'--checkpoint'",
         ) from None
     try:
-        return Checkpoint.from_json(data)
+        return Checkpoint.from_json(_checkpoint_json(data))
     except InvalidInputError as e:
         raise InvalidInputError(f"{value}: {e}") from None
 
@@ -96,10 +106,12 @@ def verify(
     output: str,
     log_opts: LogOptions,
 ) -> None:
-    """Recompute the hash chain of STREAM (or of a checkpoint) and of everything it derives from.
+    """Check the hash chains behind STREAM or a checkpoint.
 
-    Prints one line per check; exits with 1 ("verification FAILED") when any check fails.
-    Without --deep, segment files are not read: use it to detect damaged segments.
+    Recomputes the commit chain of STREAM (its latest generation, or the checkpoint's) and of
+    every stream it derives from, and checks every pinned root. Prints one line per check; exits
+    with 1 ("verification FAILED") when any check fails. Without --deep, segment files are not
+    read: use it to detect damaged segments.
     """
     if (stream is None) == (checkpoint_arg is None):
         raise click.UsageError("pass either STREAM or --checkpoint, not both or neither")
@@ -124,15 +136,17 @@ def verify(
 @output_option("text", "json")
 @log_options
 def restore(uri: str, directory: Path, output: str, log_opts: LogOptions) -> None:
-    """Fetch every segment of the log at URI into DIRECTORY (its local dir), then verify.
+    """Fetch every segment of URI into DIRECTORY, then verify.
 
-    Use it to make a machine ready to read a remote log offline, or to check a backup: every
-    segment every stream needs is downloaded and checked against its BLAKE3 hash (with a
-    progress bar on stderr when stderr is a terminal), then the commit chain of every stream
-    is recomputed. Exits with 1 when a check fails. A local log needs no fetching.
+    DIRECTORY becomes the log's local dir. Use it to make a machine ready to read a remote log
+    offline, or to check a backup: every segment every stream needs is downloaded and checked
+    against its BLAKE3 hash (with a progress bar on stderr when stderr is a terminal), then the
+    commit chain of every stream is recomputed. Exits with 1 when a check fails. A local log
+    needs no fetching.
     """
     if log_opts.local_dir is not None and log_opts.local_dir != directory:
         raise click.UsageError("DIRECTORY is restore's local dir; drop --local-dir")
+    started = time.perf_counter()
     with log_opts.open(uri, local_dir=directory) as log:
         try:
             hydrated = log.hydrate(progress=sys.stderr.isatty())
@@ -140,12 +154,13 @@ def restore(uri: str, directory: Path, output: str, log_opts: LogOptions) -> Non
             raise IntegrityError(f"verification FAILED while fetching: {e}") from e
         local = log.store.local_path("") is not None
         reports = [log.verify(str(name)) for name in log.streams().column("name").to_pylist()]
+    seconds = time.perf_counter() - started
     verified = {r.target: r.ok for r in reports}
     summary = {
         "uri": log.uri,
         "local_dir": str(directory),
         **dataclasses.asdict(hydrated),
-        "seconds": round(hydrated.seconds, 3),
+        "seconds": round(seconds, 3),
         "verified": verified,
         "ok": all(verified.values()),
     }
@@ -156,12 +171,16 @@ def restore(uri: str, directory: Path, output: str, log_opts: LogOptions) -> Non
         status = "all OK" if not bad else f"FAILED for {', '.join(bad)}"
         click.echo(f"restored {log.uri} into {directory}")
         click.echo(f"  streams    {hydrated.streams:,}")
-        how = "; a local log is read in place" if local else ", each checked by its BLAKE3 hash"
-        click.echo(
-            f"  segments   {hydrated.segments:,} needed, {hydrated.fetched:,} fetched "
-            f"({human_bytes(hydrated.fetched_bytes)}){how}"
-        )
-        click.echo(f"  time       {hydrated.seconds:.2f} s")
+        if local:
+            fetched = "read in place (a local log)"
+        else:
+            cached = hydrated.segments - hydrated.fetched
+            fetched = (
+                f"{hydrated.fetched:,} fetched ({human_bytes(hydrated.fetched_bytes)}) and "
+                f"checked against their BLAKE3 hashes, {cached:,} already there"
+            )
+        click.echo(f"  segments   {hydrated.segments:,} needed: {fetched}")
+        click.echo(f"  time       {seconds:.2f} s")
         click.echo(f"  verified   commit chains of {plural(len(reports), 'stream')}: {status}")
         for report in reports:
             if not report.ok:
@@ -183,7 +202,7 @@ def restore(uri: str, directory: Path, output: str, log_opts: LogOptions) -> Non
 @output_option("text", "json")
 @log_options
 def gc(uri: str, min_age: float, dry_run: bool, output: str, log_opts: LogOptions) -> None:
-    """Remove segment files that no commit of any stream references.
+    """Remove segment files no commit references.
 
     They are orphans of interrupted seals or merges; nothing any generation of any stream
     references is ever removed, so branches and time travel keep working.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import pyarrow as pa
@@ -15,8 +16,10 @@ from .render import json_rows
 
 __all__ = ["branch", "format_lineage", "lineage", "merge"]
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-def _metadata_options(f: Any) -> Any:
+
+def _metadata_options(f: _F) -> _F:
     """`--actor`, `--reason` and `--label KEY=VALUE` (repeatable)."""
     f = click.option(
         "--label",
@@ -76,7 +79,11 @@ def branch(
     output: str,
     log_opts: LogOptions,
 ) -> None:
-    """Create stream NAME as a branch of PARENT@N (one commit; no record is copied)."""
+    """Create stream NAME as a branch of PARENT@N.
+
+    The branch replays PARENT through offset N, then its own records from N+1. Creating it
+    writes one commit and copies no record, whatever the size of PARENT.
+    """
     with log_opts.open(uri) as log:
         stream = log.branch(name, at=at, actor=actor, reason=reason, labels=labels)
         info = _created(stream, actor, reason, labels)
@@ -124,12 +131,13 @@ def merge(
     output: str,
     log_opts: LogOptions,
 ) -> None:
-    """Create stream NAME merging two or more PARENT heads ("a", or "b@17" to pin an offset).
+    """Create stream NAME merging two or more PARENT heads.
 
-    The policy says what the merge replays (DESIGN §7): pin, the base only (the application
-    appends the reconciliation); fast_forward, the one parent that contains the others;
-    concat, each parent's records after the base in the order given; interleave, them all
-    by timestamp. Nothing is written when the library refuses the merge.
+    A PARENT is a stream ("a": its last record) or a position ("b@17"). The policy says what the
+    merge replays (DESIGN §7): pin, the base only (the application appends the reconciliation);
+    fast_forward, the one parent that contains the others; concat, each parent's records after
+    the base in the order given; interleave, them all by timestamp. Nothing is written when the
+    library refuses the merge.
     """
     with log_opts.open(uri) as log:
         stream = log.merge(

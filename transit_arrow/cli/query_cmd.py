@@ -138,7 +138,11 @@ def sql(
 
 @click.group()
 def materialize() -> None:
-    """Derived views of a stream (SQL over `records`), refreshed incrementally per branch."""
+    """Define, refresh and read materialized views.
+
+    A materialization is SQL over a relation named `records` (a stream's records), stored in
+    the log and refreshed incrementally on any branch of its source (DESIGN §9).
+    """
 
 
 @materialize.command("create")
@@ -169,7 +173,7 @@ def create(
     output: str,
     log_opts: LogOptions,
 ) -> None:
-    """Define (or redefine) materialization NAME over stream SOURCE.
+    """Define (or redefine) materialization NAME over SOURCE.
 
     Filters/projections and GROUP BY with count, sum, min, max, avg, bool_and, bool_or and
     arg_max(x, _offset) are maintained incrementally; other SQL is recomputed in full. A
@@ -224,9 +228,10 @@ def _refresh_text(report: RefreshReport) -> str:
 @output_option("text", "json")
 @log_options
 def refresh(uri: str, name: str, branch: str | None, output: str, log_opts: LogOptions) -> None:
-    """Bring materialization NAME up to date on a branch; only new records are processed.
+    """Bring materialization NAME up to date on a branch.
 
-    A branch without a checkpoint of its own resumes from its parent's (at or before the fork).
+    Only records after the last usable checkpoint are processed. A branch without a checkpoint
+    of its own resumes from its parent's (at or before the fork).
     """
     with log_opts.open(uri) as log:
         report = log.materialization(name).refresh(branch)

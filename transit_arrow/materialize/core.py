@@ -16,7 +16,6 @@ orphan. A checkpoint records the source position it covers (`stream`, `offset`, 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import time
@@ -173,7 +172,7 @@ class Materialization:
                     best = cp
                 elif cp.definition_hash != self.definition_hash:
                     stale_definition = True
-                else:
+                elif problem not in notes:
                     notes.append(problem)
         if stale_definition and best is None:
             notes.append("the definition changed since the last checkpoint: rebuilt")
@@ -212,10 +211,17 @@ class Materialization:
             created_at=now_rfc3339(),
             mode=mode,
         )
-        name = f"{offset + 1:020d}-{self.definition_hash[:16]}.json"
+        # The state digest is part of the name: a rebuild after an invalid checkpoint at the
+        # same offset must not be shadowed by it.
+        name = f"{offset + 1:020d}-{self.definition_hash[:16]}-{digest[:16]}.json"
         # If the same position was checkpointed already, that state is equivalent.
-        with contextlib.suppress(FileExistsError):
-            self.log.store.put_if_absent(f"{self._cp_folder(branch)}/{name}", canonical(asdict(cp)))
+        path = f"{self._cp_folder(branch)}/{name}"
+        try:
+            self.log.store.put_if_absent(path, canonical(asdict(cp)))
+        except FileExistsError:
+            existing = _Checkpoint(**json.loads(self.log.store.get(path)))
+            if self._valid(existing) is not None:
+                self.log.store.put(path, canonical(asdict(cp)))  # replace an invalid one
         return cp
 
     # --- refresh --------------------------------------------------------------------------
@@ -301,9 +307,13 @@ class Materialization:
                     return con.sql(plan.query).to_arrow_table(), records.num_rows
                 new = con.sql(plan.partial_sql).to_arrow_table()
                 if state is not None:
+                    order = new.column_names
                     con.register("__state", state)
                     con.register("__new", new)
                     new = con.sql(plan.combine_sql).to_arrow_table()
+                    # UNION BY NAME appends columns the state lacked: keep the query's order.
+                    rest = [c for c in new.column_names if c not in order]
+                    new = new.select([*order, *rest])
                 key = self.definition.get("key")
                 if key and plan.mode == "filter":
                     # Keep the last row per key, by source offset (an upserting view).
@@ -328,13 +338,13 @@ class Materialization:
             NotFoundError: the view was never refreshed on that branch.
         """
         branch = self.source if branch is None else branch
-        own = [c for c in self._checkpoints(branch) if c.definition_hash == self.definition_hash]
+        own = [c for c in self._checkpoints(branch) if self._valid(c) is None]
         if not own:
             raise NotFoundError(
                 f"materialization {self.name!r} has not been refreshed on {branch!r}; call "
                 f"refresh(branch={branch!r}) first"
             )
-        cp = max(own, key=lambda c: c.offset)
+        cp = max(own, key=lambda c: (c.offset, c.created_at))
         state = self._load_state(cp)
         if self._plan is None or self._plan.mode != "aggregate":
             return state
@@ -348,7 +358,7 @@ class Materialization:
             con.register("__state", state)
             out = con.sql(plan.final_sql).to_arrow_table()
             # Name columns as the original query would (unaliased aggregates included).
-            empty = self.log._view(self.source, None).schema.empty_table()
+            empty = self.log.stream(self.source).schema.empty_table()
             con.register("records", empty)
             names = list(con.sql(plan.query).columns)
         finally:
@@ -437,7 +447,7 @@ def _check_sql(log: Log, source: str, query: str) -> list[str]:
 
     con = duckdb.connect()
     try:
-        con.register("records", log._view(source, None).schema.empty_table())
+        con.register("records", log.stream(source).schema.empty_table())
         return list(con.sql(query).columns)  # binding the query catches unknown columns
     except duckdb.Error as e:
         raise InvalidInputError(f"the materialization query does not run on {source!r}: {e}") from e

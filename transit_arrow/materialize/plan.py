@@ -70,6 +70,12 @@ def plan_sql(query: str) -> SqlPlan:
         return _full(query, "subqueries are not decomposed")
     aggs = list(tree.find_all(exp.AggFunc))
     group = tree.args.get("group")
+    unknown = list(tree.find_all(exp.Anonymous))
+    if unknown:
+        # DuckDB functions sqlglot does not model may be aggregates: never guess.
+        return _full(query, f"{unknown[0].sql(_DIALECT)} is not a function the planner knows")
+    if any(isinstance(n, exp.Filter) for n in tree.walk()):
+        return _full(query, "aggregate FILTER clauses are not decomposed")
     if not aggs and not group:
         if tree.args.get("order") or tree.args.get("limit") or tree.args.get("offset"):
             return _full(query, "ORDER BY / LIMIT over all records needs the whole input")
@@ -91,6 +97,8 @@ def _plan_aggregate(
     for item in group.expressions if group is not None else []:
         if not isinstance(item, exp.Column):
             return _full(query, "GROUP BY is over an expression, not plain columns")
+        if item.name in keys:
+            return _full(query, f"GROUP BY repeats {item.name!r}")
         keys.append(item.name)
     if group is not None and (group.args.get("rollup") or group.args.get("cube")):
         return _full(query, "ROLLUP/CUBE are not decomposed")
@@ -189,6 +197,8 @@ def _decompose(agg: exp.AggFunc, name: str) -> tuple[list[str], list[str], exp.E
             final,
         )
     if isinstance(agg, exp.ArgMax):
+        if agg.args.get("count") is not None or len(agg.expressions or []) > 0:
+            return None  # the top-n form keeps several values
         by = agg.expression
         if not (isinstance(by, exp.Column) and by.name == "_offset"):
             return None

@@ -8,11 +8,35 @@
 - `to_duckdb(stream)` (`Stream.to_duckdb`): one stream's replay as a DuckDB relation.
 - `create_view(con, log, stream, generation=|as_of=|checkpoint=)`: a stream's past as a view.
 - `scan_all(log)` (`Log.scan_all`): the cross-branch Polars LazyFrame.
+
+The functions load DuckDB and Polars on first use, so importing this package (for
+`QueryError`) costs nothing.
 """
 
 from __future__ import annotations
 
-from .connection import QueryError, connect, create_view, sql, to_duckdb
-from .frames import scan_all
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .errors import QueryError
+
+if TYPE_CHECKING:
+    from .connection import connect, create_view, sql, to_duckdb
+    from .frames import scan_all
 
 __all__ = ["QueryError", "connect", "create_view", "scan_all", "sql", "to_duckdb"]
+
+_MODULES = {
+    "connect": "connection",
+    "create_view": "connection",
+    "sql": "connection",
+    "to_duckdb": "connection",
+    "scan_all": "frames",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{module}", __name__), name)

@@ -32,20 +32,21 @@ import blake3
 import duckdb
 import pyarrow as pa
 
-from ..errors import InvalidInputError, TransitError
+from ..errors import InvalidInputError
 from ..manifest import SegmentRef
 from ..names import validate_stream_name
+from .errors import QueryError
 from .filesystem import ensure_registered, segment_url
-from .replay_sql import Source, quote_ident, records_select, replay_select, span_rows
+from .replay_sql import Source, quote_ident, quote_str, records_select, replay_select, span_rows
 from .snapshot import At, StreamPlan, records_schema, take_snapshot
-from .tables import metadata_tables
+from .tables import checkpoints_table, history_tables
 
 if TYPE_CHECKING:
     from ..integrity import Checkpoint
     from ..log import Log
     from ..view import _Readable
 
-__all__ = ["RECORDS_VIEW", "QueryError", "connect", "create_view", "sql", "to_duckdb"]
+__all__ = ["RECORDS_VIEW", "connect", "create_view", "sql", "to_duckdb"]
 
 RECORDS_VIEW = "transit_records"
 _TABLES = (
@@ -64,10 +65,6 @@ _LOCK = threading.RLock()
 _SESSIONS: weakref.WeakKeyDictionary[Log, duckdb.DuckDBPyConnection] = weakref.WeakKeyDictionary()
 _QUOTED = re.compile(r'"((?:[^"]|"")+)"')
 _GENERATION = re.compile(r"g(\d+)")
-
-
-class QueryError(TransitError):
-    """DuckDB rejected a query; the message is DuckDB's own and `__cause__` its exception."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +221,19 @@ def _view_names(streams: list[str]) -> list[str]:
     return names
 
 
+def _replace_metadata(con: duckdb.DuckDBPyConnection, log: Log, plans: list[StreamPlan]) -> None:
+    """Replace the `transit_*` tables; those derived from the plans only when they changed
+    (the key of the plans they were built from is `transit_streams`' comment)."""
+    key = blake3.blake3("\0".join(p.state_key() for p in plans).encode()).hexdigest()[:32]
+    built = con.sql(
+        "SELECT comment FROM duckdb_tables() WHERE temporary AND table_name = 'transit_streams'"
+    ).fetchall()
+    if built != [(key,)]:
+        _replace_tables(con, history_tables(plans))
+        _run(con, [f"COMMENT ON TABLE temp.main.transit_streams IS {quote_str(key)}"], "tables")
+    _replace_tables(con, {"transit_checkpoints": checkpoints_table(log, plans)})
+
+
 def _replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
     scratch = f"{_PREFIX}scratch"
     for name, table in tables.items():
@@ -257,7 +267,7 @@ def _sync(con: duckdb.DuckDBPyConnection, log: Log, at: At) -> None:
             statements += catalog.drop(name)
     _run(con, statements, f"the views of {log.uri}")
     catalog.save(con)
-    _replace_tables(con, metadata_tables(log, plans))
+    _replace_metadata(con, log, plans)
 
 
 def connect(

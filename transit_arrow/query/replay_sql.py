@@ -5,10 +5,14 @@ stream's segments, shown shifted, relabelled or with provenance. The SELECT of a
 them with as few `read_parquet` calls as DuckDB scans fastest:
 
 - one call for all the segments that spans cover whole and show the same way (for a branch,
-  every such segment of every ancestor), with no filter at all;
-- one call per segment a span covers only in part (at most the fork point at each level), with
-  a plain `_offset` range that DuckDB pushes into the scan, so it skips the row groups outside
-  the span by their statistics and never decodes a record outside it.
+  every such segment of every ancestor), with no filter at all: a filter on `_offset` would
+  make DuckDB read and test that column for every record;
+- as few calls as possible for the segments spans cover only in part (the fork point at each
+  level), with `_offset` conditions that DuckDB pushes into the scan, so it skips the row
+  groups outside the spans by their statistics and never decodes a record outside them. Cut
+  segments share a call when no one's dropped offsets are another one's kept offsets (for a
+  chain of branches, all of them do); the call also carries the range of all kept offsets,
+  which lets DuckDB leave it out of a query whose own `_offset` range misses it.
 
 The parts are stacked with UNION ALL, so rows do not come in replay order: `ORDER BY _offset`
 restores it (offsets are unique and dense in a replay).
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
@@ -54,8 +59,9 @@ Source = Callable[[SegmentRef], str]
 _TYPES: dict[bytes, list[str]] = {}
 _TYPES_LOCK = threading.Lock()
 _TYPES_CON: list[duckdb.DuckDBPyConnection] = []
+_SCHEMA_MAP_TYPE = "MAP(VARCHAR, STRUCT(name VARCHAR, type VARCHAR, default_value VARCHAR))"
 # Values marking a column the file does not have, where spans fill provenance.
-_MISSING = {"_origin_stream": "''", "_origin_offset": "-1"}
+_MISSING = {"_origin_stream": "", "_origin_offset": "-1"}
 
 
 def quote_ident(name: str) -> str:
@@ -98,18 +104,25 @@ def _overlapping(span: Span) -> list[SegmentRef]:
     ]
 
 
+def _text(value: str) -> str:
+    """`value` quoted for DuckDB's text form of nested values."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _read(files: list[str], schema: pa.Schema, types: list[str], provenance: bool) -> str:
+    # The schema map is written as text cast to its type: DuckDB binds that in half the time
+    # of a MAP literal, and views are bound again by every query that reads them.
     entries = []
     for f, t in zip(schema, types, strict=True):
         if f.name == "_branch":
             continue
-        # Defaults are given as text (one type for the whole map); DuckDB casts them.
         marker = _MISSING.get(f.name) if provenance else None
-        default = "NULL::VARCHAR" if marker is None else quote_str(marker.strip("'"))
-        name = quote_str(f.name)
-        entries.append(f"{name}: {{name: {name}, type: {quote_str(t)}, default_value: {default}}}")
+        default = "NULL" if marker is None else _text(marker)
+        name = _text(f.name)
+        entries.append(f"{name}={{'name': {name}, 'type': {_text(t)}, 'default_value': {default}}}")
+    schema_map = f"{quote_str('{' + ', '.join(entries) + '}')}::{_SCHEMA_MAP_TYPE}"
     listed = ", ".join(quote_str(f) for f in files)
-    return f"read_parquet([{listed}], schema=MAP {{{', '.join(entries)}}})"
+    return f"read_parquet([{listed}], schema={schema_map})"
 
 
 def _expression(name: str, span: Span) -> str:
@@ -121,10 +134,53 @@ def _expression(name: str, span: Span) -> str:
     if span.provenance and name in _MISSING:
         fallback = "_stream" if name == "_origin_stream" else "_offset"
         return (
-            f"CASE WHEN {column} = {_MISSING[name]} THEN s.{quote_ident(fallback)} "
+            f"CASE WHEN {column} = {quote_str(_MISSING[name])} THEN s.{quote_ident(fallback)} "
             f"ELSE {column} END"
         )
     return column
+
+
+@dataclass
+class _Cut:
+    """A segment a span shows only part of: the offsets it keeps and the ones it drops."""
+
+    file: str
+    keep: tuple[int, int]
+    drop: list[tuple[int, int]]
+
+    def clashes(self, other: _Cut) -> bool:
+        """Whether one drops offsets the other keeps (then they cannot share a filter)."""
+        return any(
+            a < b_hi and b_lo < b
+            for x, y in ((self, other), (other, self))
+            for a, b in x.drop
+            for b_lo, b_hi in [y.keep]
+        )
+
+
+def _cut(span: Span, seg: SegmentRef, file: str) -> _Cut | None:
+    drop = []
+    if seg.first_offset < span.lo:
+        drop.append((seg.first_offset, span.lo))
+    if seg.last_offset >= span.hi:
+        drop.append((span.hi, seg.last_offset + 1))
+    if not drop:
+        return None
+    keep = (max(span.lo, seg.first_offset), min(span.hi, seg.last_offset + 1))
+    return _Cut(file, keep, drop)
+
+
+def _cut_groups(cuts: list[_Cut]) -> list[list[_Cut]]:
+    """Cut segments grouped so that no member drops what another keeps: each group is read
+    by one call whose filter drops every member's ranges (a filter DuckDB pushes down)."""
+    groups: list[list[_Cut]] = []
+    for cut in cuts:
+        group = next((g for g in groups if not any(cut.clashes(m) for m in g)), None)
+        if group is None:
+            groups.append([cut])
+        else:
+            group.append(cut)
+    return groups
 
 
 def replay_select(
@@ -133,31 +189,35 @@ def replay_select(
     """A SELECT of the replay of `spans` then the registered head table `head`, with exactly
     the columns of `schema` (the stream's read schema)."""
     types = duckdb_types(schema)
-    # Spans that show their records the same way share one call for their whole segments.
-    groups: dict[tuple[int, str | None, bool], tuple[Span, list[str], list[str]]] = {}
+    # Spans that show their records the same way share calls.
+    groups: dict[tuple[int, str | None, bool], tuple[Span, list[str], list[_Cut]]] = {}
     for span in spans:
-        _, whole, parts = groups.setdefault(
+        _, whole, cuts = groups.setdefault(
             (span.shift, span.label, span.provenance), (span, [], [])
         )
         for seg in _overlapping(span):
-            where = []
-            if seg.first_offset < span.lo:
-                where.append(f's."_offset" >= {span.lo}')
-            if seg.last_offset >= span.hi:
-                where.append(f's."_offset" < {span.hi}')
-            if where:
-                parts.append(
-                    f"{_read([source(seg)], schema, types, span.provenance)} AS s "
-                    f"WHERE {' AND '.join(where)}"
-                )
-            else:
+            cut = _cut(span, seg, source(seg))
+            if cut is None:
                 whole.append(source(seg))
+            else:
+                cuts.append(cut)
     selects = []
-    for span, whole, parts in groups.values():
+    for span, whole, cuts in groups.values():
         columns = ", ".join(f"{_expression(f.name, span)} AS {quote_ident(f.name)}" for f in schema)
-        if whole:
-            parts.insert(0, f"{_read(whole, schema, types, span.provenance)} AS s")
-        selects += [f"SELECT {columns} FROM {part}" for part in parts]
+        reads = [f"{_read(whole, schema, types, span.provenance)} AS s"] if whole else []
+        for group in _cut_groups(cuts):
+            files = [c.file for c in group]
+            # The outer range lets DuckDB drop the whole call when a query's own `_offset`
+            # range cannot meet it (a point lookup elsewhere opens none of these files).
+            lo, hi = min(c.keep[0] for c in group), max(c.keep[1] for c in group)
+            where = [f's."_offset" >= {lo}', f's."_offset" < {hi}']
+            where += [
+                f'NOT (s."_offset" >= {a} AND s."_offset" < {b})' for c in group for a, b in c.drop
+            ]
+            reads.append(
+                f"{_read(files, schema, types, span.provenance)} AS s WHERE {' AND '.join(where)}"
+            )
+        selects += [f"SELECT {columns} FROM {read}" for read in reads]
     if head is not None:
         columns = ", ".join(quote_ident(n) for n in schema.names)
         selects.append(f"SELECT {columns} FROM {quote_ident(head)}")
@@ -214,7 +274,7 @@ def _records_expression(name: str) -> str:
     if name in _MISSING:
         fallback = "_stream" if name == "_origin_stream" else "_offset"
         return (
-            f"CASE WHEN {column} = {_MISSING[name]} THEN "
+            f"CASE WHEN {column} = {quote_str(_MISSING[name])} THEN "
             f"(CASE WHEN p.provenance THEN s.{quote_ident(fallback)} END) ELSE {column} END"
         )
     return column

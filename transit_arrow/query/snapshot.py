@@ -39,7 +39,7 @@ class StreamPlan:
     def of(cls, readable: _Readable) -> StreamPlan:
         """Plan `readable` (a live stream or a time-travel view) now."""
         manifest, heads, spans, schema = readable._plan()
-        return cls(readable.name, readable, manifest, heads, tuple(spans), schema)
+        return cls(readable.name, readable, manifest, heads, tuple(spans), _sql_names(schema))
 
     @property
     def next_offset(self) -> int:
@@ -60,6 +60,18 @@ class StreamPlan:
         own = Span(self.name, self.manifest, 0, _END)
         batches = [shape(b, self.schema, own) for _, _, bs in self.heads for b in bs]
         return pa.Table.from_batches(batches, schema=self.schema)
+
+
+def _sql_names(schema: pa.Schema) -> pa.Schema:
+    """`schema` without the columns whose names differ from an earlier one's only by case:
+    SQL cannot tell them apart (and DuckDB would read the earlier column's values for both)."""
+    seen: set[str] = set()
+    fields = []
+    for f in schema:
+        if f.name.lower() not in seen:
+            seen.add(f.name.lower())
+            fields.append(f)
+    return pa.schema(fields)
 
 
 def take_snapshot(log: Log, at: At = None) -> list[StreamPlan]:
@@ -86,13 +98,17 @@ def records_schema(plans: list[StreamPlan]) -> pa.Schema:
     user column of every stream, widened as schema evolution would.
 
     A column that two streams (of unrelated roots) give types no widening reconciles is left
-    out: no type holds both without loss.
+    out (no type holds both without loss), and so are columns spelled like an earlier one but
+    for case.
     """
     user: dict[str, pa.Field[Any]] = {}
     conflicts: set[str] = set()
+    spelling: dict[str, str] = {}  # SQL names are case-insensitive: the first spelling wins
     for plan in plans:
         for f in plan.schema:
             if f.name.startswith("_") or f.name in conflicts:
+                continue
+            if spelling.setdefault(f.name.lower(), f.name) != f.name:
                 continue
             old = user.get(f.name)
             try:

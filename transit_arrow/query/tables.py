@@ -16,7 +16,7 @@ from .snapshot import StreamPlan
 if TYPE_CHECKING:
     from ..log import Log
 
-__all__ = ["SEGMENTS_SCHEMA", "metadata_tables"]
+__all__ = ["SEGMENTS_SCHEMA", "checkpoints_table", "history_tables"]
 
 SEGMENTS_SCHEMA = pa.schema(
     [  # type: ignore[arg-type]
@@ -65,7 +65,22 @@ def _segments(plans: list[StreamPlan]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SEGMENTS_SCHEMA)
 
 
-def _checkpoints(log: Log, plans: list[StreamPlan]) -> pa.Table:
+def history_tables(plans: list[StreamPlan]) -> dict[str, pa.Table]:
+    """`transit_streams`, `transit_lineage`, `transit_commits` and `transit_segments` for the
+    streams of `plans`, each at its planned generation (they change only with the plans)."""
+    lineage = [lineage_row(p.manifest, p.next_offset) for p in plans]
+    return {
+        "transit_streams": _streams(plans),
+        "transit_lineage": pa.Table.from_pylist(lineage, schema=LINEAGE_SCHEMA),
+        "transit_commits": _commits(plans),
+        "transit_segments": _segments(plans),
+    }
+
+
+def checkpoints_table(log: Log, plans: list[StreamPlan]) -> pa.Table:
+    """`transit_checkpoints`: the recorded checkpoints of the streams of `plans`, up to each
+    one's planned generation (checkpoints are recorded without a commit, so this can change
+    while the plans do not)."""
     rows = [
         cp.to_dict()
         for p in plans
@@ -73,16 +88,3 @@ def _checkpoints(log: Log, plans: list[StreamPlan]) -> pa.Table:
         if cp.generation <= p.manifest.generation
     ]
     return pa.Table.from_pylist(rows, schema=_CHECKPOINTS_SCHEMA)
-
-
-def metadata_tables(log: Log, plans: list[StreamPlan]) -> dict[str, pa.Table]:
-    """`transit_streams`, `transit_lineage`, `transit_commits`, `transit_segments` and
-    `transit_checkpoints` for the streams of `plans`, each at its planned generation."""
-    lineage = [lineage_row(p.manifest, p.next_offset) for p in plans]
-    return {
-        "transit_streams": _streams(plans),
-        "transit_lineage": pa.Table.from_pylist(lineage, schema=LINEAGE_SCHEMA),
-        "transit_commits": _commits(plans),
-        "transit_segments": _segments(plans),
-        "transit_checkpoints": _checkpoints(log, plans),
-    }
