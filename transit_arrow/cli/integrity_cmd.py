@@ -62,7 +62,7 @@ def _load_checkpoint(value: str) -> Checkpoint:
     if value.lstrip().startswith("{"):
         return Checkpoint.from_json(value)
     if value == "-":
-        return Checkpoint.from_json(_checkpoint_json(click.get_text_stream("stdin").read()))
+        return Checkpoint.from_json(_checkpoint_json(sys.stdin.read()))
     try:
         data = Path(value).read_text(encoding="utf-8")
     except OSError as e:
