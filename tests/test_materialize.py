@@ -1130,3 +1130,23 @@ def test_refresh_survives_sigkill(tmp_path: Path) -> None:
     assert completed > 0, f"no child ever finished a refresh (seed {seed})"
     assert in_flight >= kills // 2, f"only {in_flight} kills landed inside a refresh (seed {seed})"
     assert checked > 0
+
+
+def test_views_are_duckdb_tables_per_branch(tmp_path: Path) -> None:
+    """`Log.duckdb()` exposes each materialization as `mv_<name>`, one set of rows per
+    refreshed branch, labelled by `_branch`."""
+    with ta.open(tmp_path / "log") as log:
+        main = log.create_stream("main")
+        main.append([{"tool": t, "x": i} for i, t in enumerate("aabba")])
+        mv = log.materialize(
+            "per_tool", "main", query=("SELECT tool, count(*) AS n FROM records GROUP BY tool")
+        )
+        mv.refresh()
+        log.branch("side", at="main@1").append({"tool": "c", "x": 9})
+        mv.refresh(branch="side")
+        rows = (
+            log.duckdb()
+            .sql("SELECT _branch, tool, n FROM mv_per_tool ORDER BY _branch, tool")
+            .fetchall()
+        )
+    assert rows == [("main", "a", 3), ("main", "b", 2), ("side", "a", 2), ("side", "c", 1)]

@@ -573,14 +573,18 @@ class Log:
         """A DuckDB connection where every stream is a view of its replay (DESIGN §8).
 
         Also defines `transit_streams`, `transit_lineage`, `transit_commits`,
-        `transit_segments`, `transit_checkpoints` and the cross-branch view
-        `transit_records` (with `_branch`). Calling it again with the same `con` updates the
+        `transit_segments`, `transit_checkpoints`, the cross-branch view
+        `transit_records` (with `_branch`), and `mv_<name>` per materialization (its state
+        on every refreshed branch, with `_branch`). Calling it again with the same `con` updates the
         views to the log's latest commits. `at` views every stream as of a time.
         """
         self._check_open()
+        from .materialize import register_views
         from .query import connect
 
-        return connect(self, con, at=at)
+        connection = connect(self, con, at=at)
+        register_views(self, connection)
+        return connection
 
     def sql(self, query: str, /, **params: Any) -> DuckDBPyRelation:
         """Run SQL over the log's views (refreshed first); `"name@g12"` addresses a stream as

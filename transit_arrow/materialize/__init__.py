@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .core import Materialization, Reducer, RefreshReport, define, list_definitions, load
+from .core import (
+    Materialization,
+    Reducer,
+    RefreshReport,
+    define,
+    list_definitions,
+    load,
+    register_views,
+)
 from .plan import SqlPlan, plan_sql
 
 __all__ = [
@@ -14,4 +22,5 @@ __all__ = [
     "list_definitions",
     "load",
     "plan_sql",
+    "register_views",
 ]

@@ -501,3 +501,26 @@ def list_definitions(log: Log) -> pa.Table:
         ]
     )
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+def register_views(log: Log, con: Any) -> None:
+    """Register `mv_<name>` on a DuckDB connection: each materialization's rows on every
+    branch it was refreshed on, with a `_branch` column (as of the last refreshes)."""
+    for entry in log.store.list("materializations"):
+        if not entry.endswith("/"):
+            continue
+        try:
+            definition = json.loads(log.store.get(f"materializations/{entry}definition.json"))
+        except FileNotFoundError:
+            continue
+        view = Materialization(log, definition, None)
+        tables = []
+        for branch in view.branches():
+            try:
+                table = view.read(branch)
+            except NotFoundError:
+                continue
+            tables.append(table.append_column("_branch", pa.repeat(pa.scalar(branch), len(table))))
+        if tables:
+            merged = pa.concat_tables(tables, promote_options="permissive")
+            con.register(f"mv_{view.name}", merged)
