@@ -93,7 +93,7 @@ def files_of(log: ta.Log, name: str) -> list[str]:
     """The segment files the view of `name` reads, in replay order."""
     plan = StreamPlan.of(log.stream(name))
     return [
-        log._segment_local_path(seg)
+        log.catalog.segment_file(seg)
         for span in plan.spans
         for seg in span.manifest.segments
         if seg.last_offset >= span.lo and seg.first_offset < span.hi
@@ -117,8 +117,8 @@ def bench_deep_branch(work: Path, records: int, runs: int) -> None:
     )
 
     lo = records - records // 20
-    own = log._manifest("b3", refresh=False).segments
-    hit = log._segment_local_path(next(s for s in own if s.first_offset <= lo <= s.last_offset))
+    own = log.catalog.manifest("b3", refresh=False).segments
+    hit = log.catalog.segment_file(next(s for s in own if s.first_offset <= lo <= s.last_offset))
     ours = LOOKUP.format(source='"b3"', lo=lo, hi=lo + 100)
     theirs = LOOKUP.format(source=f"read_parquet({hit!r})", lo=lo, hi=lo + 100)
     assert con.sql(ours).to_arrow_table().num_rows == 100
@@ -167,11 +167,11 @@ def bench_fixed_cost(work: Path, streams: int, runs: int) -> None:
         target = mirror.create_stream(name.replace("/", "-"))
         target.append(log.stream(name).read().drop_columns(["_stream", "_offset"]))
         target.flush()
-    before = mirror.cache.fetches
+    before = mirror.catalog.cache.fetches
     connect(mirror).close()
     print(
         f"segments fetched by connect() on a memory:// log of 40 streams: "
-        f"{mirror.cache.fetches - before} (target 0: views open no segment)"
+        f"{mirror.catalog.cache.fetches - before} (target 0: views open no segment)"
     )
     log.close()
 

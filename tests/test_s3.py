@@ -192,7 +192,7 @@ def test_cold_restore_reads_every_stream_fetching_lazily(
         s3_uri, storage_options=s3_endpoint.storage_options, local_dir=tmp_path / "cold"
     ) as log:
         assert log.streams().column("name").to_pylist() == ["b", "m", "main"]
-        assert log.cache.fetches == 0 and cache_files(log) == {}
+        assert log.catalog.cache.fetches == 0 and cache_files(log) == {}
         assert triples(log.stream("b").read()) == expected["b"]
         # main@0-9 and main@10-19 (the fork is at 14), then b's own segment; not main@20-29.
         assert sorted(Path(p).name[:41] for p in cache_files(log)) == [
@@ -200,9 +200,9 @@ def test_cold_restore_reads_every_stream_fetching_lazily(
             f"{10:020d}-{19:020d}",
             f"{15:020d}-{19:020d}",
         ]
-        assert log.cache.fetches == 3
+        assert log.catalog.cache.fetches == 3
         assert everything(log) == expected
-        assert log.cache.fetches == 4  # main's last segment; the merge copied nothing
+        assert log.catalog.cache.fetches == 4  # main's last segment; the merge copied nothing
         for name in expected:
             assert log.verify(name, deep=True).ok
 
@@ -220,7 +220,7 @@ def test_hydrate_fetches_everything_eagerly(s3_uri: str, s3_endpoint: Any, tmp_p
         assert report.fetched_bytes == sum(cache_files(log).values())
         assert log.hydrate().fetched == 0
         assert everything(log) == expected
-        assert log.cache.fetches == 4
+        assert log.catalog.cache.fetches == 4
 
 
 @pytest.mark.s3
@@ -282,4 +282,4 @@ def test_tiny_cache_budget_still_serves_reads(
                 largest = max(largest, *files.values())
                 assert sum(files.values()) <= budget + largest, files
         assert largest > budget  # so the bound was really tested
-        assert log.cache.fetches > 4  # evicted segments were fetched again
+        assert log.catalog.cache.fetches > 4  # evicted segments were fetched again

@@ -11,6 +11,7 @@ from typing import Any
 import blake3
 
 from .errors import CommitConflictError, IntegrityError, StorageError
+from .layout import commit_path, commits_folder
 from .storage import ObjectStore
 
 __all__ = ["CommitLog", "canonical", "compute_root", "now_rfc3339"]
@@ -48,11 +49,12 @@ class CommitLog:
     def __init__(self, store: ObjectStore, stream: str, folder: str) -> None:
         self.store = store
         self.stream = stream
-        self.folder = f"{folder}/commits"
+        self.folder = commits_folder(folder)
+        self.stream_folder = folder
 
     def path(self, generation: int) -> str:
         """Store path of the commit with this generation."""
-        return f"{self.folder}/{generation:020d}.json"
+        return commit_path(self.stream_folder, generation)
 
     def generations(self, after: int = -1) -> list[int]:
         """Sorted generations present in the store, greater than `after`."""

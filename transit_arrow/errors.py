@@ -10,6 +10,7 @@ __all__ = [
     "InvalidInputError",
     "LogClosedError",
     "MergeConflictError",
+    "MissingExtraError",
     "NotALogError",
     "NotFoundError",
     "SchemaMismatchError",
@@ -68,9 +69,17 @@ class IntegrityError(TransitError):
     """Verification failed: a file's content does not match the hash that commits record."""
 
 
-class StorageError(TransitError):
-    """The object store failed; the backend's exception is the `__cause__`."""
+class StorageError(TransitError, OSError):
+    """The object store (or a local file) failed; the backend's exception is the `__cause__`.
+
+    It is also an `OSError`, so code that handles I/O failures generically handles it too.
+    """
 
 
 class LogClosedError(TransitError):
     """The log or stream handle was closed."""
+
+
+class MissingExtraError(TransitError, ImportError):
+    """An optional integration is used without its extra installed; the message names the
+    `pip install "transit-arrow[extra]"` command."""

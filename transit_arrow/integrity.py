@@ -13,18 +13,17 @@ import contextlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import blake3
 import pyarrow as pa
 
 from .commit import CommitLog, canonical, check_commit, compute_root, now_rfc3339
+from .engine.catalog import Catalog
+from .engine.replay import references
 from .errors import IntegrityError, InvalidInputError
-from .lineage import references
+from .layout import checkpoint_path, checkpoints_folder, commit_path, commits_folder
 from .manifest import Manifest
-
-if TYPE_CHECKING:
-    from .log import Log
 
 __all__ = ["Checkpoint", "VerifyEntry", "VerifyReport", "verify"]
 
@@ -95,7 +94,7 @@ def checkpoint_kind(kind: object) -> str:
     return kind
 
 
-def save_checkpoint(log: Log, manifest: Manifest, kind: str) -> Checkpoint:
+def save_checkpoint(catalog: Catalog, manifest: Manifest, kind: str) -> Checkpoint:
     """Record a checkpoint of `manifest` under `streams/<enc>/checkpoints/` and return it."""
     cp = Checkpoint(
         stream=manifest.stream,
@@ -105,20 +104,20 @@ def save_checkpoint(log: Log, manifest: Manifest, kind: str) -> Checkpoint:
         kind=checkpoint_kind(kind),
         created_at=now_rfc3339(),
     )
-    path = f"{log._stream_folder(manifest.stream)}/checkpoints/{cp.generation:020d}-{cp.kind}.json"
+    path = checkpoint_path(catalog.stream_folder(manifest.stream), cp.generation, cp.kind)
     try:
-        log.store.put_if_absent(path, canonical(cp.to_dict()))
+        catalog.store.put_if_absent(path, canonical(cp.to_dict()))
     except FileExistsError:
-        return Checkpoint.from_json(log.store.get(path))  # the same claim, taken earlier
+        return Checkpoint.from_json(catalog.store.get(path))  # the same claim, taken earlier
     return cp
 
 
-def list_checkpoints(log: Log, name: str) -> list[Checkpoint]:
+def list_checkpoints(catalog: Catalog, name: str) -> list[Checkpoint]:
     """Every recorded checkpoint of stream `name`, oldest first."""
-    folder = f"{log._stream_folder(name)}/checkpoints"
+    folder = checkpoints_folder(catalog.stream_folder(name))
     return [
-        Checkpoint.from_json(log.store.get(f"{folder}/{entry}"))
-        for entry in log.store.list(folder)
+        Checkpoint.from_json(catalog.store.get(f"{folder}/{entry}"))
+        for entry in catalog.store.list(folder)
         if entry.endswith(".json")
     ]
 
@@ -194,8 +193,8 @@ _REPORT_SCHEMA = pa.schema(
 
 
 class _Verifier:
-    def __init__(self, log: Log, deep: bool, report: VerifyReport) -> None:
-        self.log = log
+    def __init__(self, catalog: Catalog, deep: bool, report: VerifyReport) -> None:
+        self.catalog = catalog
         self.deep = deep
         self.report = report
         self.done: dict[tuple[str, int], Manifest | None] = {}
@@ -206,8 +205,8 @@ class _Verifier:
 
     def stream(self, name: str, through: int | None) -> Manifest | None:
         """Verify `name`'s chain through generation `through` (latest if None) and its refs."""
-        store = self.log.store
-        folder = self.log._stream_folder(name)
+        store = self.catalog.store
+        folder = self.catalog.stream_folder(name)
         commit_log = CommitLog(store, name, folder)
         if through is None:
             gens = commit_log.generations()
@@ -225,7 +224,7 @@ class _Verifier:
             return None
         for relation, pos in references(manifest):
             ref = self.stream(pos.stream, pos.generation)
-            where = f"{self.log._stream_folder(pos.stream)}/commits/{pos.generation:020d}.json"
+            where = commit_path(self.catalog.stream_folder(pos.stream), pos.generation)
             if ref is None:
                 continue
             ok = ref.root == pos.root
@@ -251,7 +250,7 @@ class _Verifier:
         for g in range(through + 1):
             path = commit_log.path(g)
             try:
-                raw = self.log.store.get(path)
+                raw = self.catalog.store.get(path)
             except FileNotFoundError:
                 self.add(VerifyEntry(name, "commits", False, path, f"commit {g} is missing"))
                 return None
@@ -274,7 +273,7 @@ class _Verifier:
                 name,
                 "commits",
                 True,
-                f"{self.log._stream_folder(name)}/commits",
+                commits_folder(self.catalog.stream_folder(name)),
                 f"root chain of generations 0..{through} recomputed",
                 found=manifest.root,
             )
@@ -291,7 +290,7 @@ class _Verifier:
         """
         expected: str | None = None
         with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
-            expected = json.loads(self.log.store.get(commit_log.path(g + 1)))["prev_root"]
+            expected = json.loads(self.catalog.store.get(commit_log.path(g + 1)))["prev_root"]
         raw_hash = blake3.blake3(raw).hexdigest()
         try:
             entry = json.loads(raw)
@@ -312,7 +311,7 @@ class _Verifier:
             return
         self.hashed.add(path)
         try:
-            data = self.log.store.get(path)
+            data = self.catalog.store.get(path)
         except FileNotFoundError:
             self.add(VerifyEntry(name, "segment", False, path, "segment file is missing", expected))
             return
@@ -325,12 +324,12 @@ class _Verifier:
 
 
 def verify(
-    log: Log, name: str, generation: int | None, root: str | None, deep: bool
+    catalog: Catalog, name: str, generation: int | None, root: str | None, deep: bool
 ) -> VerifyReport:
     """Verify stream `name` through `generation`; with `root`, also that it is the chain's."""
     target = name if generation is None else f"{name}@g{generation}"
     report = VerifyReport(target=target, deep=deep)
-    verifier = _Verifier(log, deep, report)
+    verifier = _Verifier(catalog, deep, report)
     manifest = verifier.stream(name, generation)
     if root is not None and manifest is not None:
         report.entries.append(
@@ -338,7 +337,7 @@ def verify(
                 name,
                 "checkpoint",
                 manifest.root == root,
-                f"{log._stream_folder(name)}/commits/{manifest.generation:020d}.json",
+                commit_path(catalog.stream_folder(name), manifest.generation),
                 f"checkpoint root at generation {manifest.generation}",
                 expected=root,
                 found=manifest.root,

@@ -10,30 +10,27 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
-from .commit import now_rfc3339
+from .engine.catalog import Catalog
+from .engine.replay import Position, references
 from .errors import AlreadyExistsError, InvalidInputError
-from .manifest import Manifest
+from .manifest import Manifest, check_metadata, create_action
 from .names import validate_stream_name
-from .record import schema_to_json
-from .replay import Position, link_of
-
-if TYPE_CHECKING:
-    from .log import Log
-    from .stream import Stream
 
 __all__ = [
+    "LINEAGE_SCHEMA",
     "ancestry_table",
     "children_table",
-    "common_ancestor",
     "create_branch",
-    "is_prefix",
+    "lineage_row",
     "lineage_table",
+    "metadata_of",
     "parse_position",
     "pin",
+    "provisional",
 ]
 
 _POSITION_RE = re.compile(r"(?P<stream>[^@]+)(?:@(?P<offset>-?\d+))?")
@@ -53,28 +50,31 @@ def parse_position(text: object, default_stream: str | None = None) -> tuple[str
     return name, int(offset) if offset is not None else None
 
 
-def provisional(log: Log, name: str, offset: int | None, *, allow_empty: bool = False) -> Position:
+def provisional(
+    catalog: Catalog, name: str, offset: int | None, *, allow_empty: bool = False
+) -> Position:
     """Resolve and check `name@offset` without sealing anything (for validation).
 
     The generation and root are the latest committed ones; `pin` makes them exact.
     """
-    return _resolve(log, name, offset, allow_empty=allow_empty, seal=False)
+    return _resolve(catalog, name, offset, allow_empty=allow_empty, seal=False)
 
 
-def pin(log: Log, name: str, offset: int | None, *, allow_empty: bool = False) -> Position:
+def pin(catalog: Catalog, name: str, offset: int | None, *, allow_empty: bool = False) -> Position:
     """Pin `name@offset` to the stream's latest generation, sealing its head if needed.
 
     `offset=None` means the stream's last record. The offset must be committed or in a head
     this process writes (which is then sealed first), so a position only names immutable
     history.
     """
-    return _resolve(log, name, offset, allow_empty=allow_empty, seal=True)
+    return _resolve(catalog, name, offset, allow_empty=allow_empty, seal=True)
 
 
-def _resolve(log: Log, name: str, offset: int | None, *, allow_empty: bool, seal: bool) -> Position:
-    stream = log.stream(name)
-    manifest = log._manifest(name, refresh=True)
-    next_offset = stream.next_offset
+def _resolve(
+    catalog: Catalog, name: str, offset: int | None, *, allow_empty: bool, seal: bool
+) -> Position:
+    manifest = catalog.manifest(name, refresh=True)
+    next_offset = catalog.next_offset(name, manifest)
     if offset is None:
         offset = next_offset - 1
         if offset < 0 and not allow_empty:
@@ -84,26 +84,26 @@ def _resolve(log: Log, name: str, offset: int | None, *, allow_empty: bool, seal
             f"stream {name!r} has no offset {offset}; its next offset is {next_offset}"
         )
     if offset >= manifest.next_offset:
-        if stream._writer is None:
+        if not catalog.has_writer(name):
             raise InvalidInputError(
                 f"offset {offset} of stream {name!r} is not committed yet (it is in the unsealed "
                 "head of another writer); flush that writer first"
             )
         if not seal:
             return Position(name, offset, manifest.generation, manifest.root)
-        stream.flush()
-        manifest = log._manifest(name, refresh=True)
+        manifest = catalog.flush(name)
     return Position(name, offset, manifest.generation, manifest.root)
 
 
-def _metadata(actor: str | None, reason: str | None, labels: dict[str, str] | None) -> Any:
-    from .log import _check_metadata
-
-    return _check_metadata({"actor": actor, "reason": reason, "labels": labels or {}})
+def metadata_of(
+    actor: str | None, reason: str | None, labels: dict[str, str] | None
+) -> dict[str, Any]:
+    """The checked `metadata` of a create action from its parts."""
+    return check_metadata({"actor": actor, "reason": reason, "labels": labels or {}})
 
 
 def create_branch(
-    log: Log,
+    catalog: Catalog,
     name: str,
     at: object,
     *,
@@ -111,66 +111,23 @@ def create_branch(
     reason: str | None,
     labels: dict[str, str] | None,
     default_parent: str | None = None,
-) -> Stream:
+) -> Manifest:
     """Create branch `name` of `at` ("parent@N"): one commit, no byte copied."""
     validate_stream_name(name)
-    metadata = _metadata(actor, reason, labels)
+    metadata = metadata_of(actor, reason, labels)
     parent_name, offset = parse_position(at, default_parent)
-    if log._exists(name):
-        raise AlreadyExistsError(f"stream {name!r} already exists in {log.uri}")
-    position = pin(log, parent_name, offset)
-    parent = log._manifest_at(parent_name, position.generation)
-    create = {
-        "type": "create",
-        "kind": "branch",
-        "parent": position.to_json(),
-        "merge": None,
-        "schema": schema_to_json(parent.schema) if parent.schema is not None else None,
-        "metadata": metadata,
-        "created_at": now_rfc3339(),
-        "start_offset": position.offset + 1,
-    }
-    return log._create(name, create)
-
-
-def chain(log: Log, position: Position) -> list[Position]:
-    """The link chain of a replay point, nearest first, after normalisation.
-
-    A point at or before its stream's link offset is the same replay as the link's stream
-    at that offset, so it is moved up first.
-    """
-    out = []
-    current: Position | None = position
-    while current is not None:
-        manifest = log._manifest_at(current.stream, current.generation)
-        link = link_of(manifest)
-        if link is not None and current.offset <= link.offset:
-            current = Position(link.stream, current.offset, link.generation, link.root)
-            continue
-        out.append(current)
-        if link is None:
-            break
-        current = link
-    return out
-
-
-def is_prefix(log: Log, prefix: Position, of: Position) -> bool:
-    """Whether the replay through `prefix` is a prefix of the replay through `of`."""
-    if prefix.offset < 0:
-        return True
-    head = chain(log, prefix)[0]
-    return any(p.stream == head.stream and p.offset >= head.offset for p in chain(log, of))
-
-
-def common_ancestor(log: Log, a: Position, b: Position) -> Position | None:
-    """The nearest common ancestor position of two replay points (None: no shared history)."""
-    other = {p.stream: p for p in chain(log, b)}
-    for p in chain(log, a):
-        q = other.get(p.stream)
-        if q is not None:
-            mine = p if p.offset <= q.offset else q
-            return chain(log, mine)[0]
-    return None
+    if catalog.exists(name):
+        raise AlreadyExistsError(f"stream {name!r} already exists in {catalog.uri}")
+    position = pin(catalog, parent_name, offset)
+    parent = catalog.manifest_at(parent_name, position.generation)
+    create = create_action(
+        "branch",
+        schema=parent.schema,
+        metadata=metadata,
+        start_offset=position.offset + 1,
+        parent=position.to_json(),
+    )
+    return catalog.create(name, create)
 
 
 # --- metadata tables --------------------------------------------------------------------------
@@ -239,26 +196,11 @@ def lineage_row(manifest: Manifest, next_offset: int) -> dict[str, Any]:
     }
 
 
-def lineage_table(log: Log) -> pa.Table:
+def lineage_table(catalog: Catalog) -> pa.Table:
     """One row per stream (see `Log.lineage`)."""
-    rows = []
-    for name in log._stream_names():
-        manifest = log._manifest(name, refresh=True)
-        rows.append(lineage_row(manifest, log._next_offset(name, manifest)))
+    manifests, _ = catalog.manifests()  # a damaged stream is reported by streams()/verify()
+    rows = [lineage_row(m, catalog.next_offset(name, m)) for name, m in manifests.items()]
     return pa.Table.from_pylist(rows, schema=LINEAGE_SCHEMA)
-
-
-def references(manifest: Manifest) -> list[tuple[str, Position]]:
-    """The positions a stream's descriptor references, with how (parent, base, merge_parent)."""
-    create = manifest.create
-    out = []
-    if create.get("parent"):
-        out.append(("parent", Position.from_json(create["parent"])))
-    merge = create.get("merge") or {}
-    if merge.get("base"):
-        out.append(("base", Position.from_json(merge["base"])))
-    out += [("merge_parent", Position.from_json(p)) for p in merge.get("parents", [])]
-    return out
 
 
 _RELATION_SCHEMA = pa.schema(
@@ -273,7 +215,7 @@ _RELATION_SCHEMA = pa.schema(
 )
 
 
-def ancestry_table(log: Log, manifest: Manifest) -> pa.Table:
+def ancestry_table(catalog: Catalog, manifest: Manifest) -> pa.Table:
     """Every position the stream's replay depends on, nearest first (see `Stream.ancestry`)."""
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, int, int]] = set()
@@ -286,17 +228,17 @@ def ancestry_table(log: Log, manifest: Manifest) -> pa.Table:
                 continue
             seen.add(key)
             rows.append({"depth": depth, "relation": relation, **pos.to_json()})
-            frontier.append((depth + 1, log._manifest_at(pos.stream, pos.generation)))
+            frontier.append((depth + 1, catalog.manifest_at(pos.stream, pos.generation)))
     return pa.Table.from_pylist(rows, schema=_RELATION_SCHEMA)
 
 
-def children_table(log: Log, name: str) -> pa.Table:
+def children_table(catalog: Catalog, name: str) -> pa.Table:
     """Streams whose descriptor references `name` (see `Log.children`)."""
-    log.stream(name)  # raises StreamNotFoundError with near names
+    if not catalog.exists(name):
+        raise catalog.not_found(name)
     rows = []
-    for other in log._stream_names():
-        # Descriptors never change, so any cached generation answers.
-        manifest = log._manifest(other, refresh=not log._known(other))
+    # Descriptors never change, so any cached generation answers.
+    for other, manifest in catalog.manifests(refresh=False)[0].items():
         for relation, pos in references(manifest):
             if pos.stream == name:
                 rows.append({"depth": 1, "relation": relation, **pos.to_json(), "stream": other})

@@ -1,69 +1,41 @@
-"""The log: everything under one root URI, and `open()` (DESIGN §1, §3)."""
+"""The log: everything under one root URI, and `open()` (DESIGN §1, §3).
+
+`Log` is the facade over the engine's `Catalog`: each method validates its arguments, calls one
+function of the layer below, and wraps the result (a `Stream`, a `StreamView`, a table).
+"""
 
 from __future__ import annotations
 
-import difflib
-import json
 import os
-import tempfile
-import threading
-from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import blake3
 import pyarrow as pa
 
-from .commit import Commit, CommitLog, canonical, now_rfc3339, writer_identity
-from .errors import (
-    AlreadyExistsError,
-    CommitConflictError,
-    InvalidInputError,
-    LogClosedError,
-    NotALogError,
-    NotFoundError,
-    StorageError,
-    StreamNotFoundError,
-)
-from .manifest import Manifest, SegmentRef
-from .names import decode_stream_name, encode_stream_name, validate_stream_name
-from .record import evolve_schema, schema_to_json
-from .segments.cache import SegmentCache
+from .engine.catalog import Catalog, Options
+from .errors import InvalidInputError
+from .inspect import checkpoints_table, streams_table
+from .integrity import Checkpoint, VerifyReport, verify
+from .lineage import children_table, create_branch, lineage_table, metadata_of
+from .maintenance import GcReport, HydrateReport, collect_garbage, hydrate
+from .manifest import check_metadata, create_action
+from .materialize import Materialization, Reducer, define, list_definitions, load
+from .merge import create_merge
+from .names import validate_stream_name
+from .query.connection import connect, create_view, run_sql, sql
+from .query.frames import scan_all
+from .record import check_names, evolve_schema
 from .storage import ObjectStore, store_from_uri
-from .storage.base import Bytes
 from .stream import Stream
-from .view import StreamView
+from .typing import DURABILITY_LEVELS, Durability
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     import polars as pl
     from duckdb import DuckDBPyConnection, DuckDBPyRelation
 
-    from .integrity import Checkpoint, VerifyReport
-    from .maintenance import GcReport, HydrateReport
-    from .materialize import Materialization, Reducer
-from .typing import DURABILITY_LEVELS, Durability
-
 __all__ = ["Log", "open"]
-
-MARKER = "_transit.json"
-FORMAT = 1
-_MEMORY_LOCAL_DIRS: dict[str, str] = {}
-
-
-@dataclass(frozen=True)
-class _Options:
-    durability: Durability
-    segment_max_records: int
-    segment_max_bytes: int
-    segment_max_age: float
-    row_group_size: int
-    max_pending_heads: int
-    seal_retries: int
-    lease_check_interval: float
-    cache_max_bytes: int
 
 
 def open(  # the entry point is deliberately named like the builtin, as in io.open
@@ -122,7 +94,7 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
         store = uri if isinstance(uri, ObjectStore) else store_from_uri(uri, storage_options)
     except ValueError as e:
         raise InvalidInputError(str(e)) from None
-    options = _Options(
+    options = Options(
         durability=durability,
         segment_max_records=segment_max_records,
         segment_max_bytes=segment_max_bytes,
@@ -133,23 +105,7 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
         lease_check_interval=1.0,
         cache_max_bytes=cache_max_bytes,
     )
-    return Log(store, options, local_dir=local_dir, create=create)
-
-
-def _default_local_dir(store: ObjectStore) -> Path:
-    local = store.local_path("")
-    if local is not None:
-        return Path(local) / "_local"
-    if store.uri.startswith("memory://"):
-        # A memory log lives as long as the process; so do its heads.
-        folder = _MEMORY_LOCAL_DIRS.get(store.uri)
-        if folder is None:
-            folder = _MEMORY_LOCAL_DIRS[store.uri] = tempfile.mkdtemp(prefix="transit-memory-")
-        return Path(folder)
-    import platformdirs
-
-    digest = blake3.blake3(store.uri.encode()).hexdigest()[:16]
-    return Path(platformdirs.user_cache_dir("transit-arrow")) / digest
+    return Log(Catalog(store, options, local_dir=local_dir, create=create))
 
 
 class Log:
@@ -158,26 +114,24 @@ class Log:
     Open one with `transit_arrow.open(uri)`; use it as a context manager or call `close()`.
     """
 
-    def __init__(
-        self,
-        store: ObjectStore,
-        options: _Options,
-        *,
-        local_dir: str | os.PathLike[str] | None,
-        create: bool,
-    ) -> None:
-        self.store = store
-        self.uri = store.uri
-        self._options = options
-        self._open_marker(create)
-        self.local_dir = Path(local_dir) if local_dir is not None else _default_local_dir(store)
-        self.local_dir.mkdir(parents=True, exist_ok=True)
-        self.cache = SegmentCache(self.local_dir / "cache", options.cache_max_bytes)
-        self._streams: dict[str, Stream] = {}
-        self._history: dict[str, list[Manifest]] = {}
-        self._commit_cache: dict[str, list[Commit]] = {}
-        self._lock = threading.RLock()
-        self._closed = False
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._handles: dict[str, Stream] = {}
+
+    @property
+    def uri(self) -> str:
+        """The log's root URI."""
+        return self.catalog.uri
+
+    @property
+    def store(self) -> ObjectStore:
+        """The object store holding the log (every failure of it is a `StorageError`)."""
+        return self.catalog.store
+
+    @property
+    def local_dir(self) -> Path:
+        """This machine's folder for heads and the segment cache."""
+        return self.catalog.local_dir
 
     def __repr__(self) -> str:
         return f"<Log {self.uri}>"
@@ -193,174 +147,9 @@ class Log:
     ) -> None:
         self.close()
 
-    # --- opening --------------------------------------------------------------------------
-
-    def _open_marker(self, create: bool) -> None:
-        try:
-            data = self.store.get(MARKER)
-        except FileNotFoundError:
-            data = None
-        except OSError as e:
-            raise StorageError(f"cannot read {self.uri}/{MARKER}: {e}") from e
-        if data is not None:
-            try:
-                marker = json.loads(data)
-            except ValueError as e:
-                raise NotALogError(f"{self.uri}/{MARKER} is not valid JSON: {e}") from e
-            if not isinstance(marker, dict) or marker.get("format") != FORMAT:
-                raise NotALogError(
-                    f"{self.uri} has an unsupported format marker {marker!r} (expected format "
-                    f"{FORMAT}); upgrade transit-arrow"
-                )
-            return
-        try:
-            empty = self.store.is_empty()
-        except OSError as e:
-            raise StorageError(f"cannot list {self.uri}: {e}") from e
-        if not empty:
-            raise NotALogError(
-                f"{self.uri} is not empty and is not a transit-arrow log (no {MARKER}); "
-                "open an existing log or an empty folder"
-            )
-        if not create:
-            raise NotALogError(f"there is no transit-arrow log at {self.uri}")
-        # A concurrent creator wrote the same marker: fine.
-        marker_bytes = canonical({"format": FORMAT, "created": now_rfc3339()})
-        try:
-            self.store.put_if_absent(MARKER, marker_bytes)
-        except FileExistsError:
-            pass
-        except OSError as e:
-            raise StorageError(f"cannot create {self.uri}/{MARKER}: {e}") from e
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LogClosedError(f"the log {self.uri} is closed; open it again")
-
     def close(self) -> None:
         """Seal and commit every head this process writes, release leases, and close the log."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            streams = list(self._streams.values())
-        errors = []
-        for stream in streams:
-            try:
-                stream.close()
-            except Exception as e:  # close every stream even if one fails
-                errors.append(e)
-        if errors:
-            raise errors[0]
-
-    # --- paths ----------------------------------------------------------------------------
-
-    def _stream_folder(self, name: str) -> str:
-        return f"streams/{encode_stream_name(name)}"
-
-    def _local_stream_dir(self, name: str) -> Path:
-        return self.local_dir / "streams" / encode_stream_name(name)
-
-    def _segment_local_path(self, seg: SegmentRef) -> str:
-        """A local file with the segment's bytes: the store's own, or a verified cached copy."""
-        path = self.store.local_path(seg.path)
-        if path is not None:
-            return path
-        return self.cache.path(self.store, seg)
-
-    def _segment_source(self, seg: SegmentRef) -> str:
-        return self._segment_local_path(seg)
-
-    # --- manifests ------------------------------------------------------------------------
-
-    def _remember(self, name: str, commit: Commit) -> Manifest:
-        """Fold a commit this process just created into the cached manifests."""
-        with self._lock:
-            history = self._history.setdefault(name, [])
-            g = commit["generation"]
-            if g < len(history):
-                return history[g]  # already seen through a refresh
-            if g != len(history):
-                self._manifest(name, refresh=True)
-                return history[g]
-            manifest = Manifest.initial(commit) if not history else history[-1].apply(commit)
-            history.append(manifest)
-            self._commit_cache.setdefault(name, []).append(commit)
-            return manifest
-
-    def _manifest(self, name: str, *, refresh: bool) -> Manifest:
-        """The latest manifest of `name` (listing the commit log when `refresh`)."""
-        with self._lock:
-            history = self._history.setdefault(name, [])
-            if history and not refresh:
-                return history[-1]
-            log = CommitLog(self.store, name, self._stream_folder(name))
-            generations = log.generations(after=len(history) - 1)
-            if not history and not generations:
-                del self._history[name]
-                raise self._not_found(name)
-            commits = self._commit_cache.setdefault(name, [])
-            for g in generations:
-                if g != len(history):
-                    break  # a gap means a commit is being written; stop at the contiguous end
-                commit = log.read(g, history[-1].root if history else None)
-                history.append(
-                    Manifest.initial(commit) if not history else history[-1].apply(commit)
-                )
-                commits.append(commit)
-            return history[-1]
-
-    def _manifest_at(self, name: str, generation: int | None) -> Manifest:
-        """The manifest of `name` at `generation` (the latest when None)."""
-        if generation is None:
-            return self._manifest(name, refresh=True)
-        with self._lock:
-            history = self._history.get(name)
-            if history is None or generation >= len(history):
-                self._manifest(name, refresh=True)
-                history = self._history[name]
-            if not 0 <= generation < len(history):
-                raise NotFoundError(
-                    f"stream {name!r} has no generation {generation}; its latest is "
-                    f"{len(history) - 1}"
-                )
-            return history[generation]
-
-    def _commits(self, name: str) -> list[Commit]:
-        self._manifest(name, refresh=True)
-        with self._lock:
-            return list(self._commit_cache[name])
-
-    def _not_found(self, name: str) -> StreamNotFoundError:
-        names = self._stream_names()
-        near = difflib.get_close_matches(name, names, n=3)
-        hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
-        return StreamNotFoundError(
-            f"stream {name!r} does not exist in {self.uri}{hint} "
-            f"(create it with create_stream; {len(names)} streams exist)"
-        )
-
-    def _stream_names(self) -> list[str]:
-        try:
-            folders = self.store.list("streams")
-        except OSError as e:
-            raise StorageError(f"cannot list streams of {self.uri}: {e}") from e
-        names = []
-        for folder in folders:
-            if not folder.endswith("/"):
-                continue
-            component = folder[:-1]
-            name = decode_stream_name(component)
-            if name is None:
-                try:
-                    first = json.loads(self.store.get(f"streams/{component}/commits/{0:020d}.json"))
-                except FileNotFoundError:
-                    continue
-                name = first["stream"]
-            elif not self.store.exists(f"streams/{component}/commits/{0:020d}.json"):
-                continue
-            names.append(name)
-        return sorted(names)
+        self.catalog.close()
 
     # --- streams --------------------------------------------------------------------------
 
@@ -382,57 +171,42 @@ class Log:
             AlreadyExistsError: a stream with this name exists.
             InvalidInputError: bad name, schema or metadata.
         """
-        self._check_open()
+        self.catalog.check_open()
         validate_stream_name(name)
-        create = {
-            "type": "create",
-            "kind": "root",
-            "parent": None,
-            "merge": None,
-            "schema": schema_to_json(self._check_schema(schema)) if schema is not None else None,
-            "metadata": _check_metadata(metadata),
-            "created_at": now_rfc3339(),
-            "start_offset": 0,
-        }
-        return self._create(name, create)
+        create = create_action(
+            "root",
+            schema=_check_schema(schema) if schema is not None else None,
+            metadata=check_metadata(metadata),
+            start_offset=0,
+        )
+        return self.stream(self.catalog.create(name, create).stream)
 
-    def _create(
-        self, name: str, create: dict[str, Any], extra_actions: list[dict[str, Any]] | None = None
-    ) -> Stream:
-        log = CommitLog(self.store, name, self._stream_folder(name))
-        try:
-            actions = [create, *(extra_actions or [])]
-            commit = log.create(0, None, actions, writer_identity("creator", 0))
-        except CommitConflictError:
-            raise AlreadyExistsError(
-                f"stream {name!r} already exists in {self.uri}; open it with log.stream({name!r})"
-            ) from None
-        self._remember(name, commit)
-        return self.stream(name)
+    def stream(self, name: str, *, take_over: bool = False) -> Stream:
+        """Return the stream called `name` (one handle per name per `Log`).
 
-    def _exists(self, name: str) -> bool:
-        if name in self._history:
-            return True
-        try:
-            return self.store.exists(f"{self._stream_folder(name)}/commits/{0:020d}.json")
-        except OSError as e:
-            raise StorageError(f"cannot look up stream {name!r} in {self.uri}: {e}") from e
+        Args:
+            name: the stream's name.
+            take_over: when writing, fence another live writer instead of failing.
 
-    def _known(self, name: str) -> bool:
-        return name in self._history
+        Raises:
+            StreamNotFoundError: no such stream (the message lists near names).
+        """
+        self.catalog.check_open()
+        validate_stream_name(name)
+        with self.catalog.lock:
+            handle = self._handles.get(name)
+            if handle is None:
+                self.catalog.manifest(name, refresh=True)
+                handle = self._handles[name] = Stream(self, self.catalog, name, take_over=take_over)
+            elif take_over:
+                handle.take_over = True
+            return handle
 
-    def _next_offset(self, name: str, manifest: Manifest) -> int:
-        stream = self._streams.get(name)
-        return stream.next_offset if stream is not None else manifest.next_offset
-
-    def _put_segment(self, path: str, data: Bytes) -> None:
-        try:
-            self.store.put(path, data)
-        except OSError as e:
-            raise StorageError(f"cannot upload segment {self.uri}/{path}: {e}") from e
-
-    def _view(self, name: str, generation: int | None) -> StreamView:
-        return StreamView(self, name, self._manifest_at(name, generation))
+    def streams(self) -> pa.Table:
+        """One row per stream: name, kind, next_offset, committed_offset, generation, root,
+        segments, created_at, and `error` (why a stream's history cannot be read, else null)."""
+        self.catalog.check_open()
+        return streams_table(self.catalog)
 
     # --- lineage --------------------------------------------------------------------------
 
@@ -456,10 +230,9 @@ class Log:
             AlreadyExistsError: `name` exists.
             InvalidInputError: bad name, or N is not an offset of the parent.
         """
-        self._check_open()
-        from .lineage import create_branch
-
-        return create_branch(self, name, at, actor=actor, reason=reason, labels=labels)
+        self.catalog.check_open()
+        manifest = create_branch(self.catalog, name, at, actor=actor, reason=reason, labels=labels)
+        return self.stream(manifest.stream)
 
     def merge(
         self,
@@ -488,20 +261,30 @@ class Log:
                 ancestor of every parent, a fast_forward of diverged parents.
             StreamNotFoundError: a parent does not exist. Nothing is written on any error.
         """
-        self._check_open()
-        from .lineage import _metadata
-        from .merge import create_merge
-
-        metadata = _metadata(actor, reason, labels)
-        return create_merge(
-            self,
+        self.catalog.check_open()
+        manifest = create_merge(
+            self.catalog,
             name,
             parents,
             base=base,
             policy=policy,
             policy_params=policy_params,
-            metadata=metadata,
+            metadata=metadata_of(actor, reason, labels),
         )
+        return self.stream(manifest.stream)
+
+    def lineage(self) -> pa.Table:
+        """The lineage table: one row per stream with its kind, parent, merge parents, base,
+        policy, actor, reason, labels, creation time, next offset, generation and root."""
+        self.catalog.check_open()
+        return lineage_table(self.catalog)
+
+    def children(self, name: str) -> pa.Table:
+        """Streams whose descriptor references `name` (as parent, merge parent or base)."""
+        self.catalog.check_open()
+        return children_table(self.catalog, name)
+
+    # --- maintenance ----------------------------------------------------------------------
 
     def gc(self, *, min_age: float = 3600.0, dry_run: bool = False) -> GcReport:
         """Remove segment files no commit references (orphans of interrupted seals/merges).
@@ -509,18 +292,16 @@ class Log:
         Files younger than `min_age` seconds are kept (a writer may be about to commit them);
         nothing any generation of any stream references is ever removed.
         """
-        self._check_open()
-        from .maintenance import collect_garbage
-
-        return collect_garbage(self, min_age=min_age, dry_run=dry_run)
+        self.catalog.check_open()
+        return collect_garbage(self.catalog, min_age=min_age, dry_run=dry_run)
 
     def hydrate(self, *, progress: bool = False) -> HydrateReport:
         """Fetch and verify every segment every stream needs into the local cache now
         (a remote root otherwise fetches lazily, on first read)."""
-        self._check_open()
-        from .maintenance import hydrate
+        self.catalog.check_open()
+        return hydrate(self.catalog, progress=progress)
 
-        return hydrate(self, progress=progress)
+    # --- materializations -----------------------------------------------------------------
 
     def materialize(
         self,
@@ -548,24 +329,26 @@ class Log:
         `Log.materialization(name)`. A changed definition makes old checkpoints unusable:
         the next refresh rebuilds and its report says why.
         """
-        self._check_open()
-        from .materialize import define
-
-        return define(self, name, source, query=query, reducer=reducer, key=key, version=version)
+        self.catalog.check_open()
+        view = define(
+            self.catalog, name, source, query=query, reducer=reducer, key=key, version=version
+        )
+        view.log = self
+        return view
 
     def materialization(self, name: str, *, reducer: Reducer | None = None) -> Materialization:
         """Open the stored materialization `name` (pass the reducer again for Python ones)."""
-        self._check_open()
-        from .materialize import load
-
-        return load(self, name, reducer)
+        self.catalog.check_open()
+        view = load(self.catalog, name, reducer)
+        view.log = self
+        return view
 
     def materializations(self) -> pa.Table:
         """One row per materialization: name, source, kind, mode, query, version, branches."""
-        self._check_open()
-        from .materialize import list_definitions
+        self.catalog.check_open()
+        return list_definitions(self.catalog)
 
-        return list_definitions(self)
+    # --- queries --------------------------------------------------------------------------
 
     def duckdb(
         self, con: DuckDBPyConnection | None = None, *, at: datetime | str | None = None
@@ -575,55 +358,61 @@ class Log:
         Also defines `transit_streams`, `transit_lineage`, `transit_commits`,
         `transit_segments`, `transit_checkpoints`, the cross-branch view
         `transit_records` (with `_branch`), and `mv_<name>` per materialization (its state
-        on every refreshed branch, with `_branch`). Calling it again with the same `con` updates the
-        views to the log's latest commits. `at` views every stream as of a time.
+        on every refreshed branch, with `_branch`). Calling it again with the same `con` updates
+        the views to the log's latest commits. `at` views every stream as of a time.
         """
-        self._check_open()
-        from .materialize import register_views
-        from .query import connect
-
-        connection = connect(self, con, at=at)
-        register_views(self, connection)
-        return connection
+        self.catalog.check_open()
+        return connect(self.catalog, con, at=at)
 
     def sql(self, query: str, /, **params: Any) -> DuckDBPyRelation:
         """Run SQL over the log's views (refreshed first); `"name@g12"` addresses a stream as
         of generation 12. DuckDB errors are raised as `QueryError` (a `TransitError`)."""
-        self._check_open()
-        from .query import sql
+        self.catalog.check_open()
+        return sql(self.catalog, query, **params)
 
-        return sql(self, query, **params)
+    def create_view(
+        self,
+        con: DuckDBPyConnection,
+        stream: str,
+        *,
+        generation: int | None = None,
+        as_of: datetime | str | None = None,
+        checkpoint: Checkpoint | None = None,
+        name: str | None = None,
+    ) -> str:
+        """Create a view of `stream`'s past on `con` (a generation, a time or a checkpoint:
+        exactly one) and return its name, `"<stream>@g<generation>"` unless `name` is given.
+        Such views never change and survive `duckdb(con)` refreshes."""
+        self.catalog.check_open()
+        return create_view(
+            con,
+            self.catalog,
+            stream,
+            generation=generation,
+            as_of=as_of,
+            checkpoint=checkpoint,
+            name=name,
+        )
+
+    def sql_on(
+        self, con: DuckDBPyConnection, query: str, /, **params: Any
+    ) -> DuckDBPyRelation | None:
+        """Run `query` on `con` (a connection from `duckdb()`), with DuckDB errors raised as
+        `QueryError`; None for a statement without a result."""
+        self.catalog.check_open()
+        return run_sql(con, query, **params)
 
     def scan_all(self, *, at: datetime | str | None = None) -> pl.LazyFrame:
         """Every stream's replay as one polars LazyFrame with a `_branch` column."""
-        self._check_open()
-        from .query import scan_all
+        self.catalog.check_open()
+        return scan_all(self.catalog, at=at)
 
-        return scan_all(self, at=at)
-
-    def lineage(self) -> pa.Table:
-        """The lineage table: one row per stream with its kind, parent, merge parents, base,
-        policy, actor, reason, labels, creation time, next offset, generation and root."""
-        self._check_open()
-        from .lineage import lineage_table
-
-        return lineage_table(self)
-
-    def children(self, name: str) -> pa.Table:
-        """Streams whose descriptor references `name` (as parent, merge parent or base)."""
-        self._check_open()
-        from .lineage import children_table
-
-        return children_table(self, name)
+    # --- integrity ------------------------------------------------------------------------
 
     def checkpoints(self, name: str | None = None) -> pa.Table:
         """Recorded checkpoints (of one stream, or of all) as an Arrow table."""
-        self._check_open()
-        from .integrity import list_checkpoints
-
-        names = [name] if name is not None else self._stream_names()
-        rows = [cp.to_dict() for n in names for cp in list_checkpoints(self, n)]
-        return pa.Table.from_pylist(rows, schema=_CHECKPOINTS_SCHEMA)
+        self.catalog.check_open()
+        return checkpoints_table(self.catalog, name)
 
     def verify(self, target: str | Stream | Checkpoint, *, deep: bool = False) -> VerifyReport:
         """Recompute hashes for a stream (latest generation) or a checkpoint.
@@ -632,116 +421,24 @@ class Log:
         every ancestor, merge parent and base it references, and checks each pinned root;
         `deep=True` also re-hashes every segment file. Returns a `VerifyReport` (`report.ok`).
         """
-        self._check_open()
-        from .integrity import Checkpoint, verify
-
+        self.catalog.check_open()
         if isinstance(target, Checkpoint):
-            return verify(self, target.stream, target.generation, target.root, deep)
+            return verify(self.catalog, target.stream, target.generation, target.root, deep)
         name = target.name if isinstance(target, Stream) else target
         if not isinstance(name, str):
             raise InvalidInputError("verify takes a stream name, a Stream or a Checkpoint")
         validate_stream_name(name)
-        if not self._exists(name):
-            raise self._not_found(name)
+        if not self.catalog.exists(name):
+            raise self.catalog.not_found(name)
         # No manifest is loaded first: a damaged stream must be reported, not raised.
-        return verify(self, name, None, None, deep)
-
-    @staticmethod
-    def _check_schema(schema: Any) -> pa.Schema:
-        if not isinstance(schema, pa.Schema):
-            raise InvalidInputError(f"schema must be a pyarrow.Schema, not {type(schema).__name__}")
-        from .record import _check_names
-
-        _check_names(schema.names)
-        reserved = [n for n in schema.names if n.startswith("_")]
-        if reserved:
-            raise InvalidInputError(f"schema columns {reserved} are reserved (leading '_')")
-        return evolve_schema(None, schema)
-
-    def stream(self, name: str, *, take_over: bool = False) -> Stream:
-        """Return the stream called `name` (one handle per name per `Log`).
-
-        Args:
-            name: the stream's name.
-            take_over: when writing, fence another live writer instead of failing.
-
-        Raises:
-            StreamNotFoundError: no such stream (the message lists near names).
-        """
-        self._check_open()
-        validate_stream_name(name)
-        with self._lock:
-            stream = self._streams.get(name)
-            if stream is None:
-                self._manifest(name, refresh=True)
-                stream = self._streams[name] = Stream(self, name, take_over=take_over)
-            elif take_over:
-                stream._take_over = True
-            return stream
-
-    def streams(self) -> pa.Table:
-        """One row per stream: name, kind, next_offset, generation, root, segments, created_at."""
-        self._check_open()
-        rows = []
-        for name in self._stream_names():
-            stream = self._streams.get(name)
-            manifest = self._manifest(name, refresh=True)
-            next_offset = stream.next_offset if stream is not None else manifest.next_offset
-            rows.append(
-                {
-                    "name": name,
-                    "kind": manifest.kind,
-                    "next_offset": next_offset,
-                    "committed_offset": manifest.next_offset,
-                    "generation": manifest.generation,
-                    "root": manifest.root,
-                    "segments": len(manifest.segments),
-                    "created_at": manifest.create.get("created_at"),
-                }
-            )
-        return pa.Table.from_pylist(rows, schema=_STREAMS_SCHEMA)
+        return verify(self.catalog, name, None, None, deep)
 
 
-def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
-    metadata = dict(metadata or {})
-    unknown = set(metadata) - {"actor", "reason", "labels"}
-    if unknown:
-        raise InvalidInputError(
-            f"unknown metadata keys {sorted(unknown)}; use 'actor', 'reason' and 'labels'"
-        )
-    for key in ("actor", "reason"):
-        if metadata.get(key) is not None and not isinstance(metadata[key], str):
-            raise InvalidInputError(f"metadata {key!r} must be a string")
-    labels = metadata.get("labels") or {}
-    if not isinstance(labels, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-    ):
-        raise InvalidInputError("metadata 'labels' must map strings to strings")
-    # Sorted, as canonical JSON stores them: the same order before and after a reopen.
-    labels = dict(sorted(labels.items()))
-    return {"actor": metadata.get("actor"), "reason": metadata.get("reason"), "labels": labels}
-
-
-_CHECKPOINTS_SCHEMA = pa.schema(
-    [  # type: ignore[arg-type]
-        ("stream", pa.string()),
-        ("generation", pa.int64()),
-        ("head_offset", pa.int64()),
-        ("root", pa.string()),
-        ("kind", pa.string()),
-        ("created_at", pa.string()),
-    ]
-)
-
-_STREAMS_SCHEMA = pa.schema(
-    [  # type: ignore[arg-type]
-        ("name", pa.string()),
-        ("kind", pa.string()),
-        ("next_offset", pa.int64()),
-        ("committed_offset", pa.int64()),
-        ("generation", pa.int64()),
-        ("root", pa.string()),
-        ("segments", pa.int64()),
-        ("created_at", pa.string()),
-    ]
-)
+def _check_schema(schema: Any) -> pa.Schema:
+    if not isinstance(schema, pa.Schema):
+        raise InvalidInputError(f"schema must be a pyarrow.Schema, not {type(schema).__name__}")
+    check_names(schema.names)
+    reserved = [n for n in schema.names if n.startswith("_")]
+    if reserved:
+        raise InvalidInputError(f"schema columns {reserved} are reserved (leading '_')")
+    return evolve_schema(None, schema)

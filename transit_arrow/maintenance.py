@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from .errors import StorageError
+from tqdm import tqdm
+
+from .engine.catalog import Catalog
+from .engine.replay import replay_spans
+from .errors import IntegrityError, StorageError
+from .layout import segments_folder
 from .manifest import SegmentRef
-from .replay import replay_spans
 
-if TYPE_CHECKING:
-    from .log import Log
-
-__all__ = ["GcReport", "HydrateReport", "collect_garbage", "hydrate", "referenced_segments"]
+__all__ = ["GcReport", "HydrateReport", "collect_garbage", "hydrate"]
 
 
 @dataclass
@@ -37,26 +37,15 @@ class HydrateReport:
     fetched: int = 0
     fetched_bytes: int = 0
     seconds: float = 0.0
+    #: Streams whose history could not be read (nothing of theirs was fetched), and why.
+    errors: dict[str, str] = field(default_factory=dict)
 
 
-def referenced_segments(log: Log, name: str) -> set[str]:
-    """Every segment path any commit of stream `name` (any generation) references."""
-    return {
-        action["path"]
-        for commit in log._commits(name)
-        for action in commit["actions"]
-        if action.get("type") == "add_segment"
-    }
+def _stream_folders(catalog: Catalog) -> list[str]:
+    return [f"streams/{f[:-1]}" for f in catalog.store.list("streams") if f.endswith("/")]
 
 
-def _stream_folders(log: Log) -> list[str]:
-    try:
-        return [f[:-1] for f in log.store.list("streams") if f.endswith("/")]
-    except OSError as e:
-        raise StorageError(f"cannot list streams of {log.uri}: {e}") from e
-
-
-def collect_garbage(log: Log, *, min_age: float, dry_run: bool) -> GcReport:
+def collect_garbage(catalog: Catalog, *, min_age: float, dry_run: bool) -> GcReport:
     """Remove segment files that no commit of any stream references.
 
     Files younger than `min_age` seconds are kept: a writer may have uploaded one and not yet
@@ -66,18 +55,18 @@ def collect_garbage(log: Log, *, min_age: float, dry_run: bool) -> GcReport:
     """
     report = GcReport(dry_run=dry_run)
     reachable: set[str] = set()
-    for name in log._stream_names():
-        reachable |= referenced_segments(log, name)
+    for name in catalog.names():
+        reachable |= catalog.referenced_segments(name)
     report.referenced = len(reachable)
     now = time.time()
-    for folder in _stream_folders(log):
-        prefix = f"streams/{folder}/segments"
-        for entry in log.store.list(prefix):
+    for folder in _stream_folders(catalog):
+        prefix = segments_folder(folder)
+        for entry in catalog.store.list(prefix):
             path = f"{prefix}/{entry}"
             if entry.endswith("/") or path in reachable:
                 continue
             try:
-                info = log.store.head(path)
+                info = catalog.store.head(path)
             except FileNotFoundError:
                 continue
             if info.modified is not None and now - info.modified < min_age:
@@ -87,36 +76,40 @@ def collect_garbage(log: Log, *, min_age: float, dry_run: bool) -> GcReport:
             report.removed_bytes += info.size
             if not dry_run:
                 with contextlib.suppress(FileNotFoundError):
-                    log.store.delete(path)
+                    catalog.store.delete(path)
     return report
 
 
-def hydrate(log: Log, *, progress: bool) -> HydrateReport:
+def hydrate(catalog: Catalog, *, progress: bool) -> HydrateReport:
     """Fetch (and verify) every segment every stream's replay needs into the local cache."""
     start = time.perf_counter()
     report = HydrateReport()
     needed: dict[str, SegmentRef] = {}
-    for name in log._stream_names():
+    manifests, report.errors = catalog.manifests()
+    for name, manifest in manifests.items():
         report.streams += 1
-        for span in replay_spans(log, log._manifest(name, refresh=True)):
+        try:
+            spans = replay_spans(catalog, manifest)
+        except (IntegrityError, StorageError) as e:  # an ancestor is damaged
+            report.errors[name] = f"{type(e).__name__}: {e}"
+            continue
+        for span in spans:
             for seg in span.manifest.segments:
                 needed.setdefault(seg.path, seg)
     report.segments = len(needed)
-    if log.store.local_path("") is None:
-        before_bytes, before = log.cache.fetched_bytes, log.cache.fetches
+    if catalog.store.local_path("") is None:
+        before_bytes, before = catalog.cache.fetched_bytes, catalog.cache.fetches
         items = list(needed.values())
         bar = None
         if progress:
-            from tqdm import tqdm
-
             bar = tqdm(total=len(items), unit="segment", desc="hydrate")
         for seg in items:
-            log._segment_local_path(seg)
+            catalog.segment_file(seg)
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
-        report.fetched = log.cache.fetches - before
-        report.fetched_bytes = log.cache.fetched_bytes - before_bytes
+        report.fetched = catalog.cache.fetches - before
+        report.fetched_bytes = catalog.cache.fetched_bytes - before_bytes
     report.seconds = time.perf_counter() - start
     return report

@@ -7,11 +7,54 @@ from typing import Any
 
 import pyarrow as pa
 
-from .commit import Commit
-from .errors import IntegrityError
-from .record import schema_from_json
+from .commit import Commit, now_rfc3339
+from .errors import IntegrityError, InvalidInputError
+from .record import schema_from_json, schema_to_json
 
-__all__ = ["Manifest", "SegmentRef"]
+__all__ = ["Manifest", "SegmentRef", "check_metadata", "create_action"]
+
+
+def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate a stream's `metadata` (`actor`, `reason`: strings; `labels`: str -> str)."""
+    metadata = dict(metadata or {})
+    unknown = set(metadata) - {"actor", "reason", "labels"}
+    if unknown:
+        raise InvalidInputError(
+            f"unknown metadata keys {sorted(unknown)}; use 'actor', 'reason' and 'labels'"
+        )
+    for key in ("actor", "reason"):
+        if metadata.get(key) is not None and not isinstance(metadata[key], str):
+            raise InvalidInputError(f"metadata {key!r} must be a string")
+    labels = metadata.get("labels") or {}
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise InvalidInputError("metadata 'labels' must map strings to strings")
+    # Sorted, as canonical JSON stores them: the same order before and after a reopen.
+    labels = dict(sorted(labels.items()))
+    return {"actor": metadata.get("actor"), "reason": metadata.get("reason"), "labels": labels}
+
+
+def create_action(
+    kind: str,
+    *,
+    schema: pa.Schema | None,
+    metadata: dict[str, Any],
+    start_offset: int,
+    parent: dict[str, Any] | None = None,
+    merge: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The `create` action of generation 0 of a root, branch or merge stream."""
+    return {
+        "type": "create",
+        "kind": kind,
+        "parent": parent,
+        "merge": merge,
+        "schema": schema_to_json(schema) if schema is not None else None,
+        "metadata": metadata,
+        "created_at": now_rfc3339(),
+        "start_offset": start_offset,
+    }
 
 
 @dataclass(frozen=True)
@@ -85,7 +128,7 @@ class Manifest:
             next_offset=start,
             commit_times=(commit["time"],),
         )
-        return base._apply_actions(actions[1:], commit)
+        return base.apply_actions(actions[1:], commit)
 
     def apply(self, commit: Commit) -> Manifest:
         """The manifest after `commit` (which must be the next generation)."""
@@ -100,9 +143,9 @@ class Manifest:
             root=commit["root"],
             commit_times=(*self.commit_times, commit["time"]),
         )
-        return nxt._apply_actions(commit["actions"], commit)
+        return nxt.apply_actions(commit["actions"], commit)
 
-    def _apply_actions(self, actions: list[dict[str, Any]], commit: Commit) -> Manifest:
+    def apply_actions(self, actions: list[dict[str, Any]], commit: Commit) -> Manifest:
         m = self
         for action in actions:
             kind = action.get("type")

@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .commit import now_rfc3339
+from .engine.catalog import Catalog
+from .engine.read import live_plan, plan_at
+from .engine.replay import Position, common_ancestor, is_prefix, union_schema
 from .errors import (
     AlreadyExistsError,
     InvalidInputError,
     MergeConflictError,
     SchemaMismatchError,
 )
-from .lineage import common_ancestor, is_prefix, parse_position, pin, provisional
+from .layout import segment_path
+from .lineage import parse_position, pin, provisional
+from .manifest import Manifest, create_action
 from .names import validate_stream_name
 from .record import (
     HEADERS_TYPE,
@@ -35,14 +40,10 @@ from .record import (
     coerce_input,
     conform,
     evolve_schema,
-    schema_to_json,
+    full_schema,
+    system_columns,
 )
-from .replay import Position, union_schema
-from .segments.parquet import encode_segment, segment_path
-
-if TYPE_CHECKING:
-    from .log import Log
-    from .stream import Stream
+from .segments.parquet import encode_segment
 
 __all__ = ["MergeResolver", "register_merge_resolver"]
 
@@ -104,7 +105,7 @@ def _policy(policy: str, params: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def create_merge(
-    log: Log,
+    catalog: Catalog,
     name: str,
     parents: Sequence[str],
     *,
@@ -112,7 +113,7 @@ def create_merge(
     policy: str,
     policy_params: dict[str, Any] | None,
     metadata: dict[str, Any],
-) -> Stream:
+) -> Manifest:
     """Create merge stream `name` (see `Log.merge`). Writes nothing when it raises."""
     validate_stream_name(name)
     policy_record = _policy(policy, policy_params)
@@ -134,28 +135,29 @@ def create_merge(
     if name in streams:
         raise MergeConflictError(f"merge {name!r} cannot be one of its own parents")
     for stream in streams:
-        log.stream(stream)  # StreamNotFoundError with near names
-    if log._exists(name):
-        raise AlreadyExistsError(f"stream {name!r} already exists in {log.uri}")
+        if not catalog.exists(stream):
+            raise catalog.not_found(stream)
+    if catalog.exists(name):
+        raise AlreadyExistsError(f"stream {name!r} already exists in {catalog.uri}")
     # Validate everything on provisional positions first: pinning may seal parents' heads,
     # which must not happen for a merge that is then refused.
-    provisional_pins = [provisional(log, s, o, allow_empty=True) for s, o in parsed]
-    _base(log, provisional_pins, base, seal=False)
+    provisional_pins = [provisional(catalog, s, o, allow_empty=True) for s, o in parsed]
+    _base(catalog, provisional_pins, base, seal=False)
     if policy_record["name"] == "fast_forward":
-        _fast_forward_winner(log, provisional_pins)
-    schema = _parents_schema(log, [s for s, _ in parsed])
+        _fast_forward_winner(catalog, provisional_pins)
+    schema = _parents_schema(catalog, [s for s, _ in parsed])
     kind = policy_record["name"]
     table = None
     if kind not in ("pin", "fast_forward", "concat"):
         # Run before pinning: a failing resolver must leave the parents' heads unsealed. The
         # same offsets are what the pins below commit, so the records are the same.
-        early_base = _base(log, provisional_pins, base, seal=False)
+        early_base = _base(catalog, provisional_pins, base, seal=False)
         early_end = early_base.offset + 1 if early_base is not None else 0
         table = _materialized(
-            log, name, provisional_pins, early_base, early_end, policy_record, schema
+            catalog, name, provisional_pins, early_base, early_end, policy_record, schema
         )
-    pins = [pin(log, s, o, allow_empty=True) for s, o in parsed]
-    base_pos = _base(log, pins, base, seal=True)
+    pins = [pin(catalog, s, o, allow_empty=True) for s, o in parsed]
+    base_pos = _base(catalog, pins, base, seal=True)
     base_end = base_pos.offset + 1 if base_pos is not None else 0
     merge: dict[str, Any] = {
         "parents": [p.to_json() for p in pins],
@@ -165,32 +167,29 @@ def create_merge(
     actions: list[dict[str, Any]] = []
     start = base_end
     if kind == "fast_forward":
-        winner = _fast_forward_winner(log, pins)
+        winner = _fast_forward_winner(catalog, pins)
         merge["winner"] = winner.to_json()
         start = winner.offset + 1
     elif kind == "concat":
         start = base_end + sum(max(0, p.offset + 1 - base_end) for p in pins)
     elif table is not None and table.num_rows:
         schema = evolve_schema(schema, _user(table))
-        actions.append(_upload(log, name, table))
-    create = {
-        "type": "create",
-        "kind": "merge",
-        "parent": None,
-        "merge": merge,
-        "schema": schema_to_json(schema) if len(schema) else None,
-        "metadata": metadata,
-        "created_at": now_rfc3339(),
-        "start_offset": start,
-    }
-    return log._create(name, create, extra_actions=actions)
+        actions.append(_upload(catalog, name, table))
+    create = create_action(
+        "merge",
+        schema=schema if len(schema) else None,
+        metadata=metadata,
+        start_offset=start,
+        merge=merge,
+    )
+    return catalog.create(name, create, extra_actions=actions)
 
 
-def _parents_schema(log: Log, names: list[str]) -> pa.Schema:
+def _parents_schema(catalog: Catalog, names: list[str]) -> pa.Schema:
     """The union of the parents' read schemas, or `MergeConflictError` if they conflict."""
     try:
         users = [
-            pa.schema([f for f in log.stream(n).schema if not f.name.startswith("_")])
+            pa.schema([f for f in live_plan(catalog, n).schema if not f.name.startswith("_")])
             for n in names
         ]
         return union_schema([], users)
@@ -198,18 +197,20 @@ def _parents_schema(log: Log, names: list[str]) -> pa.Schema:
         raise MergeConflictError(f"the parents' schemas cannot be merged: {e}") from None
 
 
-def _base(log: Log, pins: list[Position], base: str | None, *, seal: bool) -> Position | None:
+def _base(
+    catalog: Catalog, pins: list[Position], base: str | None, *, seal: bool
+) -> Position | None:
     if base is None:
         found: Position | None = pins[0]
         for p in pins[1:]:
             if found is None:
                 break
-            found = common_ancestor(log, found, p)
+            found = common_ancestor(catalog, found, p)
         return found
     stream, offset = parse_position(base)
-    position = (pin if seal else provisional)(log, stream, offset)
+    position = (pin if seal else provisional)(catalog, stream, offset)
     for p in pins:
-        if not is_prefix(log, position, p):
+        if not is_prefix(catalog, position, p):
             raise MergeConflictError(
                 f"base {position} is not an ancestor of parent {p}: the replay of {p} does not "
                 f"start with the replay of {position}; omit base to use the nearest common "
@@ -218,9 +219,9 @@ def _base(log: Log, pins: list[Position], base: str | None, *, seal: bool) -> Po
     return position
 
 
-def _fast_forward_winner(log: Log, pins: list[Position]) -> Position:
+def _fast_forward_winner(catalog: Catalog, pins: list[Position]) -> Position:
     for candidate in pins:
-        if all(is_prefix(log, other, candidate) for other in pins if other is not candidate):
+        if all(is_prefix(catalog, other, candidate) for other in pins if other is not candidate):
             return candidate
     described = ", ".join(str(p) for p in pins)
     raise MergeConflictError(
@@ -229,12 +230,10 @@ def _fast_forward_winner(log: Log, pins: list[Position]) -> Position:
     )
 
 
-def _post_base(log: Log, pos: Position, base_end: int, schema: pa.Schema) -> pa.Table:
+def _post_base(catalog: Catalog, pos: Position, base_end: int, schema: pa.Schema) -> pa.Table:
     """A parent's records after the base (unsealed ones included), with provenance."""
-    from .record import full_schema
-
     full = full_schema(schema, origin=True)
-    read = log.stream(pos.stream).read(start=base_end, end=pos.offset + 1)
+    read = live_plan(catalog, pos.stream).read(start=base_end, end=pos.offset + 1)
     columns = [
         read[f.name].cast(f.type) if f.name in read.column_names else pa.nulls(len(read), f.type)
         for f in full
@@ -252,7 +251,7 @@ def _post_base(log: Log, pos: Position, base_end: int, schema: pa.Schema) -> pa.
 
 
 def _materialized(
-    log: Log,
+    catalog: Catalog,
     name: str,
     pins: list[Position],
     base_pos: Position | None,
@@ -261,7 +260,7 @@ def _materialized(
     schema: pa.Schema,
 ) -> pa.Table:
     """The records an `interleave` or `custom:` merge stores as its first segment."""
-    parts = [_post_base(log, p, base_end, schema) for p in pins]
+    parts = [_post_base(catalog, p, base_end, schema) for p in pins]
     if policy["name"] == "interleave":
         keyed = [
             t.append_column("_parent", pa.repeat(pa.scalar(i, pa.int64()), t.num_rows))
@@ -274,7 +273,8 @@ def _materialized(
         return _number(merged, base_end)
     resolver, _ = _RESOLVERS[policy["name"][len("custom:") :]]
     if base_pos is not None:
-        base_table = log._view(base_pos.stream, base_pos.generation).read(end=base_end)
+        base_manifest = catalog.manifest_at(base_pos.stream, base_pos.generation)
+        base_table = plan_at(catalog, base_pos.stream, base_manifest).read(end=base_end)
     else:
         base_table = pa.table({})
     try:
@@ -303,8 +303,6 @@ def _custom_output(output: Any, base_end: int) -> pa.Table:
         if column not in table.column_names:
             table = table.append_column(column, pa.nulls(n, kind))
     if "_timestamp" not in table.column_names:
-        from .record import system_columns
-
         ts = system_columns(table.select([c for c in table.column_names if c != "_headers"]), 0)[1]
         table = table.append_column("_timestamp", ts)
     if "_headers" not in table.column_names:
@@ -319,8 +317,6 @@ def _user(table: pa.Table) -> pa.Schema:
 
 def _number(table: pa.Table, first: int) -> pa.Table:
     """Renumber densely from `first`, in segment column order."""
-    import numpy as np
-
     n = table.num_rows
     user = _user(table)
     body = conform(table.select(user.names), evolve_schema(None, user)) if len(user) else None
@@ -338,9 +334,9 @@ def _number(table: pa.Table, first: int) -> pa.Table:
     return pa.Table.from_arrays(columns, names=names)
 
 
-def _upload(log: Log, name: str, table: pa.Table) -> dict[str, Any]:
-    folder = log._stream_folder(name)
-    data, meta = encode_segment(table, name, log._options.row_group_size)
+def _upload(catalog: Catalog, name: str, table: pa.Table) -> dict[str, Any]:
+    folder = catalog.stream_folder(name)
+    data, meta = encode_segment(table, name, catalog.options.row_group_size)
     path = segment_path(folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
-    log._put_segment(path, data)
+    catalog.put_segment(path, data)
     return {"type": "add_segment", "path": path, **meta}

@@ -17,6 +17,7 @@ __all__ = [
     "HEADERS_TYPE",
     "SYSTEM_COLUMNS",
     "TIMESTAMP_TYPE",
+    "check_names",
     "coerce_input",
     "conform",
     "evolve_schema",
@@ -141,7 +142,7 @@ def evolve_schema(current: pa.Schema | None, incoming: pa.Schema) -> pa.Schema:
 # --- input coercion ---------------------------------------------------------------------------
 
 
-def _check_names(names: Sequence[str]) -> None:
+def check_names(names: Sequence[str]) -> None:
     for name in names:
         if not isinstance(name, str):
             raise InvalidInputError(f"column names must be strings, not {name!r}")
@@ -216,7 +217,7 @@ def _from_rows(rows: list[dict[str, Any]], current: pa.Schema | None) -> pa.Tabl
             if key not in seen:
                 seen.add(key)
                 names.append(key)
-    _check_names(names)
+    check_names(names)
     hints = {n: t for n, t in _CALLER_SYSTEM.items() if n in seen}
     if current is not None:
         # Nested hints would silently drop fields the rows add; those columns are inferred.
@@ -283,7 +284,7 @@ def coerce_input(data: Any, current: pa.Schema | None) -> pa.Table:
         table = _from_rows([_prepare_row(r) for r in data], current)
     else:
         table = _plain_views(_from_arrow(data))
-        _check_names(table.column_names)
+        check_names(table.column_names)
     if table.num_columns == 0 or all(n in _CALLER_SYSTEM for n in table.column_names):
         raise InvalidInputError("appended data has no user columns")
     return table

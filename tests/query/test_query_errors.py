@@ -34,7 +34,7 @@ def test_sql_errors_are_duckdbs_messages_as_query_errors(
     log: ta.Log, query: str, message: str
 ) -> None:
     with pytest.raises(QueryError) as caught:
-        sql(log, query)
+        sql(log.catalog, query)
     error = caught.value
     assert isinstance(error, ta.TransitError)
     assert isinstance(error.__cause__, duckdb.Error)
@@ -43,23 +43,23 @@ def test_sql_errors_are_duckdbs_messages_as_query_errors(
 
 
 def test_unknown_stream_lists_near_names(log: ta.Log) -> None:
-    con = connect(log)
+    con = connect(log.catalog)
     with pytest.raises(ta.StreamNotFoundError, match="did you mean 'main'"):
-        create_view(con, log, "mian", generation=0)
+        create_view(con, log.catalog, "mian", generation=0)
 
 
 def test_missing_generation_and_bad_arguments(log: ta.Log) -> None:
-    con = connect(log)
+    con = connect(log.catalog)
     with pytest.raises(ta.NotFoundError, match="has no generation 9; its latest is 2"):
-        create_view(con, log, "main", generation=9)
+        create_view(con, log.catalog, "main", generation=9)
     with pytest.raises(ta.NotFoundError, match="has no generation 9"):
-        sql(log, 'SELECT * FROM "main@g9"')
+        sql(log.catalog, 'SELECT * FROM "main@g9"')
     with pytest.raises(ta.InvalidInputError, match="exactly one of"):
-        create_view(con, log, "main")
+        create_view(con, log.catalog, "main")
     with pytest.raises(ta.InvalidInputError, match="exactly one of"):
-        create_view(con, log, "main", generation=1, as_of="2020-01-01T00:00:00Z")
+        create_view(con, log.catalog, "main", generation=1, as_of="2020-01-01T00:00:00Z")
     with pytest.raises(ta.InvalidInputError, match="not an ISO 8601 timestamp"):
-        connect(log, at="yesterday")
+        connect(log.catalog, at="yesterday")
 
 
 def test_checkpoints_address_a_verified_past(log: ta.Log) -> None:
@@ -67,17 +67,17 @@ def test_checkpoints_address_a_verified_past(log: ta.Log) -> None:
     checkpoint = main.checkpoint()
     main.append({"v": 10})
     main.flush()
-    con = connect(log)
+    con = connect(log.catalog)
     assert con.sql("SELECT stream, generation FROM transit_checkpoints").fetchall() == [
         ("main", checkpoint.generation)
     ]
-    name = create_view(con, log, "main", checkpoint=checkpoint)
+    name = create_view(con, log.catalog, "main", checkpoint=checkpoint)
     assert con.sql(f'SELECT sum(v) FROM "{name}"').fetchall() == [(6,)]
     forged = ta.Checkpoint("main", checkpoint.generation, checkpoint.head_offset, "0" * 64)
     with pytest.raises(ta.IntegrityError, match="but the checkpoint says"):
-        create_view(con, log, "main", checkpoint=forged)
+        create_view(con, log.catalog, "main", checkpoint=forged)
     # Views of the past survive refreshes; the live view moves on.
-    connect(log, con)
+    connect(log.catalog, con)
     assert con.sql(f'SELECT sum(v) FROM "{name}"').fetchall() == [(6,)]
     assert con.sql('SELECT sum(v) FROM "main"').fetchall() == [(16,)]
 
@@ -85,4 +85,4 @@ def test_checkpoints_address_a_verified_past(log: ta.Log) -> None:
 def test_closed_log(log: ta.Log) -> None:
     log.close()
     with pytest.raises(ta.LogClosedError):
-        connect(log)
+        connect(log.catalog)

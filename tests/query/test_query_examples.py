@@ -14,7 +14,7 @@ from transit_arrow.query import connect, create_view, scan_all, sql
 
 @pytest.fixture(scope="module")
 def con(branchy: Branchy) -> duckdb.DuckDBPyConnection:
-    return connect(branchy.log)
+    return connect(branchy.log.catalog)
 
 
 def replay(branchy: Branchy, name: str) -> list[dict[str, Any]]:
@@ -34,7 +34,7 @@ def test_per_branch_counts_and_aggregates(branchy: Branchy, con: duckdb.DuckDBPy
         want.append((name, len(rows), sum(xs), max(xs), scored))
     assert con.sql(query).fetchall() == want
     frame = (
-        scan_all(branchy.log)
+        scan_all(branchy.log.catalog)
         .group_by("_branch")
         .agg(
             pl.len().alias("n"),
@@ -75,7 +75,7 @@ def test_rows_in_one_branch_not_in_another(
     want = sorted(positions(replay(branchy, a)) - positions(replay(branchy, b)))
     assert con.sql(query, params={"a": a, "b": b}).fetchall() == want
     assert want  # the branches did diverge
-    pos = scan_all(branchy.log).select(
+    pos = scan_all(branchy.log.catalog).select(
         "_branch",
         pl.coalesce("_origin_stream", "_stream").alias("origin"),
         pl.coalesce("_origin_offset", "_offset").alias("origin_offset"),
@@ -106,7 +106,7 @@ def test_last_value_per_key(branchy: Branchy, con: duckdb.DuckDBPyConnection) ->
     query = f'SELECT key, arg_max(x, _offset) FROM "{name}" GROUP BY key ORDER BY key'
     assert con.sql(query).fetchall() == sorted(want.items())
     frame = (
-        scan_all(branchy.log)
+        scan_all(branchy.log.catalog)
         .filter(pl.col("_branch") == name)
         .sort("_offset")
         .group_by("key")
@@ -133,7 +133,7 @@ def test_records_labelled_with_their_branch_reason_and_actor(
     assert con.sql(query).fetchall() == want
     assert want[STREAMS.index("retry")][2:4] == ("agent-1", "retry step 10")
     frame = (
-        scan_all(branchy.log)
+        scan_all(branchy.log.catalog)
         .join(pl.from_arrow(branchy.log.lineage()).lazy(), left_on="_branch", right_on="name")  # type: ignore[union-attr]
         .group_by("_branch", "kind", "actor", "reason")
         .agg(pl.len())
@@ -150,24 +150,28 @@ def test_a_stream_as_of_an_earlier_generation(
     past = branchy.log.stream("main").at(generation=g).read()
     want = [(past.num_rows, sum(past.column("x").to_pylist()))]
     assert past.num_rows == branchy.early_records < branchy.log.stream("main").next_offset
-    assert create_view(con, branchy.log, "main", generation=g) == f"main@g{g}"
+    assert create_view(con, branchy.log.catalog, "main", generation=g) == f"main@g{g}"
     assert con.sql(f'SELECT count(*), sum(x) FROM "main@g{g}"').fetchall() == want
     # Log.sql creates such views on demand, by generation or by time.
-    assert sql(branchy.log, f'SELECT count(*), sum(x) FROM "main@g{g}"').fetchall() == want
-    at_time = sql(branchy.log, f'SELECT count(*), sum(x) FROM "main@{branchy.between}"')
+    assert sql(branchy.log.catalog, f'SELECT count(*), sum(x) FROM "main@g{g}"').fetchall() == want
+    at_time = sql(branchy.log.catalog, f'SELECT count(*), sum(x) FROM "main@{branchy.between}"')
     assert at_time.fetchall() == want
     # ... and a whole connection can show the log as of a time.
-    then = connect(branchy.log, at=branchy.between)
+    then = connect(branchy.log.catalog, at=branchy.between)
     assert then.sql('SELECT count(*), sum(x) FROM "main"').fetchall() == want
     assert then.sql("SELECT name, generation FROM transit_streams").fetchall() == [("main", g)]
-    frame = scan_all(branchy.log, at=branchy.between).select(pl.len(), pl.col("x").sum()).collect()
+    frame = (
+        scan_all(branchy.log.catalog, at=branchy.between)
+        .select(pl.len(), pl.col("x").sum())
+        .collect()
+    )
     assert frame.rows() == want
 
 
 def test_scan_all_has_the_columns_and_rows_of_transit_records(
     branchy: Branchy, con: duckdb.DuckDBPyConnection
 ) -> None:
-    frame = scan_all(branchy.log).collect()
+    frame = scan_all(branchy.log.catalog).collect()
     records = con.sql("SELECT * FROM transit_records").pl()
     assert frame.columns == records.columns
     key = ["_branch", "_offset"]

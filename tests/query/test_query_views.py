@@ -27,7 +27,7 @@ def quoted(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def con(branchy: Branchy) -> duckdb.DuckDBPyConnection:
-    return connect(branchy.log)
+    return connect(branchy.log.catalog)
 
 
 @pytest.mark.parametrize("name", STREAMS)
@@ -108,7 +108,7 @@ def test_metadata_tables_describe_the_log(branchy: Branchy, con: duckdb.DuckDBPy
     assert segments == sorted(
         (n, s.first_offset, s.last_offset, s.records)
         for n in STREAMS
-        for s in log._manifest(n, refresh=False).segments
+        for s in log.catalog.manifest(n, refresh=False).segments
     )
     assert con.sql("SELECT count(*) FROM transit_checkpoints").fetchall() == [(0,)]
 
@@ -127,7 +127,7 @@ def test_metadata_are_temporary_and_views_open_no_segment(
         "transit_streams",
     ]
     retry = con.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'retry'").fetchall()[0][0]
-    main = branchy.log._manifest("main", refresh=False).segments
+    main = branchy.log.catalog.manifest("main", refresh=False).segments
     # retry forks at main@9: it reads main's first two segments (the second one up to 9 only),
     # never the third.
     assert Path(main[0].path).name in retry and Path(main[1].path).name in retry
@@ -142,7 +142,7 @@ def test_refresh_rebuilds_only_changed_streams_and_drops_stale_heads(tmp_path: P
         a.flush()
         b = log.create_stream("b")
         b.append({"v": 1})  # unsealed: a registered head table
-        con = connect(log)
+        con = connect(log.catalog)
         catalog = dict(con.sql("SELECT name, key FROM __transit_catalog").fetchall())
         heads = "SELECT count(*) FROM duckdb_views() WHERE view_name LIKE '__transit_arrow_head_%'"
         assert con.sql(heads).fetchall() == [(1,)]
@@ -151,7 +151,7 @@ def test_refresh_rebuilds_only_changed_streams_and_drops_stale_heads(tmp_path: P
         b.append({"v": 2})
         b.flush()
         log.create_stream("c").append({"v": 3})
-        assert connect(log, con) is con
+        assert connect(log.catalog, con) is con
         after = dict(con.sql("SELECT name, key FROM __transit_catalog").fetchall())
         assert after["a"] == catalog["a"]  # unchanged: not rebuilt
         assert after["b"] != catalog["b"]
@@ -165,35 +165,37 @@ def test_sql_refreshes_before_each_query(tmp_path: Path) -> None:
     with ta.open(tmp_path / "log") as log:
         s = log.create_stream("s")
         s.append({"v": 1})
-        assert sql(log, 'SELECT sum(v) FROM "s"').fetchall() == [(1,)]
+        assert sql(log.catalog, 'SELECT sum(v) FROM "s"').fetchall() == [(1,)]
         s.append([{"v": 10}, {"v": 100}])
-        assert sql(log, 'SELECT sum(v) FROM "s" WHERE v >= $lo', lo=10).fetchall() == [(110,)]
+        assert sql(log.catalog, 'SELECT sum(v) FROM "s" WHERE v >= $lo', lo=10).fetchall() == [
+            (110,)
+        ]
         s.flush()
-        assert sql(log, "SELECT next_offset FROM transit_streams").fetchall() == [(3,)]
+        assert sql(log.catalog, "SELECT next_offset FROM transit_streams").fetchall() == [(3,)]
 
 
 def test_to_duckdb_reads_a_stream_or_its_past(branchy: Branchy) -> None:
     main = branchy.log.stream("main")
-    relation = to_duckdb(main)
+    relation = main.to_duckdb()
     same(relation.order("_offset").to_arrow_table(), main.read())
-    past = to_duckdb(main.at(generation=branchy.early_generation))
+    past = main.at(generation=branchy.early_generation).to_duckdb()
     assert past.count("*").fetchall() == [(branchy.early_records,)]
     mine = duckdb.connect()
-    assert to_duckdb(main, mine).count("*").fetchall() == [(main.next_offset,)]
+    assert main.to_duckdb(mine).count("*").fetchall() == [(main.next_offset,)]
 
 
 def test_quoted_names_and_names_duckdb_cannot_tell_apart(tmp_path: Path) -> None:
     with ta.open(tmp_path / "log") as log:
         for name, v in [("Main", 1), ("main", 2), ("select", 3), ("transit_streams", 4)]:
             log.create_stream(name).append({"v": v})
-        con = connect(log)
+        con = connect(log.catalog)
         assert con.sql('SELECT v FROM "Main"').fetchall() == [(1,)]  # first in name order
         assert con.sql('SELECT v FROM "select"').fetchall() == [(3,)]
         assert con.sql("SELECT count(*) FROM transit_streams").fetchall() == [(4,)]
         branches = con.sql("SELECT _branch, v FROM transit_records ORDER BY v").fetchall()
         assert branches == [("Main", 1), ("main", 2), ("select", 3), ("transit_streams", 4)]
         for name, v in [("main", 2), ("transit_streams", 4)]:
-            assert to_duckdb(log.stream(name), con).project("v").fetchall() == [(v,)]
+            assert log.stream(name).to_duckdb(con).project("v").fetchall() == [(v,)]
         assert con.sql('SELECT v FROM "Main"').fetchall() == [(1,)]
 
 
@@ -201,7 +203,7 @@ def test_columns_differing_only_by_case_are_left_out_not_mixed_up(tmp_path: Path
     with ta.open(tmp_path / "log") as log:
         log.create_stream("odd").append({"a": 1, "A": 2})
         log.create_stream("other").append({"A": 3})
-        con = connect(log)
+        con = connect(log.catalog)
         assert con.sql('SELECT * EXCLUDE (_timestamp, _headers) FROM "odd"').fetchall() == [
             ("odd", 0, 1)
         ]
@@ -213,7 +215,7 @@ def test_records_leave_out_columns_unrelated_roots_type_differently(tmp_path: Pa
     with ta.open(tmp_path / "log") as log:
         log.create_stream("a").append({"v": 1, "w": 1})
         log.create_stream("b").append({"v": "one", "w": 2})
-        con = connect(log)
+        con = connect(log.catalog)
         columns = [c for c, *_ in con.sql("DESCRIBE transit_records").fetchall()]
         assert "v" not in columns and "w" in columns
         assert con.sql('SELECT v FROM "b"').fetchall() == [("one",)]
@@ -246,12 +248,12 @@ def test_remote_log_reads_segments_through_the_verified_cache(remote: ta.Log) ->
     branch.append([{"v": 100 + i} for i in range(3)])
     branch.flush()
     log.merge("both", ["main", "fork"], policy="concat")
-    before = log.cache.fetches
-    con = connect(log)
-    assert log.cache.fetches == before  # creating views reads no segment
+    before = log.catalog.cache.fetches
+    con = connect(log.catalog)
+    assert log.catalog.cache.fetches == before  # creating views reads no segment
     assert con.sql('SELECT sum(v) FROM "fork"').fetchall() == [(15 + 303,)]
     # fork reads main's first two segments and its own, never main's third.
-    assert log.cache.fetches == before + 3
+    assert log.catalog.cache.fetches == before + 3
     for name in ("main", "fork", "both"):
         want = log.stream(name).read()
         same(con.sql(f'SELECT * FROM "{name}" ORDER BY _offset').to_arrow_table(), want)
@@ -261,13 +263,13 @@ def test_remote_log_reads_segments_through_the_verified_cache(remote: ta.Log) ->
 
 def test_empty_log_and_streams_without_segments(tmp_path: Path) -> None:
     with ta.open(tmp_path / "log") as log:
-        con = connect(log)
+        con = connect(log.catalog)
         assert con.sql("SELECT count(*) FROM transit_records").fetchall() == [(0,)]
         assert con.sql("SELECT count(*) FROM transit_streams").fetchall() == [(0,)]
         log.create_stream("empty")
         log.create_stream("typed", schema=pa.schema([("v", pa.int32())]))
         log.create_stream("unsealed").append({"w": "x"})
-        connect(log, con)
+        connect(log.catalog, con)
         for name in ("empty", "typed", "unsealed"):
             want = log.stream(name).read()
             same(con.sql(f'SELECT * FROM "{name}"').to_arrow_table(), want)
@@ -285,7 +287,7 @@ def test_concat_of_an_interleave_keeps_the_stored_provenance(tmp_path: Path) -> 
         log.merge("woven", ["a", "b"], policy="interleave")
         main.append([{"v": 4}])
         log.merge("both", ["woven", "main"], policy="concat")
-        con = connect(log)
+        con = connect(log.catalog)
         want = log.stream("both").read()
         assert set(want.column("_origin_stream").to_pylist()) == {None, "a", "b", "main"}
         same(con.sql('SELECT * FROM "both" ORDER BY _offset').to_arrow_table(), want)
@@ -312,7 +314,7 @@ def test_column_names_and_nested_types_survive_the_schema_map(tmp_path: Path) ->
         s.append(table)
         s.append({"a,b": 3, "later": True})  # a new column: NULL in the first segment
         s.flush()
-        con = connect(log)
+        con = connect(log.catalog)
         same(con.sql('SELECT * FROM "s" ORDER BY _offset').to_arrow_table(), s.read())
 
 
@@ -327,7 +329,7 @@ def test_deep_branch_reads_whole_segments_in_one_call_and_cut_ones_in_another(
             parent.flush()
             if level < 3:  # fork two records into the last segment written
                 parent = parent.branch(f"l{level + 1}", at=parent.next_offset - 3)
-        con = connect(log)
+        con = connect(log.catalog)
         for name in ("l0", "l1", "l2", "l3"):
             want = log.stream(name).read()
             same(con.sql(f'SELECT * FROM "{name}" ORDER BY _offset').to_arrow_table(), want)

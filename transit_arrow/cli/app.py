@@ -33,7 +33,16 @@ from .render import json_rows, ndjson_lines, plural, text_table
 
 __all__ = ["main"]
 
-_STREAM_COLUMNS = ["name", "kind", "next_offset", "generation", "segments", "root", "created_at"]
+_STREAM_COLUMNS = [
+    "name",
+    "kind",
+    "next_offset",
+    "generation",
+    "segments",
+    "root",
+    "created_at",
+    "error",
+]
 
 
 class _Group(click.Group):
@@ -47,6 +56,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except TransitError as e:
             click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except OSError as e:  # a local file the command was given or writes
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+        except Exception as e:  # never a traceback: say what failed, in one line
+            click.echo(f"error: unexpected {type(e).__name__}: {e}", err=True)
             ctx.exit(1)
 
 

@@ -8,6 +8,7 @@ import re
 from typing import TYPE_CHECKING, TypeAlias
 
 import click
+import duckdb
 import pyarrow as pa
 
 from ..materialize import RefreshReport
@@ -56,40 +57,26 @@ def _points(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 
 def _run_sql(log: Log, query: str, points: list[Point]) -> pa.Table | None:
     """The result of `query` as an Arrow table (None for a statement without a result)."""
-    import duckdb
-
-    from ..query import QueryError
-
-    con: duckdb.DuckDBPyConnection | None = None
+    if not points:
+        return _table(log.sql(query))
+    # A connection of our own, where each named stream's view shows its past.
+    con = log.duckdb()
     try:
-        if not points:
-            run = getattr(log, "sql", None)
-            if run is not None:
-                relation = run(query)
-            else:  # `Log.sql` is not wired yet: call the query layer directly
-                from ..query import sql as query_sql
-
-                relation = query_sql(log, query)
-        else:
-            from ..query import connect, create_view
-
-            # A connection of our own, where each named stream's view shows its past.
-            con = connect(log)
-            for stream, point in points:
-                if isinstance(point, int):
-                    create_view(con, log, stream, generation=point, name=stream)
-                else:
-                    create_view(con, log, stream, as_of=point, name=stream)
-            relation = con.sql(query)
-        if relation is None:
-            return None
-        table: pa.Table = relation.to_arrow_table()
-        return table
-    except duckdb.Error as e:
-        raise QueryError(str(e)) from e
+        for stream, point in points:
+            if isinstance(point, int):
+                log.create_view(con, stream, generation=point, name=stream)
+            else:
+                log.create_view(con, stream, as_of=point, name=stream)
+        return _table(log.sql_on(con, query))
     finally:
-        if con is not None:
-            con.close()
+        con.close()
+
+
+def _table(relation: duckdb.DuckDBPyRelation | None) -> pa.Table | None:
+    if relation is None:
+        return None
+    table: pa.Table = relation.to_arrow_table()
+    return table
 
 
 @click.command()

@@ -9,7 +9,7 @@ from .core import (
     define,
     list_definitions,
     load,
-    register_views,
+    materialized_tables,
 )
 from .plan import SqlPlan, plan_sql
 
@@ -21,6 +21,6 @@ __all__ = [
     "define",
     "list_definitions",
     "load",
+    "materialized_tables",
     "plan_sql",
-    "register_views",
 ]

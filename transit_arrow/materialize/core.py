@@ -16,6 +16,7 @@ orphan. A checkpoint records the source position it covers (`stream`, `offset`, 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
@@ -28,21 +29,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..commit import CommitLog, canonical, now_rfc3339
+from ..engine.catalog import Catalog
+from ..engine.read import live_plan, plan_at
+from ..engine.replay import Position, chain
 from ..errors import (
     IntegrityError,
     InvalidInputError,
     NotFoundError,
     TransitError,
 )
-from ..lineage import chain
-from ..names import encode_stream_name, validate_stream_name
-from ..replay import Position
+from ..layout import materialization_folder
+from ..names import decode_stream_name, encode_stream_name, validate_stream_name
 from .plan import SqlPlan, plan_sql
 
 if TYPE_CHECKING:
     import polars as pl
-
-    from ..log import Log
 
 __all__ = ["Materialization", "Reducer", "RefreshReport"]
 
@@ -101,7 +102,16 @@ class Materialization:
     Get one from `Log.materialize` (define) or `Log.materialization` (open an existing one).
     """
 
-    def __init__(self, log: Log, definition: dict[str, Any], reducer: Reducer | None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        definition: dict[str, Any],
+        reducer: Reducer | None,
+        *,
+        log: Any = None,
+    ) -> None:
+        self.catalog = catalog
+        #: The `Log` this materialization was opened from (None when opened from a catalog).
         self.log = log
         self.name: str = definition["name"]
         self.source: str = definition["source"]
@@ -111,7 +121,7 @@ class Materialization:
         self._plan: SqlPlan | None = (
             plan_sql(definition["query"]) if definition["kind"] == "sql" else None
         )
-        self._folder = f"materializations/{encode_stream_name(self.name)}"
+        self._folder = materialization_folder(self.name)
 
     def __repr__(self) -> str:
         return f"<Materialization {self.name!r} of {self.source!r} ({self.mode})>"
@@ -123,15 +133,16 @@ class Materialization:
 
     # --- checkpoints ----------------------------------------------------------------------
 
-    def _cp_folder(self, branch: str) -> str:
+    def checkpoint_folder(self, branch: str) -> str:
+        """The store folder of this view's checkpoints on `branch`."""
         return f"{self._folder}/checkpoints/{encode_stream_name(branch)}"
 
     def _checkpoints(self, branch: str) -> list[_Checkpoint]:
-        folder = self._cp_folder(branch)
+        folder = self.checkpoint_folder(branch)
         out = []
-        for entry in self.log.store.list(folder):
+        for entry in self.catalog.store.list(folder):
             if entry.endswith(".json"):
-                data = json.loads(self.log.store.get(f"{folder}/{entry}"))
+                data = json.loads(self.catalog.store.get(f"{folder}/{entry}"))
                 out.append(_Checkpoint(**data))
         return out
 
@@ -140,11 +151,13 @@ class Materialization:
         if cp.definition_hash != self.definition_hash:
             return f"checkpoint {cp.describe()} was made by another definition"
         try:
-            manifest = self.log._manifest_at(cp.stream, cp.generation)
+            manifest = self.catalog.manifest_at(cp.stream, cp.generation)
             prev = (
-                self.log._manifest_at(cp.stream, cp.generation - 1).root if cp.generation else None
+                self.catalog.manifest_at(cp.stream, cp.generation - 1).root
+                if cp.generation
+                else None
             )
-            commit = CommitLog(self.log.store, cp.stream, self.log._stream_folder(cp.stream))
+            commit = CommitLog(self.catalog.store, cp.stream, self.catalog.stream_folder(cp.stream))
             found = commit.read(cp.generation, prev)["root"]
         except (TransitError, OSError) as e:
             return f"checkpoint {cp.describe()} cannot be verified: {e}"
@@ -158,12 +171,12 @@ class Materialization:
     def _best_checkpoint(self, branch: str, through: int) -> tuple[_Checkpoint | None, str]:
         """The furthest valid checkpoint usable for `branch` through replay offset `through`:
         the branch's own, or an ancestor's at or before the fork (DESIGN §9)."""
-        manifest = self.log._manifest(branch, refresh=True)
+        manifest = self.catalog.manifest(branch, refresh=True)
         here = Position(branch, through, manifest.generation, manifest.root)
         best: _Checkpoint | None = None
         notes: list[str] = []
         stale_definition = False
-        for pos in [here, *chain(self.log, here)]:
+        for pos in [here, *chain(self.catalog, here)]:
             for cp in self._checkpoints(pos.stream):
                 if cp.offset > pos.offset or (best is not None and cp.offset <= best.offset):
                     continue
@@ -181,24 +194,24 @@ class Materialization:
     # --- state ----------------------------------------------------------------------------
 
     def _load_state(self, cp: _Checkpoint) -> pa.Table:
-        data = self.log.store.get(cp.state_path)
+        data = self.catalog.store.get(cp.state_path)
         found = blake3.blake3(data).hexdigest()
         if found != cp.state_blake3:
             raise IntegrityError(
-                f"materialization state {self.log.uri}/{cp.state_path}: expected BLAKE3 "
+                f"materialization state {self.catalog.uri}/{cp.state_path}: expected BLAKE3 "
                 f"{cp.state_blake3}, found {found}"
             )
         return pq.read_table(io.BytesIO(data))
 
     def _save(self, branch: str, state: pa.Table, offset: int, mode: str) -> _Checkpoint:
-        manifest = self.log._manifest(branch, refresh=False)
+        manifest = self.catalog.manifest(branch, refresh=False)
         sink = io.BytesIO()
         pq.write_table(state, sink, compression="zstd")
         data = sink.getvalue()
         digest = blake3.blake3(data).hexdigest()
         enc = encode_stream_name(branch)
         path = f"{self._folder}/state/{enc}/{offset + 1:020d}-{digest[:16]}.parquet"
-        self.log._put_segment(path, data)
+        self.catalog.put_segment(path, data)
         cp = _Checkpoint(
             materialization=self.name,
             definition_hash=self.definition_hash,
@@ -215,13 +228,13 @@ class Materialization:
         # same offset must not be shadowed by it.
         name = f"{offset + 1:020d}-{self.definition_hash[:16]}-{digest[:16]}.json"
         # If the same position was checkpointed already, that state is equivalent.
-        path = f"{self._cp_folder(branch)}/{name}"
+        path = f"{self.checkpoint_folder(branch)}/{name}"
         try:
-            self.log.store.put_if_absent(path, canonical(asdict(cp)))
+            self.catalog.store.put_if_absent(path, canonical(asdict(cp)))
         except FileExistsError:
-            existing = _Checkpoint(**json.loads(self.log.store.get(path)))
+            existing = _Checkpoint(**json.loads(self.catalog.store.get(path)))
             if self._valid(existing) is not None:
-                self.log.store.put(path, canonical(asdict(cp)))  # replace an invalid one
+                self.catalog.store.put(path, canonical(asdict(cp)))  # replace an invalid one
         return cp
 
     # --- refresh --------------------------------------------------------------------------
@@ -235,10 +248,9 @@ class Materialization:
         """
         started = time.perf_counter()
         branch = self.source if branch is None else validate_stream_name(branch)
-        stream = self.log.stream(branch)
-        if stream._writer is not None:
-            stream.flush()
-        manifest = self.log._manifest(branch, refresh=True)
+        if not self.catalog.exists(branch):
+            raise self.catalog.not_found(branch)
+        manifest = self.catalog.flush(branch)
         through = manifest.next_offset - 1
         cp, notes = self._best_checkpoint(branch, through)
         mode = self.mode
@@ -260,8 +272,7 @@ class Materialization:
                 reason,
             )
         state = self._load_state(cp) if cp is not None and not full else None
-        view = self.log._view(branch, manifest.generation)
-        reader = view.reader(start=start, end=through + 1)
+        reader = plan_at(self.catalog, branch, manifest).reader(start=start, end=through + 1)
         state, processed = self._apply(state, reader)
         self._save(branch, state, through, mode)
         return RefreshReport(
@@ -358,7 +369,7 @@ class Materialization:
             con.register("__state", state)
             out = con.sql(plan.final_sql).to_arrow_table()
             # Name columns as the original query would (unaliased aggregates included).
-            empty = self.log.stream(self.source).schema.empty_table()
+            empty = live_plan(self.catalog, self.source).schema.empty_table()
             con.register("records", empty)
             names = list(con.sql(plan.query).columns)
         finally:
@@ -377,10 +388,8 @@ class Materialization:
     def branches(self) -> list[str]:
         """Branches this view has been refreshed on."""
         out = []
-        for entry in self.log.store.list(f"{self._folder}/checkpoints"):
+        for entry in self.catalog.store.list(f"{self._folder}/checkpoints"):
             if entry.endswith("/"):
-                from ..names import decode_stream_name
-
                 name = decode_stream_name(entry[:-1])
                 if name is not None:
                     out.append(name)
@@ -402,7 +411,7 @@ def _as_table(value: Any, what: str) -> pa.Table:
 
 
 def define(
-    log: Log,
+    catalog: Catalog,
     name: str,
     source: str,
     *,
@@ -413,7 +422,8 @@ def define(
 ) -> Materialization:
     """Create or update the definition `name` (see `Log.materialize`)."""
     validate_stream_name(name)
-    log.stream(source)  # StreamNotFoundError with near names
+    if not catalog.exists(source):
+        raise catalog.not_found(source)
     if (query is None) == (reducer is None):
         raise InvalidInputError("pass exactly one of query= (SQL over `records`) or reducer=")
     if query is not None and not isinstance(query, str):
@@ -431,23 +441,23 @@ def define(
         "version": str(version),
     }
     if query is not None:
-        columns = _check_sql(log, source, query)
+        columns = _check_sql(catalog, source, query)
         if key and not set(key) | {"_offset"} <= set(columns):
             raise InvalidInputError(
                 f"key={key} needs the query to output those columns and _offset; it outputs "
                 f"{columns}"
             )
-    path = f"materializations/{encode_stream_name(name)}/definition.json"
-    log.store.put(path, canonical(definition))
-    return Materialization(log, definition, reducer)
+    path = f"{materialization_folder(name)}/definition.json"
+    catalog.store.put(path, canonical(definition))
+    return Materialization(catalog, definition, reducer)
 
 
-def _check_sql(log: Log, source: str, query: str) -> list[str]:
+def _check_sql(catalog: Catalog, source: str, query: str) -> list[str]:
     import duckdb
 
     con = duckdb.connect()
     try:
-        con.register("records", log.stream(source).schema.empty_table())
+        con.register("records", live_plan(catalog, source).schema.empty_table())
         return list(con.sql(query).columns)  # binding the query catches unknown columns
     except duckdb.Error as e:
         raise InvalidInputError(f"the materialization query does not run on {source!r}: {e}") from e
@@ -455,27 +465,27 @@ def _check_sql(log: Log, source: str, query: str) -> list[str]:
         con.close()
 
 
-def load(log: Log, name: str, reducer: Reducer | None) -> Materialization:
+def load(catalog: Catalog, name: str, reducer: Reducer | None) -> Materialization:
     """Open the existing definition `name`."""
-    path = f"materializations/{encode_stream_name(validate_stream_name(name))}/definition.json"
+    path = f"{materialization_folder(validate_stream_name(name))}/definition.json"
     try:
-        definition = json.loads(log.store.get(path))
+        definition = json.loads(catalog.store.get(path))
     except FileNotFoundError:
-        raise NotFoundError(f"there is no materialization {name!r} in {log.uri}") from None
-    return Materialization(log, definition, reducer)
+        raise NotFoundError(f"there is no materialization {name!r} in {catalog.uri}") from None
+    return Materialization(catalog, definition, reducer)
 
 
-def list_definitions(log: Log) -> pa.Table:
+def list_definitions(catalog: Catalog) -> pa.Table:
     """One row per materialization definition."""
     rows = []
-    for entry in log.store.list("materializations"):
+    for entry in catalog.store.list("materializations"):
         if entry.endswith("/"):
             path = f"materializations/{entry}definition.json"
             try:
-                definition = json.loads(log.store.get(path))
+                definition = json.loads(catalog.store.get(path))
             except FileNotFoundError:
                 continue
-            m = Materialization(log, definition, None)
+            m = Materialization(catalog, definition, None)
             rows.append(
                 {
                     "name": m.name,
@@ -503,24 +513,36 @@ def list_definitions(log: Log) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def register_views(log: Log, con: Any) -> None:
-    """Register `mv_<name>` on a DuckDB connection: each materialization's rows on every
-    branch it was refreshed on, with a `_branch` column (as of the last refreshes)."""
-    for entry in log.store.list("materializations"):
+def materialized_tables(catalog: Catalog) -> dict[str, tuple[str, Callable[[], pa.Table]]]:
+    """Every materialization's rows on every branch it was refreshed on, with a `_branch`
+    column (as of the last refreshes), by name: `(key, make)` where `key` changes whenever a
+    refresh records a new checkpoint and `make()` builds the table."""
+    out: dict[str, tuple[str, Callable[[], pa.Table]]] = {}
+    for entry in catalog.store.list("materializations"):
         if not entry.endswith("/"):
             continue
         try:
-            definition = json.loads(log.store.get(f"materializations/{entry}definition.json"))
+            definition = json.loads(catalog.store.get(f"materializations/{entry}definition.json"))
         except FileNotFoundError:
             continue
-        view = Materialization(log, definition, None)
-        tables = []
-        for branch in view.branches():
-            try:
-                table = view.read(branch)
-            except NotFoundError:
-                continue
-            tables.append(table.append_column("_branch", pa.repeat(pa.scalar(branch), len(table))))
-        if tables:
-            merged = pa.concat_tables(tables, promote_options="permissive")
-            con.register(f"mv_{view.name}", merged)
+        view = Materialization(catalog, definition, None)
+        branches = view.branches()
+        parts = [view.definition_hash]
+        for branch in branches:
+            parts += [branch, *catalog.store.list(view.checkpoint_folder(branch))]
+        key = blake3.blake3("\0".join(parts).encode()).hexdigest()[:24]
+        out[view.name] = (key, functools.partial(_branches_table, view, branches))
+    return out
+
+
+def _branches_table(view: Materialization, branches: list[str]) -> pa.Table:
+    tables = []
+    for branch in branches:
+        try:
+            table = view.read(branch)
+        except NotFoundError:
+            continue
+        tables.append(table.append_column("_branch", pa.repeat(pa.scalar(branch), len(table))))
+    if not tables:
+        return pa.table({"_branch": pa.array([], pa.string())})
+    return pa.concat_tables(tables, promote_options="permissive")

@@ -20,33 +20,41 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import blake3
 import duckdb
 import pyarrow as pa
 
-from ..errors import InvalidInputError
+from ..engine.catalog import Catalog
+from ..engine.read import ReplayPlan, plan_at
+from ..errors import IntegrityError, InvalidInputError, StorageError, TransitError
+from ..integrity import Checkpoint
 from ..manifest import SegmentRef
+from ..materialize import materialized_tables
 from ..names import validate_stream_name
 from .errors import QueryError
 from .filesystem import ensure_registered, segment_url
 from .replay_sql import Source, quote_ident, quote_str, records_select, replay_select, span_rows
-from .snapshot import At, StreamPlan, records_schema, take_snapshot
+from .snapshot import At, StreamPlan, plan_for_sql, records_schema, take_snapshot
 from .tables import checkpoints_table, history_tables
 
-if TYPE_CHECKING:
-    from ..integrity import Checkpoint
-    from ..log import Log
-    from ..view import _Readable
-
-__all__ = ["RECORDS_VIEW", "connect", "create_view", "sql", "to_duckdb"]
+__all__ = [
+    "RECORDS_VIEW",
+    "connect",
+    "create_view",
+    "past_plan",
+    "run_sql",
+    "sql",
+    "to_duckdb",
+]
 
 RECORDS_VIEW = "transit_records"
 _TABLES = (
@@ -62,9 +70,12 @@ _ARROW = f"{_PREFIX}arrow_"  # registered Arrow tables
 _HIDDEN = f"{_PREFIX}stream_"  # views of streams whose own name DuckDB cannot hold
 _CATALOG = f"{_PREFIX}catalog"
 _LOCK = threading.RLock()
-_SESSIONS: weakref.WeakKeyDictionary[Log, duckdb.DuckDBPyConnection] = weakref.WeakKeyDictionary()
+_SESSIONS: weakref.WeakKeyDictionary[Catalog, duckdb.DuckDBPyConnection] = (
+    weakref.WeakKeyDictionary()
+)
 _QUOTED = re.compile(r'"((?:[^"]|"")+)"')
 _GENERATION = re.compile(r"g(\d+)")
+_MISSING = re.compile(r"Table with name (.+?) does not exist")
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,7 @@ _CATALOG_SCHEMA = pa.schema(
 
 
 @dataclass
-class _Catalog:
+class _Views:
     """The views of ours a connection holds (with what they were built from) and the names of
     the Arrow tables registered on it, kept in the temporary table `__transit_catalog`."""
 
@@ -102,7 +113,7 @@ class _Catalog:
     changed: bool = False
 
     @classmethod
-    def read(cls, con: duckdb.DuckDBPyConnection) -> _Catalog:
+    def read(cls, con: duckdb.DuckDBPyConnection) -> _Views:
         names = {
             n
             for (n,) in con.sql(
@@ -151,18 +162,18 @@ class _Catalog:
             self.changed = False
 
 
-def _source(con: duckdb.DuckDBPyConnection, log: Log) -> Source:
+def _source(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> Source:
     """How views name a segment: its local file, else a URL read through the log's cache."""
-    if log.store.local_path("") is not None:
+    if catalog.store.local_path("") is not None:
 
         def local(seg: SegmentRef) -> str:
-            path = log.store.local_path(seg.path)
+            path = catalog.store.local_path(seg.path)
             assert path is not None
             return path
 
         return local
     ensure_registered(con)
-    return lambda seg: segment_url(log, seg)
+    return lambda seg: segment_url(catalog, seg)
 
 
 def _build(plan: StreamPlan, kind: str, source: Source) -> _Built:
@@ -221,7 +232,9 @@ def _view_names(streams: list[str]) -> list[str]:
     return names
 
 
-def _replace_metadata(con: duckdb.DuckDBPyConnection, log: Log, plans: list[StreamPlan]) -> None:
+def _replace_metadata(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, plans: list[StreamPlan]
+) -> None:
     """Replace the `transit_*` tables; those derived from the plans only when they changed
     (the key of the plans they were built from is `transit_streams`' comment)."""
     key = blake3.blake3("\0".join(p.state_key() for p in plans).encode()).hexdigest()[:32]
@@ -231,7 +244,7 @@ def _replace_metadata(con: duckdb.DuckDBPyConnection, log: Log, plans: list[Stre
     if built != [(key,)]:
         _replace_tables(con, history_tables(plans))
         _run(con, [f"COMMENT ON TABLE temp.main.transit_streams IS {quote_str(key)}"], "tables")
-    _replace_tables(con, {"transit_checkpoints": checkpoints_table(log, plans)})
+    _replace_tables(con, {"transit_checkpoints": checkpoints_table(catalog, plans)})
 
 
 def _replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
@@ -248,37 +261,57 @@ def _replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table])
             con.unregister(scratch)
 
 
-def _sync(con: duckdb.DuckDBPyConnection, log: Log, at: At) -> None:
-    plans = take_snapshot(log, at)
-    catalog = _Catalog.read(con)
-    source = _source(con, log)
+def _materialized(catalog: Catalog) -> dict[str, _Built]:
+    """`mv_<name>` views: each materialization's state on every refreshed branch."""
+    out = {}
+    for name, (key, make) in materialized_tables(catalog).items():
+        table = f"{_ARROW}mv_{key}"
+        out[f"mv_{name}"] = _Built("mv", f"SELECT * FROM {table}", ((table, make),))
+    return out
+
+
+def _sync(con: duckdb.DuckDBPyConnection, catalog: Catalog, at: At) -> dict[str, TransitError]:
+    """Bring `con`'s views up to date; return the streams left without a view, and why."""
+    plans, broken = take_snapshot(catalog, at)
+    views = _Views.read(con)
+    source = _source(con, catalog)
     kind = "stream" if at is None else "as_of"
     built = [_build(plan, kind, source) for plan in plans]
+    named = dict(zip([p.name for p in plans], built, strict=True))
+    streams = sorted(named)
     statements: list[str] = []
     wanted = {RECORDS_VIEW}
-    for view, b in zip(_view_names([p.name for p in plans]), built, strict=True):
-        statements += catalog.define(con, view, b)
+    for view, stream in zip(_view_names(streams), streams, strict=True):
+        statements += views.define(con, view, named[stream])
         wanted.add(view)
-    statements += catalog.define(con, RECORDS_VIEW, _build_records(plans, built, source))
+    statements += views.define(con, RECORDS_VIEW, _build_records(plans, built, source))
+    if at is None:
+        for view, b in _materialized(catalog).items():
+            statements += views.define(con, view, b)
+            wanted.add(view)
     # Other views of ours show streams this snapshot does not (or another `at`); views of
     # past generations (`create_view`) never change, so they stay.
-    for name, entry in list(catalog.views.items()):
+    for name, entry in list(views.views.items()):
         if name not in wanted and entry["kind"] != "at":
-            statements += catalog.drop(name)
-    _run(con, statements, f"the views of {log.uri}")
-    catalog.save(con)
-    _replace_metadata(con, log, plans)
+            statements += views.drop(name)
+    _run(con, statements, f"the views of {catalog.uri}")
+    views.save(con)
+    _replace_metadata(con, catalog, plans)
+    return broken
 
 
 def connect(
-    log: Log, con: duckdb.DuckDBPyConnection | None = None, *, at: At = None
+    catalog: Catalog, con: duckdb.DuckDBPyConnection | None = None, *, at: At = None
 ) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection where every stream of `log` is a view (this is `Log.duckdb`).
+    """A DuckDB connection where every stream of the log is a view (this is `Log.duckdb`).
+
+    A stream whose files cannot be read gets a view that fails every query reading it with an
+    error naming the stream; every other view works.
 
     Args:
-        log: the log to expose.
+        catalog: the log to expose.
         con: a connection to fill or bring up to date; a new in-memory one when None. Calling
-            `connect(log, con)` again after the log changed rebuilds only what changed.
+            `connect(catalog, con)` again after the log changed rebuilds only what changed.
         at: show every stream as of this time (a datetime, naive meaning UTC, or an ISO 8601
             string): its latest generation committed then, without unsealed records; streams
             created later are absent and the metadata tables describe that moment.
@@ -294,7 +327,7 @@ def connect(
     with _LOCK, _duckdb_errors():
         if con is None:
             con = _new_connection()
-        _sync(con, log, at)
+        _sync(con, catalog, at)
     return con
 
 
@@ -305,13 +338,21 @@ def _new_connection() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _session(log: Log) -> duckdb.DuckDBPyConnection:
-    """The connection `sql` and `to_duckdb` use for `log` (one per Log object)."""
+def _session(catalog: Catalog) -> duckdb.DuckDBPyConnection:
+    """The connection `sql` and `to_duckdb` use for a log (one per catalog), closed with it."""
     with _LOCK:
-        con = _SESSIONS.get(log)
+        con = _SESSIONS.get(catalog)
         if con is None:
-            con = _SESSIONS[log] = _new_connection()
+            con = _SESSIONS[catalog] = _new_connection()
+            catalog.on_close(functools.partial(_close_session, catalog))
         return con
+
+
+def _close_session(catalog: Catalog) -> None:
+    with _LOCK:
+        con = _SESSIONS.pop(catalog, None)
+    if con is not None:
+        con.close()
 
 
 @atexit.register
@@ -324,18 +365,53 @@ def _close_sessions() -> None:
         _SESSIONS.clear()
 
 
-def _at_view(con: duckdb.DuckDBPyConnection, log: Log, readable: _Readable, name: str) -> str:
+def _at_view(con: duckdb.DuckDBPyConnection, catalog: Catalog, plan: ReplayPlan, name: str) -> str:
     with _LOCK, _duckdb_errors():
-        built = _build(StreamPlan.of(readable), "at", _source(con, log))
-        catalog = _Catalog.read(con)
-        _run(con, catalog.define(con, name, built), f"view {name!r}")
-        catalog.save(con)
+        built = _build(plan_for_sql(plan), "at", _source(con, catalog))
+        views = _Views.read(con)
+        _run(con, views.define(con, name, built), f"view {name!r}")
+        views.save(con)
     return name
+
+
+def past_plan(
+    catalog: Catalog,
+    stream: str,
+    *,
+    generation: int | None = None,
+    as_of: datetime | str | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> ReplayPlan:
+    """The plan of `stream` at a generation, a time or a checkpoint (exactly one)."""
+    if sum(x is not None for x in (generation, as_of, checkpoint)) != 1:
+        raise InvalidInputError("pass exactly one of generation=, as_of= or checkpoint=")
+    if not catalog.exists(validate_stream_name(stream)):
+        raise catalog.not_found(stream)
+    if as_of is not None:
+        manifest = catalog.manifest_as_of(stream, as_of)
+    elif checkpoint is not None:
+        if not isinstance(checkpoint, Checkpoint):
+            raise InvalidInputError(f"not a Checkpoint: {checkpoint!r}")
+        if checkpoint.stream != stream:
+            raise InvalidInputError(
+                f"checkpoint is of stream {checkpoint.stream!r}, not {stream!r}"
+            )
+        manifest = catalog.manifest_at(stream, checkpoint.generation)
+        if manifest.root != checkpoint.root:
+            raise IntegrityError(
+                f"stream {stream!r} generation {checkpoint.generation} has root "
+                f"{manifest.root}, but the checkpoint says {checkpoint.root}"
+            )
+    else:
+        if not isinstance(generation, int) or isinstance(generation, bool):
+            raise InvalidInputError(f"generation must be an int, not {generation!r}")
+        manifest = catalog.manifest_at(stream, generation)
+    return plan_at(catalog, stream, manifest)
 
 
 def create_view(
     con: duckdb.DuckDBPyConnection,
-    log: Log,
+    catalog: Catalog,
     stream: str,
     *,
     generation: int | None = None,
@@ -346,8 +422,8 @@ def create_view(
     """Create a view of `stream` as of a generation, a time or a checkpoint; return its name.
 
     The view is named `"<stream>@g<generation>"` unless `name` is given, so after
-    `create_view(con, log, "main", generation=12)` SQL can read `SELECT * FROM "main@g12"`.
-    Such views never change and survive `connect(log, con)` refreshes.
+    `create_view(con, catalog, "main", generation=12)` SQL can read `SELECT * FROM "main@g12"`.
+    Such views never change and survive `connect(catalog, con)` refreshes.
 
     Raises:
         StreamNotFoundError: no such stream (the message lists near names).
@@ -355,19 +431,11 @@ def create_view(
         IntegrityError: the stream's commit at the checkpoint's generation has another root.
         InvalidInputError: not exactly one of `generation`, `as_of`, `checkpoint`.
     """
-    if sum(x is not None for x in (generation, as_of, checkpoint)) != 1:
-        raise InvalidInputError("pass exactly one of generation=, as_of= or checkpoint=")
-    handle = log.stream(stream)
-    if as_of is not None:
-        view = handle.as_of(as_of)
-    elif checkpoint is not None:
-        view = handle.at(checkpoint)
-    else:
-        view = handle.at(generation=generation)
-    return _at_view(con, log, view, name or f"{stream}@g{view.generation}")
+    plan = past_plan(catalog, stream, generation=generation, as_of=as_of, checkpoint=checkpoint)
+    return _at_view(con, catalog, plan, name or f"{stream}@g{plan.manifest.generation}")
 
 
-def _time_travel_references(con: duckdb.DuckDBPyConnection, log: Log, query: str) -> None:
+def _time_travel_references(con: duckdb.DuckDBPyConnection, catalog: Catalog, query: str) -> None:
     """Create the views `"stream@g12"` / `"stream@<ISO time>"` that `query` names."""
     for match in _QUOTED.finditer(query):
         text = match.group(1).replace('""', '"')
@@ -375,30 +443,30 @@ def _time_travel_references(con: duckdb.DuckDBPyConnection, log: Log, query: str
         if not at or not point:
             continue
         try:
-            exists = log._exists(validate_stream_name(stream))
+            exists = catalog.exists(validate_stream_name(stream))
         except InvalidInputError:
             continue  # not a stream name: leave the identifier to DuckDB
         if not exists:
             continue
         generation = _GENERATION.fullmatch(point)
         if generation is not None:
-            create_view(con, log, stream, generation=int(generation.group(1)), name=text)
+            create_view(con, catalog, stream, generation=int(generation.group(1)), name=text)
             continue
         try:
             when = datetime.fromisoformat(point.replace("Z", "+00:00"))
         except ValueError:
             continue
-        create_view(con, log, stream, as_of=when, name=text)
+        create_view(con, catalog, stream, as_of=when, name=text)
 
 
-def sql(log: Log, query: str, /, **params: Any) -> duckdb.DuckDBPyRelation:
+def sql(catalog: Catalog, query: str, /, **params: Any) -> duckdb.DuckDBPyRelation:
     """Run `query` on the log's own connection, brought up to date first (this is `Log.sql`).
 
     Quoted names `"stream@g12"` (a generation) and `"stream@2024-05-01T12:00:00Z"` (the
     latest generation committed at that time) in the query read a stream's past.
 
     Args:
-        log: the log to query.
+        catalog: the log to query.
         query: DuckDB SQL over the stream views and `transit_*` tables.
         **params: values of `$name` parameters in `query`.
 
@@ -409,36 +477,60 @@ def sql(log: Log, query: str, /, **params: Any) -> duckdb.DuckDBPyRelation:
         QueryError: DuckDB rejected the query (its message, unchanged).
         NotFoundError: a `"stream@g…"` name refers to a generation that does not exist.
     """
-    con = _session(log)
+    con = _session(catalog)
     with _LOCK, _duckdb_errors():
-        _sync(con, log, None)
-        _time_travel_references(con, log, query)
+        broken = _sync(con, catalog, None)
+        _time_travel_references(con, catalog, query)
+        try:
+            return con.sql(query, params=params or None)
+        except duckdb.CatalogException as e:
+            _raise_broken(e, broken)
+            raise
+
+
+def _raise_broken(error: duckdb.CatalogException, broken: dict[str, TransitError]) -> None:
+    """If `error` is about the missing view of a stream that cannot be read, raise why."""
+    match = _MISSING.search(str(error))
+    if match is None:
+        return
+    missing = match.group(1).lower()
+    for name, cause in broken.items():
+        if name.lower() == missing:
+            kind = StorageError if isinstance(cause, StorageError) else IntegrityError
+            raise kind(
+                f"stream {name!r} cannot be read, so the query cannot run: {cause}"
+            ) from cause
+
+
+def run_sql(
+    con: duckdb.DuckDBPyConnection, query: str, /, **params: Any
+) -> duckdb.DuckDBPyRelation | None:
+    """Run `query` on `con`, raising DuckDB's errors as `QueryError`."""
+    with _duckdb_errors():
         return con.sql(query, params=params or None)
 
 
 def to_duckdb(
-    readable: _Readable, con: duckdb.DuckDBPyConnection | None = None
+    plan: ReplayPlan, con: duckdb.DuckDBPyConnection | None = None, *, past: bool = False
 ) -> duckdb.DuckDBPyRelation:
-    """A DuckDB relation over the replay of a stream or a time-travel view of one (this is
-    `Stream.to_duckdb` / `StreamView.to_duckdb`).
+    """A DuckDB relation over a stream's replay (this is `Stream.to_duckdb` /
+    `StreamView.to_duckdb`).
 
-    A live stream reads through its view on `con` (the log's own connection by default),
-    refreshed now; a `StreamView` reads through a `"stream@g<generation>"` view.
+    A live stream (`past=False`) reads through its view on `con` (the log's own connection
+    by default), refreshed now; a past generation reads through a `"stream@g<generation>"`
+    view.
     """
-    from ..view import StreamView
-
-    log = readable.log
-    con = _session(log) if con is None else con
-    if isinstance(readable, StreamView):
-        view = _at_view(con, log, readable, f"{readable.name}@g{readable.generation}")
+    catalog = plan.catalog
+    con = _session(catalog) if con is None else con
+    if past:
+        view = _at_view(con, catalog, plan, f"{plan.name}@g{plan.manifest.generation}")
     else:
-        plan = StreamPlan.of(readable)
-        names = log._stream_names()
+        names = catalog.names()
         view = _view_names(names)[names.index(plan.name)]
         with _LOCK, _duckdb_errors():
-            built = _build(plan, "stream", _source(con, log))
-            catalog = _Catalog.read(con)
-            _run(con, catalog.define(con, view, built), f"the view of {view!r}")
-            catalog.save(con)
+            built = _build(plan_for_sql(plan), "stream", _source(con, catalog))
+            views = _Views.read(con)
+            _run(con, views.define(con, view, built), f"the view of {view!r}")
+            views.save(con)
     with _duckdb_errors():
         return con.sql(f"SELECT * FROM {quote_ident(view)}")

@@ -25,7 +25,7 @@ from ..manifest import SegmentRef
 if TYPE_CHECKING:
     import duckdb
 
-    from ..log import Log
+    from ..engine.catalog import Catalog
 
 __all__ = ["PROTOCOL", "SegmentFileSystem", "ensure_registered", "segment_url"]
 
@@ -36,7 +36,7 @@ _MODIFIED = datetime(2000, 1, 1, tzinfo=UTC)
 
 @dataclass
 class _RemoteLog:
-    log: weakref.ref[Log]
+    log: weakref.ref[Catalog]
     segments: dict[str, SegmentRef] = field(default_factory=dict)
 
 
@@ -44,23 +44,23 @@ _LOGS: dict[str, _RemoteLog] = {}
 _LOCK = threading.Lock()
 
 
-def _log_key(log: Log) -> str:
+def _log_key(log: Catalog) -> str:
     return blake3.blake3(log.uri.encode()).hexdigest()[:16]
 
 
-def segment_url(log: Log, seg: SegmentRef) -> str:
+def segment_url(log: Catalog, seg: SegmentRef) -> str:
     """The `transit://` URL DuckDB reads `seg` of `log` through (remembering the segment)."""
     key = _log_key(log)
     with _LOCK:
         entry = _LOGS.get(key)
         if entry is None or entry.log() is not log:
-            # The newest Log object of a URI serves it: all of them see the same store.
+            # The newest Catalog object of a URI serves it: all of them see the same store.
             entry = _LOGS[key] = _RemoteLog(weakref.ref(log), dict(entry.segments) if entry else {})
         entry.segments[seg.path] = seg
     return f"{PROTOCOL}://{key}/{seg.path}"
 
 
-def _resolve(path: str) -> tuple[Log, SegmentRef]:
+def _resolve(path: str) -> tuple[Catalog, SegmentRef]:
     key, _, seg_path = path.removeprefix(f"{PROTOCOL}://").partition("/")
     with _LOCK:
         entry = _LOGS.get(key)
@@ -107,7 +107,7 @@ class SegmentFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is 
         if mode != "rb":
             raise PermissionError(f"transit segments are read-only (mode {mode!r})")
         log, seg = _resolve(self.unstrip_protocol(path))
-        return _SegmentFile(log._segment_local_path(seg))
+        return _SegmentFile(log.segment_file(seg))
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         _, seg = _resolve(self.unstrip_protocol(path))

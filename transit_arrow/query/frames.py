@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..view import _align
+from ..engine.catalog import Catalog
+from ..engine.read import align_frame
 from .snapshot import At, records_schema, take_snapshot
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from ..log import Log
-
 __all__ = ["scan_all"]
 
 
-def scan_all(log: Log, *, at: At = None) -> pl.LazyFrame:
+def scan_all(catalog: Catalog, *, at: At = None) -> pl.LazyFrame:
     """Every stream's replay in one LazyFrame with a `_branch` column (this is `Log.scan_all`).
 
     The frame has the columns of the SQL view `transit_records`: `_branch` (the stream whose
@@ -24,17 +23,17 @@ def scan_all(log: Log, *, at: At = None) -> pl.LazyFrame:
     reach the Parquet files.
 
     Args:
-        log: the log to scan.
+        catalog: the log to scan.
         at: scan every stream as of this time (see `connect`).
     """
     import polars as pl
 
-    plans = take_snapshot(log, at)
+    plans, _ = take_snapshot(catalog, at)
     schema = records_schema(plans)
     target = pl.from_arrow(schema.empty_table())
     assert isinstance(target, pl.DataFrame)
     frames = [
-        _align(p.readable.scan().with_columns(pl.lit(p.name, pl.String).alias("_branch")), target)
+        align_frame(p.scan().with_columns(pl.lit(p.name, pl.String).alias("_branch")), target)
         for p in plans
     ]
     if not frames:

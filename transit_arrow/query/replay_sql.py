@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from ..engine.replay import Span
 from ..manifest import SegmentRef
-from ..replay import Span
 
 __all__ = [
     "SPANS_SCHEMA",

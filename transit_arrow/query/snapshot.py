@@ -2,64 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import os
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import blake3
 import pyarrow as pa
 
-from ..errors import NotFoundError, SchemaMismatchError
-from ..manifest import Manifest
+from ..engine.catalog import Catalog
+from ..engine.read import ReplayPlan, live_plan, plan_at
+from ..errors import (
+    IntegrityError,
+    NotFoundError,
+    SchemaMismatchError,
+    StorageError,
+    TransitError,
+)
 from ..record import evolve_schema, full_schema
-from ..replay import Span, shape
-from ..view import _END, HeadBatches, _Readable
 
-if TYPE_CHECKING:
-    from ..log import Log
-
-__all__ = ["StreamPlan", "records_schema", "take_snapshot"]
+__all__ = ["StreamPlan", "plan_for_sql", "records_schema", "take_snapshot"]
 
 At = datetime | str | None
 """A point in time for `at=` (a datetime, naive meaning UTC, or an ISO 8601 string)."""
 
 
-@dataclass(frozen=True)
-class StreamPlan:
-    """One stream's replay as `Stream.read()` would return it: spans, heads and read schema."""
+StreamPlan = ReplayPlan
+"""A stream's replay as the query layer sees it (the read schema without columns SQL cannot
+tell apart); see `plan_for_sql`."""
 
-    name: str
-    readable: _Readable
-    manifest: Manifest
-    heads: HeadBatches
-    spans: tuple[Span, ...]
-    schema: pa.Schema
 
-    @classmethod
-    def of(cls, readable: _Readable) -> StreamPlan:
-        """Plan `readable` (a live stream or a time-travel view) now."""
-        manifest, heads, spans, schema = readable._plan()
-        return cls(readable.name, readable, manifest, heads, tuple(spans), _sql_names(schema))
-
-    @property
-    def next_offset(self) -> int:
-        """The offset after the replay's last record."""
-        if self.heads:
-            start, _, batches = self.heads[-1]
-            return start + sum(b.num_rows for b in batches)
-        return self.manifest.next_offset
-
-    def state_key(self) -> str:
-        """A digest that changes whenever the replay can: a new commit or new head records."""
-        heads = ",".join(f"{s}+{sum(b.num_rows for b in bs)}" for s, _, bs in self.heads)
-        text = f"{self.name}\0{self.manifest.generation}\0{self.manifest.root}\0{heads}"
-        return blake3.blake3(text.encode()).hexdigest()[:24]
-
-    def head_table(self) -> pa.Table:
-        """The unsealed records shaped to the read schema."""
-        own = Span(self.name, self.manifest, 0, _END)
-        batches = [shape(b, self.schema, own) for _, _, bs in self.heads for b in bs]
-        return pa.Table.from_batches(batches, schema=self.schema)
+def plan_for_sql(plan: ReplayPlan) -> ReplayPlan:
+    """`plan` with the read schema SQL can hold (see `_sql_names`)."""
+    return dataclasses.replace(plan, schema=_sql_names(plan.schema))
 
 
 def _sql_names(schema: pa.Schema) -> pa.Schema:
@@ -74,22 +48,50 @@ def _sql_names(schema: pa.Schema) -> pa.Schema:
     return pa.schema(fields)
 
 
-def take_snapshot(log: Log, at: At = None) -> list[StreamPlan]:
-    """Every stream's plan, sorted by name; with `at`, each stream as of that time (streams
-    created later are left out, and unsealed records are not part of any past)."""
-    log._check_open()
+def take_snapshot(
+    catalog: Catalog, at: At = None
+) -> tuple[list[ReplayPlan], dict[str, TransitError]]:
+    """Every readable stream's plan, sorted by name, and the error of each stream whose history
+    cannot be read (so one damaged stream never fails queries about the others). With `at`,
+    each stream as of that time (streams created later are left out, and unsealed records are
+    not part of any past)."""
+    catalog.check_open()
     plans = []
-    for name in log._stream_names():
-        stream = log.stream(name)
-        if at is None:
-            plans.append(StreamPlan.of(stream))
-            continue
+    broken: dict[str, TransitError] = {}
+    for name in catalog.names():
         try:
-            view = stream.as_of(at)
+            if at is None:
+                plan = live_plan(catalog, name)
+            else:
+                plan = plan_at(catalog, name, catalog.manifest_as_of(name, at))
         except NotFoundError:
+            if at is None:
+                raise
             continue  # created after `at`
-        plans.append(StreamPlan.of(view))
-    return plans
+        except (IntegrityError, StorageError) as e:
+            broken[name] = e
+            continue
+        missing = _missing_file(plan)
+        if missing is not None:
+            broken[name] = missing
+            continue
+        plans.append(plan_for_sql(plan))
+    return plans, broken
+
+
+def _missing_file(plan: ReplayPlan) -> IntegrityError | None:
+    """An error naming a local segment file the plan reads but the folder lacks (DuckDB
+    would refuse the whole batch of views over it)."""
+    store = plan.catalog.store
+    for span in plan.spans:
+        for seg in span.manifest.segments:
+            path = store.local_path(seg.path)
+            if path is not None and not os.path.exists(path):
+                return IntegrityError(
+                    f"segment {plan.catalog.uri}/{seg.path} of stream {span.origin!r} is "
+                    "referenced by a commit but missing"
+                )
+    return None
 
 
 def records_schema(plans: list[StreamPlan]) -> pa.Schema:

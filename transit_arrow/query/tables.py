@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pyarrow as pa
 
+from ..engine.catalog import Catalog
+from ..engine.read import COMMITS_SCHEMA
+from ..inspect import CHECKPOINTS_SCHEMA, SEGMENTS_SCHEMA, STREAMS_SCHEMA
 from ..integrity import list_checkpoints
 from ..lineage import LINEAGE_SCHEMA, lineage_row
-from ..log import _CHECKPOINTS_SCHEMA, _STREAMS_SCHEMA
-from ..record import TIMESTAMP_TYPE
-from ..view import _COMMITS_SCHEMA
 from .snapshot import StreamPlan
 
-if TYPE_CHECKING:
-    from ..log import Log
+__all__ = ["checkpoints_table", "history_tables"]
 
-__all__ = ["SEGMENTS_SCHEMA", "checkpoints_table", "history_tables"]
-
-SEGMENTS_SCHEMA = pa.schema(
-    [  # type: ignore[arg-type]
-        ("stream", pa.string()),
-        ("path", pa.string()),
-        ("first_offset", pa.int64()),
-        ("last_offset", pa.int64()),
-        ("records", pa.int64()),
-        ("bytes", pa.int64()),
-        ("blake3", pa.string()),
-        ("min_timestamp", TIMESTAMP_TYPE),
-        ("max_timestamp", TIMESTAMP_TYPE),
-    ]
-)
-_COMMITS = pa.schema([pa.field("stream", pa.string()), *_COMMITS_SCHEMA])
+_COMMITS = pa.schema([pa.field("stream", pa.string()), *COMMITS_SCHEMA])
 
 
 def _streams(plans: list[StreamPlan]) -> pa.Table:
@@ -45,16 +27,17 @@ def _streams(plans: list[StreamPlan]) -> pa.Table:
             "root": p.manifest.root,
             "segments": len(p.manifest.segments),
             "created_at": p.manifest.create.get("created_at"),
+            "error": None,
         }
         for p in plans
     ]
-    return pa.Table.from_pylist(rows, schema=_STREAMS_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=STREAMS_SCHEMA)
 
 
 def _commits(plans: list[StreamPlan]) -> pa.Table:
     tables = []
     for plan in plans:
-        commits = plan.readable.commits()
+        commits = plan.commits()
         stream = pa.repeat(pa.scalar(plan.name), commits.num_rows)
         tables.append(commits.add_column(0, _COMMITS.field("stream"), stream))
     return pa.concat_tables(tables) if tables else _COMMITS.empty_table()
@@ -77,14 +60,14 @@ def history_tables(plans: list[StreamPlan]) -> dict[str, pa.Table]:
     }
 
 
-def checkpoints_table(log: Log, plans: list[StreamPlan]) -> pa.Table:
+def checkpoints_table(catalog: Catalog, plans: list[StreamPlan]) -> pa.Table:
     """`transit_checkpoints`: the recorded checkpoints of the streams of `plans`, up to each
     one's planned generation (checkpoints are recorded without a commit, so this can change
     while the plans do not)."""
     rows = [
         cp.to_dict()
         for p in plans
-        for cp in list_checkpoints(log, p.name)
+        for cp in list_checkpoints(catalog, p.name)
         if cp.generation <= p.manifest.generation
     ]
-    return pa.Table.from_pylist(rows, schema=_CHECKPOINTS_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=CHECKPOINTS_SCHEMA)

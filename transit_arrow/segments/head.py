@@ -30,7 +30,10 @@ from ..errors import IntegrityError
 from ..record import HEADERS_TYPE, TIMESTAMP_TYPE, head_schema, schema_from_json, schema_to_json
 from ..storage.local import fsync_dir, write_file_atomic
 
-__all__ = ["Head", "RecoveredHead", "recover_heads"]
+__all__ = ["Head", "HeadBatches", "RecoveredHead", "recover_heads"]
+
+#: Unsealed heads, oldest first: (start offset, user schema, batches).
+HeadBatches = list[tuple[int, pa.Schema, list[pa.RecordBatch]]]
 
 
 @dataclass

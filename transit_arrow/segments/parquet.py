@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..layout import segment_path
 from ..manifest import SegmentRef
 
 __all__ = ["ROW_GROUP_SIZE", "encode_segment", "iter_segment", "segment_path"]
@@ -18,11 +19,6 @@ __all__ = ["ROW_GROUP_SIZE", "encode_segment", "iter_segment", "segment_path"]
 #: Rows per Parquet row group: small enough that an `_offset` range read skips most of a
 #: segment, large enough to keep zstd effective.
 ROW_GROUP_SIZE = 65536
-
-
-def segment_path(folder: str, first: int, last: int, digest: str) -> str:
-    """`<folder>/segments/<first:020d>-<last:020d>-<blake3[:16]>.parquet`."""
-    return f"{folder}/segments/{first:020d}-{last:020d}-{digest[:16]}.parquet"
 
 
 def hash_bytes(data: bytes | memoryview) -> str:

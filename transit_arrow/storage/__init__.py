@@ -10,8 +10,16 @@ from urllib.parse import unquote, urlparse
 from .base import ObjectInfo, ObjectStore
 from .local import LocalStore
 from .memory import MemoryStore
+from .s3 import S3Store
 
-__all__ = ["LocalStore", "MemoryStore", "ObjectInfo", "ObjectStore", "store_from_uri"]
+__all__ = [
+    "LocalStore",
+    "MemoryStore",
+    "ObjectInfo",
+    "ObjectStore",
+    "S3Store",
+    "store_from_uri",
+]
 
 
 def store_from_uri(
@@ -23,8 +31,6 @@ def store_from_uri(
     """
     text = os.fspath(uri)
     if text.startswith("s3://"):
-        from .s3 import S3Store
-
         return S3Store(text, storage_options)
     if storage_options:
         raise ValueError(f"storage_options are only used by s3:// URIs, not {text!r}")

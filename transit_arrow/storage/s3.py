@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import MissingExtraError
 from .base import Bytes, ObjectInfo, ObjectStore
 
 __all__ = ["S3Store", "s3_options"]
@@ -66,7 +67,7 @@ class S3Store(ObjectStore):
         try:
             import s3fs
         except ImportError as e:  # pragma: no cover - depends on the install
-            raise ImportError('s3:// logs need s3fs: pip install "transit-arrow[s3]"') from e
+            raise MissingExtraError('s3:// logs need s3fs: pip install "transit-arrow[s3]"') from e
         rest = uri[len("s3://") :].strip("/")
         if not rest:
             raise ValueError(f"{uri!r} names no bucket; use s3://bucket/prefix")

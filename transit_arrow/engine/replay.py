@@ -12,18 +12,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
-from .manifest import Manifest
-from .record import evolve_schema
-from .segments.parquet import iter_segment
+from ..errors import IntegrityError, TransitError
+from ..manifest import Manifest
+from ..record import evolve_schema
+from ..segments.parquet import iter_segment
+from .catalog import Catalog
 
-if TYPE_CHECKING:
-    from .log import Log
-
-__all__ = ["Position", "Span", "clip", "link_of", "replay_spans"]
+__all__ = [
+    "Position",
+    "Span",
+    "chain",
+    "clip",
+    "common_ancestor",
+    "has_origin_columns",
+    "is_prefix",
+    "iter_spans",
+    "link_of",
+    "references",
+    "replay_spans",
+    "shape",
+    "union_schema",
+]
 
 _ORIGIN_NAMES = {"_origin_stream", "_origin_offset"}
 
@@ -100,30 +113,30 @@ def clip(spans: list[Span], lo: int, hi: int) -> list[Span]:
     return out
 
 
-def replay_spans(log: Log, manifest: Manifest, end: int | None = None) -> list[Span]:
+def replay_spans(catalog: Catalog, manifest: Manifest, end: int | None = None) -> list[Span]:
     """The spans of `manifest`'s stream, in replay order, for replay offsets below `end`."""
     limit = manifest.next_offset if end is None else min(end, manifest.next_offset)
     spans: list[Span] = []
     link = link_of(manifest)
     if link is not None:
-        parent = log._manifest_at(link.stream, link.generation)
-        spans += replay_spans(log, parent, min(link.offset + 1, limit))
+        parent = catalog.manifest_at(link.stream, link.generation)
+        spans += replay_spans(catalog, parent, min(link.offset + 1, limit))
     merge = manifest.create.get("merge")
     if merge and merge["policy"]["name"] == "concat":
-        spans += _concat_spans(log, manifest.stream, merge)
+        spans += _concat_spans(catalog, manifest.stream, merge)
     if manifest.start_offset < limit:
         spans.append(Span(manifest.stream, manifest, manifest.start_offset, limit))
     return clip(spans, 0, limit)
 
 
-def _concat_spans(log: Log, name: str, merge: dict[str, Any]) -> list[Span]:
+def _concat_spans(catalog: Catalog, name: str, merge: dict[str, Any]) -> list[Span]:
     base_end = merge["base"]["offset"] + 1 if merge.get("base") else 0
     cursor = base_end
     out: list[Span] = []
     for ref in merge["parents"]:
         pos = Position.from_json(ref)
-        parent = log._manifest_at(pos.stream, pos.generation)
-        sub = clip(replay_spans(log, parent, pos.offset + 1), base_end, pos.offset + 1)
+        parent = catalog.manifest_at(pos.stream, pos.generation)
+        sub = clip(replay_spans(catalog, parent, pos.offset + 1), base_end, pos.offset + 1)
         shift = cursor - base_end
         out += [replace(s, shift=s.shift + shift, label=name, provenance=True) for s in sub]
         cursor += max(0, pos.offset + 1 - base_end)
@@ -152,16 +165,29 @@ def union_schema(spans: list[Span], extra: list[pa.Schema]) -> pa.Schema:
 
 
 def iter_spans(
-    log: Log, spans: list[Span], schema: pa.Schema, columns: list[str] | None
+    catalog: Catalog, spans: list[Span], schema: pa.Schema, columns: list[str] | None
 ) -> Iterator[pa.RecordBatch]:
     """Yield the spans' records shaped to `schema` (see `shape`)."""
     for span in spans:
         for seg in span.manifest.segments:
             if seg.last_offset < span.lo or seg.first_offset >= span.hi:
                 continue
-            source = log._segment_source(seg)
-            for batch in iter_segment(source, seg, span.lo, span.hi, columns):
-                yield shape(batch, schema, span)
+            source = catalog.segment_file(seg)
+            try:
+                for batch in iter_segment(source, seg, span.lo, span.hi, columns):
+                    yield shape(batch, schema, span)
+            except TransitError:
+                raise
+            except FileNotFoundError as e:
+                raise IntegrityError(
+                    f"segment {catalog.uri}/{seg.path} of stream {span.origin!r} is referenced "
+                    "by a commit but missing"
+                ) from e
+            except (OSError, pa.ArrowInvalid) as e:
+                raise IntegrityError(
+                    f"segment {catalog.uri}/{seg.path} of stream {span.origin!r} cannot be "
+                    f"read: {e}"
+                ) from e
 
 
 def shape(batch: pa.RecordBatch, schema: pa.Schema, span: Span) -> pa.RecordBatch:
@@ -191,3 +217,56 @@ def shape(batch: pa.RecordBatch, schema: pa.Schema, span: Span) -> pa.RecordBatc
         else:
             arrays.append(pa.nulls(n, field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def chain(catalog: Catalog, position: Position) -> list[Position]:
+    """The link chain of a replay point, nearest first, after normalisation.
+
+    A point at or before its stream's link offset is the same replay as the link's stream
+    at that offset, so it is moved up first.
+    """
+    out = []
+    current: Position | None = position
+    while current is not None:
+        manifest = catalog.manifest_at(current.stream, current.generation)
+        link = link_of(manifest)
+        if link is not None and current.offset <= link.offset:
+            current = Position(link.stream, current.offset, link.generation, link.root)
+            continue
+        out.append(current)
+        if link is None:
+            break
+        current = link
+    return out
+
+
+def is_prefix(catalog: Catalog, prefix: Position, of: Position) -> bool:
+    """Whether the replay through `prefix` is a prefix of the replay through `of`."""
+    if prefix.offset < 0:
+        return True
+    head = chain(catalog, prefix)[0]
+    return any(p.stream == head.stream and p.offset >= head.offset for p in chain(catalog, of))
+
+
+def common_ancestor(catalog: Catalog, a: Position, b: Position) -> Position | None:
+    """The nearest common ancestor position of two replay points (None: no shared history)."""
+    other = {p.stream: p for p in chain(catalog, b)}
+    for p in chain(catalog, a):
+        q = other.get(p.stream)
+        if q is not None:
+            mine = p if p.offset <= q.offset else q
+            return chain(catalog, mine)[0]
+    return None
+
+
+def references(manifest: Manifest) -> list[tuple[str, Position]]:
+    """The positions a stream's descriptor references, with how (parent, base, merge_parent)."""
+    create = manifest.create
+    out = []
+    if create.get("parent"):
+        out.append(("parent", Position.from_json(create["parent"])))
+    merge = create.get("merge") or {}
+    if merge.get("base"):
+        out.append(("base", Position.from_json(merge["base"])))
+    out += [("merge_parent", Position.from_json(p)) for p in merge.get("parents", [])]
+    return out

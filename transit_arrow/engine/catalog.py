@@ -1,0 +1,447 @@
+"""The catalog: one object owning a log's store, manifests, commit logs, names and writers.
+
+Every layer above the format takes a `Catalog` (ARCHITECTURE rule 1): the facade (`Log`,
+`Stream`, `StreamView`) validates, calls one function that takes the catalog, and wraps the
+result. Only the catalog (and the commit log, the lease and the segment cache it hands the
+store to) touches the `ObjectStore`, through a `GuardedStore`, so every backend failure is a
+`StorageError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import blake3
+import platformdirs
+
+from ..commit import Commit, CommitLog, canonical, now_rfc3339, writer_identity
+from ..errors import (
+    AlreadyExistsError,
+    CommitConflictError,
+    IntegrityError,
+    InvalidInputError,
+    LogClosedError,
+    NotALogError,
+    NotFoundError,
+    StorageError,
+    StreamNotFoundError,
+)
+from ..layout import MARKER, commit_path, heads_dir, local_stream_dir, stream_folder
+from ..manifest import Manifest, SegmentRef
+from ..names import decode_stream_name
+from ..segments.cache import SegmentCache
+from ..segments.head import HeadBatches, recover_heads
+from ..storage import ObjectStore
+from ..storage.base import Bytes
+from ..storage.guarded import guarded
+from ..typing import Durability
+
+__all__ = ["FORMAT", "Catalog", "LiveWriter", "Options", "as_utc"]
+
+FORMAT = 1
+_MEMORY_LOCAL_DIRS: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options a log was opened with (see `transit_arrow.open`)."""
+
+    durability: Durability
+    segment_max_records: int
+    segment_max_bytes: int
+    segment_max_age: float
+    row_group_size: int
+    max_pending_heads: int
+    seal_retries: int
+    lease_check_interval: float
+    cache_max_bytes: int
+
+
+class LiveWriter(Protocol):
+    """What the catalog needs of the writer of one stream in this process."""
+
+    @property
+    def next_offset(self) -> int:
+        """The offset the next append gets."""
+
+    def snapshot(self) -> tuple[Manifest, HeadBatches]:
+        """The committed manifest and the unsealed heads after it, consistently."""
+
+    def flush(self) -> Manifest:
+        """Seal and commit everything appended so far."""
+
+    def close(self) -> None:
+        """Seal, commit, release the lease."""
+
+
+def as_utc(value: datetime | str) -> datetime:
+    """A datetime (naive meaning UTC) or ISO 8601 string as an aware UTC datetime."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise InvalidInputError(f"not an ISO 8601 timestamp: {value!r}") from e
+    if not isinstance(value, datetime):
+        raise InvalidInputError(f"expected a datetime or ISO 8601 string, not {value!r}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def default_local_dir(store: ObjectStore) -> Path:
+    """`<root>/_local` for a local root, a per-process temp dir for `memory://`, else a
+    per-URI folder in the user's cache dir."""
+    local = store.local_path("")
+    if local is not None:
+        return Path(local) / "_local"
+    if store.uri.startswith("memory://"):
+        # A memory log lives as long as the process; so do its heads.
+        folder = _MEMORY_LOCAL_DIRS.get(store.uri)
+        if folder is None:
+            folder = _MEMORY_LOCAL_DIRS[store.uri] = tempfile.mkdtemp(prefix="transit-memory-")
+        return Path(folder)
+    digest = blake3.blake3(store.uri.encode()).hexdigest()[:16]
+    return Path(platformdirs.user_cache_dir("transit-arrow")) / digest
+
+
+class Catalog:
+    """A log's engine state: store, options, local dir, manifests, commit cache, writers."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        options: Options,
+        *,
+        local_dir: str | os.PathLike[str] | None,
+        create: bool,
+    ) -> None:
+        self.store = guarded(store)
+        self.uri = store.uri
+        self.options = options
+        self._open_marker(create)
+        self.local_dir = Path(local_dir) if local_dir is not None else default_local_dir(store)
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        self.cache = SegmentCache(self.local_dir / "cache", options.cache_max_bytes)
+        #: The writers of this process, by stream name.
+        self.writers: dict[str, LiveWriter] = {}
+        self._history: dict[str, list[Manifest]] = {}
+        self._commit_cache: dict[str, list[Commit]] = {}
+        self.lock = threading.RLock()
+        #: Notified whenever this process appends to or commits a stream (see `wait_changed`).
+        self.changed = threading.Condition()
+        self._versions: dict[str, int] = {}
+        self.closed = False
+        self._close_hooks: list[Callable[[], None]] = []
+
+    # --- opening and closing --------------------------------------------------------------
+
+    def _open_marker(self, create: bool) -> None:
+        try:
+            data: bytes | None = self.store.get(MARKER)
+        except FileNotFoundError:
+            data = None
+        if data is not None:
+            try:
+                marker = json.loads(data)
+            except ValueError as e:
+                raise NotALogError(f"{self.uri}/{MARKER} is not valid JSON: {e}") from e
+            if not isinstance(marker, dict) or marker.get("format") != FORMAT:
+                raise NotALogError(
+                    f"{self.uri} has an unsupported format marker {marker!r} (expected format "
+                    f"{FORMAT}); upgrade transit-arrow"
+                )
+            return
+        if not self.store.is_empty():
+            raise NotALogError(
+                f"{self.uri} is not empty and is not a transit-arrow log (no {MARKER}); "
+                "open an existing log or an empty folder"
+            )
+        if not create:
+            raise NotALogError(f"there is no transit-arrow log at {self.uri}")
+        marker_bytes = canonical({"format": FORMAT, "created": now_rfc3339()})
+        with contextlib.suppress(FileExistsError):  # a concurrent creator wrote the same: fine
+            self.store.put_if_absent(MARKER, marker_bytes)
+
+    def check_open(self) -> None:
+        """Raise `LogClosedError` once the log is closed."""
+        if self.closed:
+            raise LogClosedError(f"the log {self.uri} is closed; open it again")
+
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Call `hook()` when the catalog closes (e.g. to close DuckDB connections)."""
+        with self.lock:
+            self._close_hooks.append(hook)
+
+    def close(self) -> None:
+        """Close every writer (sealing and committing their heads) and every close hook."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            writers = list(self.writers.values())
+        with self.changed:
+            self.changed.notify_all()
+        with self.lock:
+            hooks, self._close_hooks = self._close_hooks, []
+        errors = []
+        for writer in writers:
+            try:
+                writer.close()
+            except Exception as e:  # close every writer even if one fails
+                errors.append(e)
+        for hook in hooks:
+            try:
+                hook()
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    # --- paths ----------------------------------------------------------------------------
+
+    def stream_folder(self, name: str) -> str:
+        """The store folder of stream `name`."""
+        return stream_folder(name)
+
+    def local_stream_dir(self, name: str) -> Path:
+        """The local folder of stream `name`."""
+        return local_stream_dir(self.local_dir, name)
+
+    def segment_file(self, seg: SegmentRef) -> str:
+        """A local file with the segment's bytes: the store's own, or a verified cached copy."""
+        path = self.store.local_path(seg.path)
+        if path is not None:
+            return path
+        return self.cache.path(self.store, seg)
+
+    def put_segment(self, path: str, data: Bytes) -> None:
+        """Upload a segment file (content-addressed, so overwriting is harmless)."""
+        self.store.put(path, data)
+
+    # --- manifests ------------------------------------------------------------------------
+
+    def remember(self, name: str, commit: Commit) -> Manifest:
+        """Fold a commit this process just created into the cached manifests."""
+        with self.lock:
+            history = self._history.setdefault(name, [])
+            g = commit["generation"]
+            if g < len(history):
+                return history[g]  # already seen through a refresh
+            if g != len(history):
+                self.manifest(name, refresh=True)
+                return history[g]
+            manifest = Manifest.initial(commit) if not history else history[-1].apply(commit)
+            history.append(manifest)
+            self._commit_cache.setdefault(name, []).append(commit)
+            return manifest
+
+    def manifest(self, name: str, *, refresh: bool = True) -> Manifest:
+        """The latest manifest of `name` (listing the commit log when `refresh`)."""
+        with self.lock:
+            history = self._history.setdefault(name, [])
+            if history and not refresh:
+                return history[-1]
+            log = CommitLog(self.store, name, stream_folder(name))
+            try:
+                generations = log.generations(after=len(history) - 1)
+            except BaseException:
+                if not history:
+                    del self._history[name]
+                raise
+            if not history and not generations:
+                del self._history[name]
+                raise self.not_found(name)
+            commits = self._commit_cache.setdefault(name, [])
+            for g in generations:
+                if g != len(history):
+                    break  # a gap means a commit is being written; stop at the contiguous end
+                commit = log.read(g, history[-1].root if history else None)
+                history.append(
+                    Manifest.initial(commit) if not history else history[-1].apply(commit)
+                )
+                commits.append(commit)
+            if not history:
+                del self._history[name]
+                raise self.not_found(name)
+            return history[-1]
+
+    def manifest_at(self, name: str, generation: int | None) -> Manifest:
+        """The manifest of `name` at `generation` (the latest when None)."""
+        if generation is None:
+            return self.manifest(name, refresh=True)
+        with self.lock:
+            history = self._history.get(name)
+            if history is None or generation >= len(history):
+                self.manifest(name, refresh=True)
+                history = self._history[name]
+            if not 0 <= generation < len(history):
+                raise NotFoundError(
+                    f"stream {name!r} has no generation {generation}; its latest is "
+                    f"{len(history) - 1}"
+                )
+            return history[generation]
+
+    def manifest_as_of(self, name: str, timestamp: datetime | str) -> Manifest:
+        """The manifest of the latest generation committed at or before `timestamp`."""
+        when = as_utc(timestamp)
+        history = self.commits(name)
+        chosen = None
+        for commit in history:
+            if as_utc(commit["time"]) <= when:
+                chosen = commit["generation"]
+        if chosen is None:
+            raise NotFoundError(
+                f"stream {name!r} did not exist at {when.isoformat()}; it was created at "
+                f"{history[0]['time']}"
+            )
+        return self.manifest_at(name, chosen)
+
+    def commits(self, name: str) -> list[Commit]:
+        """Every commit of `name`, generation 0 first."""
+        self.manifest(name, refresh=True)
+        with self.lock:
+            return list(self._commit_cache[name])
+
+    def referenced_segments(self, name: str) -> set[str]:
+        """Every segment path any commit of stream `name` (any generation) references."""
+        return {
+            action["path"]
+            for commit in self.commits(name)
+            for action in commit["actions"]
+            if action.get("type") == "add_segment"
+        }
+
+    # --- names ----------------------------------------------------------------------------
+
+    def not_found(self, name: str) -> StreamNotFoundError:
+        """The error for a missing stream, naming near names."""
+        names = self.names()
+        near = difflib.get_close_matches(name, names, n=3)
+        hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+        return StreamNotFoundError(
+            f"stream {name!r} does not exist in {self.uri}{hint} "
+            f"(create it with create_stream; {len(names)} streams exist)"
+        )
+
+    def names(self) -> list[str]:
+        """Every stream's name, sorted."""
+        names = []
+        for folder in self.store.list("streams"):
+            if not folder.endswith("/"):
+                continue
+            component = folder[:-1]
+            first = commit_path(f"streams/{component}", 0)
+            name = decode_stream_name(component)
+            if name is None:
+                try:
+                    name = json.loads(self.store.get(first))["stream"]
+                except FileNotFoundError:
+                    continue
+                except (ValueError, KeyError, TypeError):
+                    continue  # a damaged first commit: `verify` reports it
+            elif not self.store.exists(first):
+                continue
+            names.append(name)
+        return sorted(names)
+
+    def manifests(self, *, refresh: bool = True) -> tuple[dict[str, Manifest], dict[str, str]]:
+        """The latest manifest of every stream whose history can be read, and for the others
+        why not: one damaged stream never hides the rest."""
+        found: dict[str, Manifest] = {}
+        errors: dict[str, str] = {}
+        for name in self.names():
+            try:
+                found[name] = self.manifest(name, refresh=refresh or not self.known(name))
+            except (IntegrityError, StorageError) as e:
+                errors[name] = f"{type(e).__name__}: {e}"
+        return found, errors
+
+    def exists(self, name: str) -> bool:
+        """Whether stream `name` exists."""
+        if name in self._history:
+            return True
+        return self.store.exists(commit_path(stream_folder(name), 0))
+
+    def known(self, name: str) -> bool:
+        """Whether this process has loaded `name`'s manifest already."""
+        return name in self._history
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def create(
+        self, name: str, create: dict[str, Any], extra_actions: list[dict[str, Any]] | None = None
+    ) -> Manifest:
+        """Write generation 0 of a new stream (put-if-absent) and return its manifest."""
+        log = CommitLog(self.store, name, stream_folder(name))
+        try:
+            actions = [create, *(extra_actions or [])]
+            commit = log.create(0, None, actions, writer_identity("creator", 0))
+        except CommitConflictError:
+            raise AlreadyExistsError(
+                f"stream {name!r} already exists in {self.uri}; open it with log.stream({name!r})"
+            ) from None
+        return self.remember(name, commit)
+
+    # --- live state -----------------------------------------------------------------------
+
+    def next_offset(self, name: str, manifest: Manifest | None = None) -> int:
+        """The next offset of `name`, counting this process's unsealed records."""
+        writer = self.writers.get(name)
+        if writer is not None:
+            return writer.next_offset
+        return (manifest or self.manifest(name, refresh=True)).next_offset
+
+    def live_state(self, name: str) -> tuple[Manifest, HeadBatches]:
+        """The latest manifest of `name` and the unsealed heads after it: this process's
+        writer's, or those a writer on this machine left in the local dir."""
+        self.check_open()
+        writer = self.writers.get(name)
+        if writer is not None:
+            return writer.snapshot()
+        manifest = self.manifest(name, refresh=True)
+        heads = []
+        for rec in recover_heads(heads_dir(self.local_dir, name), truncate=False):
+            end = rec.start_offset + rec.table.num_rows
+            if end > manifest.next_offset and rec.start_offset >= manifest.next_offset:
+                heads.append((rec.start_offset, rec.user_schema, rec.table.to_batches()))
+        return manifest, heads
+
+    def flush(self, name: str) -> Manifest:
+        """Seal and commit what this process wrote to `name`; return the latest manifest."""
+        self.check_open()
+        writer = self.writers.get(name)
+        if writer is None:
+            return self.manifest(name, refresh=True)
+        return writer.flush()
+
+    def notify_changed(self, name: str) -> None:
+        """Wake whoever waits for `name` to change (this process appended or committed)."""
+        with self.changed:
+            self._versions[name] = self._versions.get(name, 0) + 1
+            self.changed.notify_all()
+
+    def version(self, name: str) -> int:
+        """A counter of this process's changes to `name` (for `wait_changed`)."""
+        with self.changed:
+            return self._versions.get(name, 0)
+
+    def wait_changed(self, name: str, seen: int, timeout: float | None) -> int:
+        """Block until `name`'s change counter differs from `seen` (or `timeout` seconds, or
+        the catalog closes); return the counter."""
+        with self.changed:
+            self.changed.wait_for(
+                lambda: self._versions.get(name, 0) != seen or self.closed, timeout
+            )
+            return self._versions.get(name, 0)
+
+    def has_writer(self, name: str) -> bool:
+        """Whether this process writes `name`."""
+        return name in self.writers
