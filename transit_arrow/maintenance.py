@@ -85,13 +85,14 @@ def hydrate(catalog: Catalog, *, progress: bool) -> HydrateReport:
     start = time.perf_counter()
     report = HydrateReport()
     needed: dict[str, SegmentRef] = {}
-    manifests, report.errors = catalog.manifests()
+    manifests, errors = catalog.manifests()
+    report.errors = {name: str(e) for name, e in errors.items()}
     for name, manifest in manifests.items():
         report.streams += 1
         try:
             spans = replay_spans(catalog, manifest)
         except (IntegrityError, StorageError) as e:  # an ancestor is damaged
-            report.errors[name] = f"{type(e).__name__}: {e}"
+            report.errors[name] = str(e)
             continue
         for span in spans:
             for seg in span.manifest.segments:

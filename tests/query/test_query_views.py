@@ -12,7 +12,7 @@ import pytest
 from branchy_log import STREAMS, Branchy
 
 import transit_arrow as ta
-from transit_arrow.query import connect, sql, to_duckdb
+from transit_arrow.query import connect, sql
 
 
 def same(got: pa.Table, want: pa.Table) -> None:

@@ -148,10 +148,10 @@ def restore(uri: str, directory: Path, output: str, log_opts: LogOptions) -> Non
         raise click.UsageError("DIRECTORY is restore's local dir; drop --local-dir")
     started = time.perf_counter()
     with log_opts.open(uri, local_dir=directory) as log:
-        try:
-            hydrated = log.hydrate(progress=sys.stderr.isatty())
-        except IntegrityError as e:  # a damaged commit: no stream list, no summary
-            raise IntegrityError(f"verification FAILED while fetching: {e}") from e
+        hydrated = log.hydrate(progress=sys.stderr.isatty())
+        if hydrated.errors:  # a damaged commit: the backup is not usable, no summary
+            first = min(hydrated.errors)
+            raise IntegrityError(f"verification FAILED while fetching: {hydrated.errors[first]}")
         local = log.store.local_path("") is not None
         reports = [log.verify(str(name)) for name in log.streams().column("name").to_pylist()]
     seconds = time.perf_counter() - started

@@ -352,16 +352,18 @@ class Catalog:
             names.append(name)
         return sorted(names)
 
-    def manifests(self, *, refresh: bool = True) -> tuple[dict[str, Manifest], dict[str, str]]:
+    def manifests(
+        self, *, refresh: bool = True
+    ) -> tuple[dict[str, Manifest], dict[str, IntegrityError | StorageError]]:
         """The latest manifest of every stream whose history can be read, and for the others
         why not: one damaged stream never hides the rest."""
         found: dict[str, Manifest] = {}
-        errors: dict[str, str] = {}
+        errors: dict[str, IntegrityError | StorageError] = {}
         for name in self.names():
             try:
                 found[name] = self.manifest(name, refresh=refresh or not self.known(name))
             except (IntegrityError, StorageError) as e:
-                errors[name] = f"{type(e).__name__}: {e}"
+                errors[name] = e
         return found, errors
 
     def exists(self, name: str) -> bool:
