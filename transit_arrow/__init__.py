@@ -26,6 +26,8 @@ from .log import Log, open
 from .materialize import Materialization, RefreshReport
 from .merge import MergeResolver, register_merge_resolver
 from .query import QueryError
+from .report import register_ipython_formatters
+from .report.display import checkpoint_html, materialization_html, refresh_html, verify_html
 from .stream import Ack, Stream
 from .view import StreamView
 
@@ -60,3 +62,14 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# In IPython/Jupyter: lineage tables as pictures, and these lower-layer objects as HTML cards
+# (outside IPython this does nothing).
+register_ipython_formatters(
+    renderers={
+        VerifyReport: verify_html,
+        Checkpoint: checkpoint_html,
+        Materialization: materialization_html,
+        RefreshReport: refresh_html,
+    }
+)

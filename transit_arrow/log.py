@@ -7,6 +7,7 @@ function of the layer below, and wraps the result (a `Stream`, a `StreamView`, a
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +28,9 @@ from .names import validate_stream_name
 from .query.connection import connect, create_view, run_sql, sql
 from .query.frames import scan_all
 from .record import check_names, evolve_schema
+from .report import LINEAGE_METADATA, LineageGraph, Report, build_report, lineage_graph
+from .report.display import log_html
+from .report.model import MetricSpec
 from .storage import ObjectStore, store_from_uri
 from .stream import Stream
 from .typing import DURABILITY_LEVELS, Durability
@@ -135,6 +139,9 @@ class Log:
 
     def __repr__(self) -> str:
         return f"<Log {self.uri}>"
+
+    def _repr_html_(self) -> str:
+        return log_html(self)
 
     def __enter__(self) -> Log:
         return self
@@ -277,12 +284,59 @@ class Log:
         """The lineage table: one row per stream with its kind, parent, merge parents, base,
         policy, actor, reason, labels, creation time, next offset, generation and root."""
         self.catalog.check_open()
-        return lineage_table(self.catalog)
+        table = lineage_table(self.catalog)
+        # Tagged so that Jupyter shows it as a picture (report.register_ipython_formatters).
+        return table.replace_schema_metadata({**(table.schema.metadata or {}), **LINEAGE_METADATA})
 
     def children(self, name: str) -> pa.Table:
         """Streams whose descriptor references `name` (as parent, merge parent or base)."""
         self.catalog.check_open()
         return children_table(self.catalog, name)
+
+    def lineage_graph(
+        self, *, stream: str | None = None, prefix: str | None = None
+    ) -> LineageGraph:
+        """The lineage DAG: all of it, `stream`'s subtree, or the streams under `prefix`.
+
+        Shown as SVG in Jupyter; `to_svg()`, `to_mermaid()`, `to_dot()`, `to_text()` and
+        `to_json()` export it.
+        """
+        self.catalog.check_open()
+        return lineage_graph(self, stream=stream, prefix=prefix)
+
+    def report(
+        self,
+        *,
+        streams: Sequence[str] | str | None = None,
+        prefix: str | None = None,
+        metrics: Mapping[str, MetricSpec] | None = None,
+        metrics_scope: str = "own",
+        deep: bool = False,
+        verify: bool = True,
+        title: str | None = None,
+    ) -> Report:
+        """The evaluation provenance report (DESIGN §11) of every stream, of `streams` and
+        what derives from them, or of the streams under `prefix`.
+
+        It shows the lineage drawn, per-branch records (own vs inherited) and `metrics` (SQL
+        aggregates over each stream's records, or `("mean", "score")`-style pairs), what each
+        merge did and why, and the verification of every stream and checkpoint with the
+        `transit verify` commands that re-check them. Displayed inline in Jupyter;
+        `report.save("report.html")` writes one self-contained HTML file. See
+        `transit_arrow.report.build_report`.
+        """
+        self.catalog.check_open()
+        return build_report(
+            self,
+            streams=streams,
+            prefix=prefix,
+            metrics=metrics,
+            metrics_scope=metrics_scope,
+            deep=deep,
+            verify=verify,
+            title=title,
+            checkpoint_factory=Checkpoint.from_dict,
+        )
 
     # --- maintenance ----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 from .engine.catalog import Catalog
 from .engine.read import ReplayPlan, live_plan
 from .engine.writer import Ack, close_writer, writer_for
-from .errors import InvalidInputError
+from .errors import InvalidInputError, TransitError
 from .integrity import Checkpoint, save_checkpoint
 from .lineage import ancestry_table, create_branch
 from .query.connection import past_plan
@@ -51,7 +51,12 @@ class Stream(Readable):
         self.take_over = take_over
 
     def __repr__(self) -> str:
-        return f"<Stream {self.name!r} of {self.catalog.uri}>"
+        if self.catalog.closed:
+            return f"<Stream {self.name!r} of {self.catalog.uri} (closed)>"
+        try:
+            return self._summary("Stream")
+        except TransitError as e:  # a repr never raises: say why the stream cannot be read
+            return f"<Stream {self.name!r} of {self.catalog.uri} (unreadable: {e})>"
 
     def _replay(self) -> ReplayPlan:
         return live_plan(self.catalog, self.name)

@@ -15,6 +15,7 @@ from .engine.catalog import Catalog
 from .engine.read import ReplayPlan, plan_at
 from .manifest import Manifest
 from .query.connection import to_duckdb
+from .report.display import stream_html, summary_repr
 
 if TYPE_CHECKING:
     import polars as pl
@@ -33,6 +34,21 @@ class Readable(abc.ABC):
     @abc.abstractmethod
     def _replay(self) -> ReplayPlan:
         """The replay plan as of now."""
+
+    def _repr_html_(self) -> str:
+        return stream_html(self)
+
+    def _summary(self, kind: str) -> str:
+        plan = self._replay()
+        return summary_repr(
+            kind,
+            [
+                ("name", self.name),
+                ("next_offset", plan.next_offset),
+                ("generation", plan.manifest.generation),
+                ("root", plan.manifest.root),
+            ],
+        )
 
     @property
     def next_offset(self) -> int:
@@ -97,7 +113,7 @@ class StreamView(Readable):
         self.manifest = manifest
 
     def __repr__(self) -> str:
-        return f"<StreamView {self.name!r} at generation {self.manifest.generation}>"
+        return self._summary("StreamView")
 
     def _replay(self) -> ReplayPlan:
         return plan_at(self.catalog, self.name, self.manifest)

@@ -264,21 +264,29 @@ def test_usage_errors_exit_2(events: Path) -> None:
 
 
 def test_demo_runs_and_can_run_again(tmp_path: Path) -> None:
+    # The demo runs the main job (issue 14): tasks with attempts, retries and critiques as
+    # branches, best-of merges, an incremental metric, SQL across branches, verified
+    # checkpoints and the HTML report. (It replaced the append-and-read-back demo.)
     path = tmp_path / "demo"
-    first = json.loads(ok("demo", path, "--records", "400", "-o", "json").stdout)
-    assert first["created_stream"] is True
-    assert (first["records"], first["first_offset"], first["last_offset"]) == (400, 0, 399)
-    assert first["single_appends"] == 40 and first["segments_sealed"] >= 3
-    assert first["commits"] == first["segments_sealed"] + 1  # plus the stream's creation
+    first = json.loads(ok("demo", path, "--records", "640", "-o", "json").stdout)
+    assert first["created_log"] is True
+    assert (first["tasks"], first["first_task"], first["last_task"]) == (
+        4,
+        "task-0000",
+        "task-0003",
+    )
+    assert first["attempts"] == 8 and first["merges"] == first["checkpoints_verified"] == 4
+    assert first["trace_records"] > first["records"] == 640
     assert first["bytes_on_disk"] >= first["segment_bytes"] > 0
-    tools = first["per_tool"]
-    assert sum(t["calls"] for t in tools) > 0 and all(0 <= t["ok_rate"] <= 1 for t in tools)
-
-    text = ok("demo", path, "--records", "100").stdout
-    assert "existing stream 'agent-traces'" in text and "offsets 400..499" in text
-    assert "per tool" in text and "transit read" in text
-    rows = json.loads(ok("streams", path, "-o", "json").stdout)
-    assert [(r["name"], r["next_offset"]) for r in rows] == [("agent-traces", 500)]
+    _halfway, end = first["refreshes"]
+    assert end["incremental"] and end["reused_checkpoint"] is not None
+    assert {r["model"] for r in first["sql_rows"]} == {"model-small", "model-large"}
+    assert (path / "report.html").is_file()
+    text = ok("demo", path, "--records", "320").stdout
+    assert "existing log" in text and "task-0004..task-0005" in text
+    assert "pass rate by model" in text and "transit lineage" in text
+    names = [r["name"] for r in json.loads(ok("streams", path, "-o", "json").stdout)]
+    assert "evals/_scores" in names and sum(n.endswith("/best") for n in names) == 6
 
 
 def test_demo_refuses_to_clobber_a_folder(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from .integrity_cmd import checkpoint, gc, restore, verify
 from .lineage_cmd import branch, lineage, merge
 from .query_cmd import materialize, sql
 from .render import json_rows, ndjson_lines, plural, text_table
+from .report_cmd import report
 
 __all__ = ["main"]
 
@@ -367,5 +368,16 @@ def demo(uri: str, records: int, output: str, log_opts: LogOptions) -> None:
         click.echo(format_report(report))
 
 
-for _command in (branch, merge, lineage, checkpoint, verify, restore, gc, sql, materialize):
+for _command in (
+    branch,
+    merge,
+    lineage,
+    checkpoint,
+    verify,
+    restore,
+    gc,
+    sql,
+    materialize,
+    report,
+):
     main.add_command(_command)

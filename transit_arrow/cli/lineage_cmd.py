@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -10,11 +9,12 @@ from typing import Any, TypeVar
 import click
 import pyarrow as pa
 
+from ..report import LineageGraph, lineage_graph
 from ..stream import Stream
 from .common import LogOptions, echo_json, key_values, log_options, output_option
 from .render import json_rows
 
-__all__ = ["branch", "format_lineage", "lineage", "merge"]
+__all__ = ["LINEAGE_FORMATS", "branch", "format_lineage", "lineage", "merge"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -168,98 +168,93 @@ def merge(
 
 # --- lineage ----------------------------------------------------------------------------------
 
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@+")
+LINEAGE_FORMATS = ("text", "json", "mermaid", "dot", "svg")
 
 
-def _quoted(text: str) -> str:
-    """`text` as it is when it is a plain word, else as a JSON string."""
-    if text and all(c in _PLAIN for c in text):
-        return text
-    return json.dumps(text, ensure_ascii=False)
+def format_lineage(table: pa.Table, *, width: int = 100) -> str:
+    """The lineage table as a narrow indented tree (see `report.text.render_tree`).
 
-
-def _describe(row: dict[str, Any], at: int | None) -> str:
-    """One tree line (without the branch glyphs) for a lineage row shown at offset `at`."""
-    name = row["name"] if at is None else f"{row['name']} @{at}"
-    kind = row["kind"]
-    if kind == "merge":
-        parents = ", ".join(p["stream"] for p in row["merge_parents"] or [])
-        kind = f"merge({row['policy']}) of {parents}"
-        if row["base_stream"] is not None:
-            kind += f" (base {row['base_stream']}@{row['base_offset']})"
-    parts = [name, kind, f"next={row['next_offset']}"]
-    if row["actor"] is not None:
-        parts.append(f"actor={_quoted(row['actor'])}")
-    if row["reason"] is not None:
-        parts.append(f"reason={_quoted(row['reason'])}")
-    labels = row["labels"] or []
-    if labels:
-        parts.append("labels=" + ",".join(f"{_quoted(k)}={_quoted(v)}" for k, v in labels))
-    return "  ".join(parts)
-
-
-def format_lineage(table: pa.Table) -> str:
-    """The lineage table as an indented tree.
-
-    Roots (and streams whose parents are missing) are at the top, in name order. A branch is
-    shown under its parent with "@N", its fork offset; a merge under each parent it merges,
-    with "@N", that parent's pinned offset. Children are in creation order. A merge's own
-    branches are shown under its first parent only.
+    Roots (and streams whose parents are not shown) are at the top, in name order. A branch is
+    under its parent with "@N", its fork offset; a merge is listed once, in full, under its
+    first parent ("@N": that parent's pinned offset) with its own branches, and under each
+    other parent a one-line note says where. Children are in creation order; long entries
+    continue on indented lines.
     """
-    rows = {r["name"]: r for r in table.to_pylist()}
-    children: dict[str, list[tuple[dict[str, Any], int]]] = defaultdict(list)
-    home: dict[str, str] = {}  # a merge -> the parent under which its subtree is shown
-    roots = []
-    for row in rows.values():
-        if row["kind"] == "branch" and row["parent_stream"] in rows:
-            children[row["parent_stream"]].append((row, row["parent_offset"]))
-            continue
-        pinned = [p for p in row["merge_parents"] or [] if p["stream"] in rows]
-        if row["kind"] == "merge" and pinned:
-            home[row["name"]] = pinned[0]["stream"]
-            for p in pinned:
-                children[p["stream"]].append((row, p["offset"]))
-            continue
-        roots.append(row)
-    for items in children.values():
-        items.sort(key=lambda item: (item[0]["created_at"] or "", item[0]["name"]))
-
-    lines: list[str] = []
-
-    def walk(name: str, prefix: str, seen: frozenset[str]) -> None:
-        items = children.get(name, [])
-        for i, (row, at) in enumerate(items):
-            last = i == len(items) - 1
-            line = _describe(row, at)
-            expand = home.get(row["name"], name) == name and row["name"] not in seen
-            if not expand and children.get(row["name"]):
-                line += f"  (its branches are shown under {home.get(row['name'], name)})"
-            lines.append(prefix + ("└── " if last else "├── ") + line)
-            if expand:
-                walk(row["name"], prefix + ("    " if last else "│   "), seen | {row["name"]})
-
-    for row in sorted(roots, key=lambda r: r["name"]):
-        lines.append(_describe(row, None))
-        walk(row["name"], "", frozenset({row["name"]}))
-    return "\n".join(lines)
+    return LineageGraph.from_table(table).to_text(width=width)
 
 
 @click.command()
 @click.argument("uri")
-@output_option("text", "json")
+@click.option(
+    "--stream",
+    "stream",
+    default=None,
+    metavar="S",
+    help="Show only S and the streams derived from it.",
+)
+@click.option(
+    "--prefix",
+    default=None,
+    metavar="P",
+    help="Show only the streams named P or P/... (a task).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(LINEAGE_FORMATS),
+    default=None,
+    help="text (a tree), json (the lineage table), mermaid, dot (Graphviz) or svg [default: text].",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(("text", "json")),
+    default=None,
+    help="Same as --format text|json.",
+)
+@click.option(
+    "--width",
+    type=click.IntRange(min=40),
+    default=100,
+    show_default=True,
+    help="Text: continue entries on a new line past this many columns.",
+)
 @log_options
-def lineage(uri: str, output: str, log_opts: LogOptions) -> None:
+def lineage(
+    uri: str,
+    stream: str | None,
+    prefix: str | None,
+    fmt: str | None,
+    output: str | None,
+    width: int,
+    log_opts: LogOptions,
+) -> None:
     """Show how the streams of the log derive from each other.
 
     Text is a tree: roots at the top, each branch under its parent ("@N": the fork offset),
-    each merge under every parent it merges ("@N": that parent's pinned offset), with kind,
-    next offset, actor, reason and labels. JSON is the lineage table, one object per stream.
+    each merge once under its first parent ("@N": that parent's pinned offset) with a note under
+    its other parents, with kind, next offset, actor, reason and labels. JSON is the lineage
+    table, one object per stream; mermaid, dot and svg draw the graph. --stream S shows S's
+    subtree, --prefix P the streams under P (pictures also show the parents they derive from,
+    as context).
     """
+    if fmt is not None and output is not None and fmt != output:
+        raise click.UsageError(f"--format {fmt} and --output {output} disagree; pass one")
+    chosen = fmt or output or "text"
     with log_opts.open(uri) as log:
         table = log.lineage()
-    if output == "json":
-        echo_json(json_rows(table))
-    elif not table.num_rows:
+        graph = lineage_graph(log, stream=stream, prefix=prefix)
+    if chosen == "json":
+        names = {n.name for n in graph.selected}
+        rows = [row for row in json_rows(table) if row["name"] in names]
+        echo_json(rows)
+    elif chosen == "mermaid":
+        click.echo(graph.to_mermaid(), nl=False)
+    elif chosen == "dot":
+        click.echo(graph.to_dot(), nl=False)
+    elif chosen == "svg":
+        click.echo(graph.to_svg(), nl=False)
+    elif not graph.nodes:
         click.echo(f"no streams in {uri}")
     else:
-        click.echo(format_lineage(table))
+        click.echo(graph.to_text(width=width))
