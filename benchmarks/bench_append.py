@@ -1,13 +1,20 @@
-"""Append and sealing throughput, each measured side by side with a raw baseline in one run.
+"""Write-path throughput and latency, each measured side by side with a raw baseline in one run.
 
-Run: `python benchmarks/bench_append.py [--records 1000000] [--runs 5]`. Prints medians of
-`--runs` runs and the ratio of transit-arrow's throughput to the baseline's (higher is better):
+Run: `python benchmarks/bench_append.py [--runs 5] [--only NAME ...]`. Prints medians of
+`--runs` runs (at least 5) and the ratio to the baseline measured right before it (higher is
+better for throughputs, lower for latencies):
 
-1. batch append in `local` mode vs raw pyarrow IPC stream write + fdatasync per batch;
-2. sealing (Parquet + BLAKE3 + store put + commit) vs raw `pq.write_table` + BLAKE3;
-3. per-record `append(dict)` in `memory` mode vs a bare Python loop that fills column lists and
-   builds Arrow batches;
-4. `local` mode with 8 threads each appending single records (records/s, absolute target).
+1. `batch`: batch append in `local` mode (one ack per batch) vs writing the same batches as
+   a raw Arrow IPC stream with one fdatasync per batch;
+2. `seal`: sealing a head (Parquet + BLAKE3 + store put + commit) vs `pq.write_table` of the
+   same rows + BLAKE3 of the file;
+3. `dict`: per-record `append(dict)` in `memory` mode vs a bare Python loop that fills column
+   lists and builds Arrow batches;
+4. `threads`: 8 threads each appending single records `local` vs the physical bound of 8
+   synchronous writers, 8 / (one fdatasync, measured on the same disk in the same run);
+5. `w1`: the W1 workload, 500 x (append 1,000 records + flush) on one stream, vs
+   `pq.write_table` of the same rows + fsync; median and p99 latency, and the medians of the
+   first and the last 50 commits (flat: no growth with history).
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ class Workdir:
     """A scratch folder recreated before each run."""
 
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="transit-bench-"))
+        self.root = Path(tempfile.mkdtemp(prefix="transit-bench-", dir=os.environ.get("BENCH_DIR")))
 
     def fresh(self, name: str) -> Path:
         path = self.root / name
@@ -80,87 +87,91 @@ class Workdir:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _alternate(
+    baseline: Callable[[], float], ours: Callable[[], float], runs: int
+) -> tuple[float, float]:
+    """Medians of `runs` alternating runs of each (each returns its own measured time), so
+    both see the same machine load."""
+    base, mine = [], []
+    for _ in range(runs):
+        base.append(baseline())
+        mine.append(ours())
+    return statistics.median(base), statistics.median(mine)
+
+
 def bench_batch_append(table: pa.Table, batch_rows: int, runs: int, work: Workdir) -> None:
     batches = table.to_batches(max_chunksize=batch_rows)
-    state: dict[str, Path] = {}
 
-    def raw() -> None:
-        path = state["dir"] / "raw.arrow"
+    def raw() -> float:
+        path = work.fresh("raw") / "raw.arrow"
+        t0 = time.perf_counter()
         with open(path, "wb") as f:
             writer = pa.ipc.new_stream(f, table.schema)
             for b in batches:
                 writer.write_batch(b)
                 f.flush()
                 os.fdatasync(f.fileno())
-            writer.close()
+        return time.perf_counter() - t0
 
-    streams: list[ta.Stream] = []
-
-    def ours() -> None:
-        stream = streams[-1]
+    def ours() -> float:
+        log = ta.open(
+            work.fresh("ours") / "log", segment_max_records=10**9, segment_max_bytes=1 << 40
+        )
+        stream = log.create_stream("bench")
+        t0 = time.perf_counter()
         for b in batches:
             stream.append(b, durability="local")
+        elapsed = time.perf_counter() - t0
+        log.close()
+        return elapsed
 
-    def setup() -> None:
-        state["dir"] = work.fresh("append")
-
-    def setup_ours() -> None:
-        setup()
-        log = ta.open(state["dir"] / "log", segment_max_records=10**9, segment_max_bytes=1 << 40)
-        streams.append(log.create_stream("bench"))
-
-    t_raw = median_time(raw, runs, setup)
-    t_ours = median_time(ours, runs, setup_ours)
+    t_raw, t_ours = _alternate(raw, ours, runs)
     n = table.num_rows
     print(
-        f"batch append local ({len(batches)} batches of {batch_rows}): "
-        f"raw IPC+fsync {n / t_raw:,.0f} rec/s, transit {n / t_ours:,.0f} rec/s, "
+        f"batch append local ({len(batches)} batches of {batch_rows:,}): raw IPC + one "
+        f"fdatasync per batch {n / t_raw:,.0f} rec/s, transit {n / t_ours:,.0f} rec/s, "
         f"ratio {t_raw / t_ours:.2f} (target >= 0.7)"
     )
 
 
 def bench_seal(table: pa.Table, runs: int, work: Workdir) -> None:
-    state: dict[str, object] = {}
-
-    def raw() -> None:
-        path = Path(str(state["dir"])) / "raw.parquet"
+    def raw() -> float:
+        path = work.fresh("raw") / "raw.parquet"
+        t0 = time.perf_counter()
         pq.write_table(table, path, compression="zstd", row_group_size=65536)
         blake3.blake3(path.read_bytes(), max_threads=blake3.blake3.AUTO).hexdigest()
+        return time.perf_counter() - t0
 
-    def setup_ours() -> None:
-        state["dir"] = work.fresh("seal")
+    def ours() -> float:
         log = ta.open(
-            Path(str(state["dir"])) / "log",
+            work.fresh("ours") / "log",
             segment_max_records=10**9,
             segment_max_bytes=1 << 40,
             durability="memory",
         )
         stream = log.create_stream("bench")
         stream.append(table)
-        state["stream"] = stream
-
-    def ours() -> None:
-        stream = state["stream"]
-        assert isinstance(stream, ta.Stream)
+        t0 = time.perf_counter()
         stream.flush()
+        elapsed = time.perf_counter() - t0
+        log.close()
+        return elapsed
 
-    def setup_raw() -> None:
-        state["dir"] = work.fresh("seal")
-
-    t_raw = median_time(raw, runs, setup_raw)
-    t_ours = median_time(ours, runs, setup_ours)
+    t_raw, t_ours = _alternate(raw, ours, runs)
     n = table.num_rows
     print(
-        f"sealing {n:,} records: raw write_table+blake3 {n / t_raw:,.0f} rec/s, "
-        f"transit seal+commit {n / t_ours:,.0f} rec/s, ratio {t_raw / t_ours:.2f} (target >= 0.8)"
+        f"sealing {n:,} records: raw write_table + BLAKE3 {n / t_raw:,.0f} rec/s, "
+        f"transit seal + commit {n / t_ours:,.0f} rec/s, ratio {t_raw / t_ours:.2f} "
+        "(target >= 0.8)"
     )
 
 
-def bench_dict_append(rows: list[dict[str, object]], runs: int, work: Workdir) -> None:
+def bench_dict_append(rows: list[dict[str, object]], runs: int) -> None:
     names = list(rows[0])
     schema = pa.Table.from_pylist(rows[:1]).schema
 
-    def raw() -> None:
+    def raw() -> float:
+        t0 = time.perf_counter()
         cols: dict[str, list[object]] = {k: [] for k in names}
         out = []
         for row in rows:
@@ -170,20 +181,19 @@ def bench_dict_append(rows: list[dict[str, object]], runs: int, work: Workdir) -
                 out.append(pa.record_batch([pa.array(cols[k]) for k in names], schema=schema))
                 cols = {k: [] for k in names}
         out.append(pa.record_batch([pa.array(cols[k]) for k in names], schema=schema))
+        return time.perf_counter() - t0
 
-    state: dict[str, ta.Stream] = {}
-
-    def setup() -> None:
+    def ours() -> float:
         log = ta.open(f"memory://bench-dict-{time.time_ns()}", durability="memory")
-        state["stream"] = log.create_stream("bench")
-
-    def ours() -> None:
-        append = state["stream"].append
+        append = log.create_stream("bench").append
+        t0 = time.perf_counter()
         for row in rows:
             append(row)
+        elapsed = time.perf_counter() - t0
+        log.close()
+        return elapsed
 
-    t_raw = median_time(raw, runs)
-    t_ours = median_time(ours, runs, setup)
+    t_raw, t_ours = _alternate(raw, ours, runs)
     n = len(rows)
     print(
         f"per-record append(dict) memory: bare loop {n / t_raw:,.0f} rec/s, "
@@ -191,15 +201,29 @@ def bench_dict_append(rows: list[dict[str, object]], runs: int, work: Workdir) -
     )
 
 
+def measure_fsync_s(work: Workdir, n: int = 200) -> float:
+    """Median latency of write(300 B) + fdatasync on the benchmark's disk, in seconds."""
+    path = work.fresh("fsync") / "probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    times = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            os.write(fd, b"x" * 300)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+    return statistics.median(times)
+
+
 def bench_threads(rows: list[dict[str, object]], seconds: float, runs: int, work: Workdir) -> None:
-    rates = []
-    for _ in range(runs):
+    def ours() -> float:
         log = ta.open(work.fresh("threads") / "log")
         stream = log.create_stream("bench")
         stream.append(rows[0])
         stop = time.perf_counter() + seconds
         counts = [0] * 8
-
         t0 = time.perf_counter()
         threads = [
             threading.Thread(target=_append_until, args=(stream, rows, i, stop, counts))
@@ -209,13 +233,19 @@ def bench_threads(rows: list[dict[str, object]], seconds: float, runs: int, work
             t.start()
         for t in threads:
             t.join()
-        rates.append(sum(counts) / (time.perf_counter() - t0))
+        rate = sum(counts) / (time.perf_counter() - t0)
         log.close()
-    fsync_us = measure_fsync_us(work)
+        return rate
+
+    bounds, rates = [], []
+    for _ in range(runs):
+        bounds.append(8 / measure_fsync_s(work))
+        rates.append(ours())
+    bound, rate = statistics.median(bounds), statistics.median(rates)
     print(
-        f"8 threads single-record append local: {statistics.median(rates):,.0f} rec/s "
-        f"(target >= 50,000; one fdatasync on this disk takes {fsync_us:.0f} us, so 8 "
-        f"synchronous writers are bounded by {8e6 / fsync_us:,.0f} rec/s)"
+        f"8 threads single-record append local: {rate:,.0f} rec/s; physical bound 8 / "
+        f"fdatasync ({8e6 / bound:.0f} us) = {bound:,.0f} rec/s; ratio {rate / bound:.2f} "
+        "(target >= 0.7)"
     )
 
 
@@ -229,20 +259,51 @@ def _append_until(
     counts[i] = k
 
 
-def measure_fsync_us(work: Workdir, n: int = 200) -> float:
-    """Median latency of write(300 B) + fdatasync on the benchmark's disk, in microseconds."""
-    path = work.fresh("fsync") / "probe"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    times = []
-    try:
-        for _ in range(n):
-            t0 = time.perf_counter()
-            os.write(fd, b"x" * 300)
-            os.fdatasync(fd)
-            times.append(time.perf_counter() - t0)
-    finally:
-        os.close(fd)
-    return statistics.median(times) * 1e6
+def bench_w1(rows: list[dict[str, object]], commits: int, batch: int, work: Workdir) -> None:
+    table = pa.Table.from_pylist(rows[: commits * batch])
+    chunks = [table.slice(i * batch, batch) for i in range(commits)]
+
+    def raw_once(chunk: pa.Table, folder: Path, i: int) -> float:
+        path = folder / f"{i}.parquet"
+        t0 = time.perf_counter()
+        pq.write_table(chunk, path, compression="zstd")
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+        return time.perf_counter() - t0
+
+    folder = work.fresh("w1-raw")
+    log = ta.open(work.fresh("w1") / "log")
+    stream = log.create_stream("w1")
+    raw_times, ours_times, ours_cpu = [], [], []
+    for i, chunk in enumerate(chunks):  # alternate, so both see the same load
+        raw_times.append(raw_once(chunk, folder, i))
+        t0, c0 = time.perf_counter(), time.process_time()
+        stream.append(chunk)
+        stream.flush()
+        ours_times.append(time.perf_counter() - t0)
+        ours_cpu.append(time.process_time() - c0)
+    log.close()
+
+    def p99(xs: list[float]) -> float:
+        return sorted(xs)[min(len(xs) - 1, round(0.99 * (len(xs) - 1)))]
+
+    med_raw, med_ours = statistics.median(raw_times), statistics.median(ours_times)
+    # Flat: the first and the last 50 commits, each against the baseline of the same window
+    # (the machine's load drifts over the run; a growth with history would not).
+    first = statistics.median(ours_times[:50]) / statistics.median(raw_times[:50])
+    last = statistics.median(ours_times[-50:]) / statistics.median(raw_times[-50:])
+    print(
+        f"W1 ({commits} x append {batch:,} records + flush): median {med_ours * 1e3:.2f} ms vs "
+        f"write_table + fsync {med_raw * 1e3:.2f} ms, ratio {med_ours / med_raw:.2f} "
+        f"(target <= 3); p99 {p99(ours_times) * 1e3:.2f} ms vs {p99(raw_times) * 1e3:.2f} ms, "
+        f"ratio {p99(ours_times) / p99(raw_times):.2f} (target <= 5); first 50 commits ratio "
+        f"{first:.2f}, last 50 {last:.2f} (flat: {last / first:.2f}, target ~1); CPU time per "
+        f"commit, first 50 {statistics.median(ours_cpu[:50]) * 1e3:.2f} ms, last 50 "
+        f"{statistics.median(ours_cpu[-50:]) * 1e3:.2f} ms"
+    )
+
+
+BENCHES = ("batch", "seal", "dict", "threads", "w1")
 
 
 def main() -> None:
@@ -252,19 +313,27 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--only", nargs="*", choices=BENCHES, default=list(BENCHES))
     args = parser.parse_args()
-    rows = make_rows(args.records)
-    table = pa.Table.from_pylist(rows)
+    runs = max(5, args.runs)
+    rows = make_rows(max(args.records, args.dict_records, 500_000))
+    table = pa.Table.from_pylist(rows[: args.records])
     print(
         f"data: {table.num_rows:,} records, {table.nbytes / table.num_rows:.0f} B/record in "
-        f"Arrow, medians of {args.runs} runs"
+        f"Arrow, medians of {runs} runs"
     )
     work = Workdir()
     try:
-        bench_batch_append(table, args.batch, args.runs, work)
-        bench_seal(table, args.runs, work)
-        bench_dict_append(rows[: args.dict_records], args.runs, work)
-        bench_threads(rows, args.seconds, args.runs, work)
+        if "batch" in args.only:
+            bench_batch_append(table, args.batch, runs, work)
+        if "seal" in args.only:
+            bench_seal(table, runs, work)
+        if "dict" in args.only:
+            bench_dict_append(rows[: args.dict_records], runs)
+        if "threads" in args.only:
+            bench_threads(rows, args.seconds, runs, work)
+        if "w1" in args.only:
+            bench_w1(rows, 500, 1_000, work)
     finally:
         work.cleanup()
 

@@ -1,23 +1,35 @@
-"""Child process of `tests/test_crash.py`: appends in a loop and reports every step on stdout.
+"""Children of `tests/test_crash.py`, forked from one pre-imported *zygote* process.
 
 Not a test module (no `test_` prefix, so pytest does not collect it). Run as
 
-    python tests/crash_child.py ROOT STREAM
+    python tests/crash_child.py
 
-It imports everything first, then blocks reading one JSON line of settings from stdin (so the
-parent can start the next child while it is still checking the previous crash). It then opens
-the log and appends until it is SIGKILLed. Each event is one line written with one `os.write`
-(atomic on a pipe), so every line the child wrote survives the kill intact:
+The zygote imports everything a child needs once, prints `READY`, then reads one JSON command
+per stdin line: `{"tag": T, "root": ..., "stream": ..., <settings>}`. For each it forks a
+child (a real process, started in milliseconds) and prints `PID <tag> <pid>`; when a child
+ends (the parent SIGKILLs it) the zygote reaps it and prints `EXIT <pid> <status>` (a
+negative status is the signal). The parent kills children by pid; every line is written with
+one `os.write` (atomic on a pipe), so every line a child wrote before the kill is whole.
 
-    START                                                     log opened, stream handle taken
-    CALL <call_id> <mode> <seq_first> <seq_last>              an append call is about to start
-    ACK <mode> <first> <last> <seq_first> <seq_last> <reached> <call_id>   ... and returned
-    FLUSH <seq_next>                                          flush() is about to start
-    FLUSHED <seq_next> <generation>                           ... and returned
-    ERROR <message>                                           an exception (exit status 3)
+A child opens the log and appends until it is killed, reporting each step as one line
+prefixed by its tag:
+
+    <tag> START                                                 log opened, stream handle taken
+    <tag> CALL <call_id> <mode> <seq_first> <seq_last>          an append call is about to start
+    <tag> ACK <mode> <first> <last> <seq_first> <seq_last> <reached> <call_id>   ... returned
+    <tag> FAIL <call_id> <error type> <appended 0|1>            ... raised (not acknowledged)
+    <tag> FLUSH <seq_next>                                      flush() is about to start
+    <tag> FLUSHED <seq_next> <generation>                       ... and returned
+    <tag> FLUSHFAIL <seq_next>                                  ... and raised (a store outage)
+    <tag> OUTAGE on|off                                         the store starts / stops failing
+    <tag> FENCED                                                fenced: it waits to be killed
+    <tag> ERROR <message>                                       anything unexpected (exit 3)
 
 Scenarios: "mixed" (every mode and input shape), "seal" (big heads sealed by flush()), "rows"
-(per-record dict appends, mostly memory), "tiered" (every call waits for its commit).
+(per-record dict appends, mostly memory), "tiered" (every call waits for its commit),
+"outage" (mixed, while the store's commits and segment uploads fail now and then: failed
+calls report FAIL), and "takeover" (mixed, opening with `take_over=True`; both the fencing and
+the fenced writer report FAIL FencedError, then FENCED).
 
 Every record's payload is a pure function of its `writer_seq` (see `record`), so the parent can
 check each visible record byte for byte without the child sending the data back.
@@ -25,20 +37,25 @@ check each visible record byte for byte without the child sending the data back.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import random
+import signal
 import sys
 import time
 import traceback
 from typing import Any
 
 import pyarrow as pa
+from faulty_store import Fault, FaultyStore, path_contains
 
 import transit_arrow as ta
+from transit_arrow.storage import LocalStore
 
-#: The user schema of the crash stream.
+#: The user schema of the crash streams.
 SCHEMA = pa.schema([("writer_seq", pa.int64()), ("call_id", pa.int64()), ("blob", pa.binary())])
 HEADERS_TYPE = pa.map_(pa.string(), pa.string())
 MODES = ("local", "tiered", "memory")
@@ -49,7 +66,7 @@ _POOL = random.Random(20240611).randbytes(1 << 16)
 
 def _mix(seq: int) -> int:
     return int.from_bytes(
-        hashlib.blake2b(seq.to_bytes(8, "little"), digest_size=8).digest(), "little"
+        hashlib.blake2b(seq.to_bytes(8, "little", signed=True), digest_size=8).digest(), "little"
     )
 
 
@@ -111,24 +128,38 @@ def as_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns)
 
 
-def emit(line: str) -> None:
-    """Write one whole line to stdout with a single write (atomic on a pipe)."""
-    data = (line + "\n").encode()
-    while data:
-        data = data[os.write(1, data) :]
+class Reporter:
+    """Writes one child's event lines, each prefixed by its tag, with one `os.write` each."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    def __call__(self, line: str) -> None:
+        data = f"{self.tag} {line}\n".encode()
+        while data:
+            data = data[os.write(1, data) :]
+
+
+class Fenced(Exception):
+    """The child's writer was fenced: stop appending."""
 
 
 class Appender:
     """Drives the appends of one child run as the settings ask."""
 
-    def __init__(self, stream: ta.Stream, cfg: dict[str, Any]) -> None:
+    def __init__(
+        self, stream: ta.Stream, cfg: dict[str, Any], emit: Reporter, store: FaultyStore | None
+    ) -> None:
         self.stream = stream
         self.cfg = cfg
+        self.emit = emit
+        self.store = store
         self.rng = random.Random(cfg["seed"])
         self.profile: str = cfg["profile"]
         self.seq: int = cfg["seq"]
         self.call: int = cfg["call"]
         self.extra: bool = cfg.get("extra", False)
+        self.outage = False
 
     def append(self, mode: str, n: int, kind: str) -> None:
         rows = [
@@ -145,29 +176,71 @@ class Appender:
         else:
             data = as_table(rows).combine_chunks().to_batches()[0]
         first, last = self.seq, self.seq + n - 1
-        emit(f"CALL {self.call} {mode} {first} {last}")
-        ack = self.stream.append(data, durability=mode)  # type: ignore[arg-type]
-        emit(
-            f"ACK {mode} {ack.first_offset} {ack.last_offset} {first} {last} {ack.durability} "
-            f"{self.call}"
-        )
+        self.emit(f"CALL {self.call} {mode} {first} {last}")
+        call = self.call
         self.seq += n
         self.call += 1
+        before = self.stream.next_offset
+        try:
+            ack = self.stream.append(data, durability=mode)  # type: ignore[arg-type]
+        except (ta.StorageError, ta.FencedError) as e:
+            if not self._tolerated(e):
+                raise
+            # A refusal appends nothing; a `tiered` append that failed waiting appended its
+            # records (in memory): the parent's model needs to know which.
+            appended = int(self.stream.next_offset != before)
+            self.emit(f"FAIL {call} {type(e).__name__} {appended}")
+            if isinstance(e, ta.FencedError):
+                raise Fenced from e
+            return
+        self.emit(
+            f"ACK {mode} {ack.first_offset} {ack.last_offset} {first} {last} {ack.durability} "
+            f"{call}"
+        )
+
+    def _tolerated(self, error: Exception) -> bool:
+        scenario = self.cfg["scenario"]
+        if isinstance(error, ta.FencedError):
+            return scenario == "takeover" or self.cfg.get("fenceable", False)
+        return scenario == "outage"
 
     def flush(self) -> None:
-        emit(f"FLUSH {self.seq}")
-        generation = self.stream.flush()
-        emit(f"FLUSHED {self.seq} {generation}")
+        self.emit(f"FLUSH {self.seq}")
+        try:
+            generation = self.stream.flush()
+        except (ta.StorageError, ta.FencedError) as e:
+            if not self._tolerated(e):
+                raise
+            self.emit(f"FLUSHFAIL {self.seq}")
+            if isinstance(e, ta.FencedError):
+                raise Fenced from e
+            return
+        self.emit(f"FLUSHED {self.seq} {generation}")
 
     def random_kind(self, n_max: int) -> tuple[str, int]:
         kind = self.rng.choices(KINDS, weights=(5, 2, 2, 1))[0]
         return kind, 1 if kind == "dict" else self.rng.randint(1, n_max)
 
+    def toggle_outage(self) -> None:
+        """Start or end a store outage (commits and segment uploads fail) now and then."""
+        assert self.store is not None
+        if not self.outage and self.rng.random() < self.cfg["outage_on"]:
+            self.store.arm(Fault("error", path_contains("put_if_absent", "/commits/"), times=None))
+            self.store.arm(Fault("error", path_contains("put", "/segments/"), times=None))
+            self.outage = True
+            self.emit("OUTAGE on")
+        elif self.outage and self.rng.random() < self.cfg["outage_off"]:
+            self.store.disarm()
+            self.outage = False
+            self.emit("OUTAGE off")
+
     def step(self) -> None:
         """One round of the configured scenario."""
         cfg, rng = self.cfg, self.rng
         scenario = cfg["scenario"]
-        if scenario == "mixed":
+        if scenario in ("mixed", "outage", "takeover"):
+            if scenario == "outage":
+                self.toggle_outage()
             mode = rng.choices(MODES, weights=cfg["mode_weights"])[0]
             kind, n = self.random_kind(cfg["max_batch"])
             self.append(mode, n, kind)
@@ -191,24 +264,51 @@ class Appender:
             raise ValueError(f"unknown scenario {scenario!r}")
 
 
-def main() -> None:
-    root, name = sys.argv[1], sys.argv[2]
-    line = sys.stdin.readline()
-    if not line.strip():
-        os._exit(0)  # the parent went away before handing out work
-    cfg = json.loads(line)
+class _LogLines(logging.Handler):
+    """Reports the library's log records as `LOG <level> <message>` lines."""
+
+    def __init__(self, report: Reporter) -> None:
+        super().__init__()
+        self.report = report
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.report(f"LOG {record.levelname} {record.getMessage()}".replace("\n", " | "))
+
+
+def run_child(cfg: dict[str, Any]) -> None:
+    """The forked child: open the log, append until killed."""
+    emit = Reporter(cfg["tag"])
+    library = logging.getLogger("transit_arrow")
+    library.addHandler(_LogLines(emit))
+    library.propagate = False
     try:
+        store: FaultyStore | None = None
+        target: Any = cfg["root"]
+        if cfg["scenario"] == "outage":
+            store = FaultyStore(LocalStore(cfg["root"]))
+            target = store
         log = ta.open(
-            root,
+            target,
+            local_dir=cfg.get("local_dir"),
             segment_max_records=cfg["segment_max_records"],
             segment_max_bytes=cfg["segment_max_bytes"],
             segment_max_age=cfg["segment_max_age"],
         )
-        appender = Appender(log.stream(name), cfg)
+        if "seal_retries" in cfg:  # a test knob: how soon waiting calls give up on the store
+            log.catalog.options = dataclasses.replace(
+                log.catalog.options, seal_retries=cfg["seal_retries"]
+            )
+        stream = log.stream(cfg["stream"], take_over=cfg.get("take_over", False))
         emit("START")
+        appender = Appender(stream, cfg, emit, store)
         deadline = time.monotonic() + cfg["max_seconds"]
-        while time.monotonic() < deadline:
-            appender.step()
+        try:
+            while time.monotonic() < deadline:
+                appender.step()
+        except Fenced:
+            emit("FENCED")
+            while True:
+                time.sleep(1)
     except BaseException as e:
         emit(f"ERROR {type(e).__name__}: {e}".replace("\n", " | "))
         traceback.print_exc()
@@ -216,6 +316,36 @@ def main() -> None:
         os._exit(3)
     emit("ERROR the child ran out of time without being killed")
     os._exit(4)  # never close the log: the parent expected to kill us
+
+
+def _reap(signum: int, frame: Any) -> None:
+    """SIGCHLD: report every child that ended."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        line = f"EXIT {pid} {code}\n".encode()
+        os.write(1, line)
+
+
+def main() -> None:
+    signal.signal(signal.SIGCHLD, _reap)
+    os.write(1, b"READY\n")
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            os._exit(0)  # the parent is done
+        cfg = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.close(0)
+            run_child(cfg)
+        os.write(1, f"PID {cfg['tag']} {pid}\n".encode())
 
 
 if __name__ == "__main__":

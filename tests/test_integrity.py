@@ -238,9 +238,12 @@ def test_checkpoint_still_verifies_after_many_later_commits(tmp_path: Path) -> N
             assert report.ok, str(report)
             assert report.target == f"main@g{cp.generation}"
             checks = [(e.check, e.ok) for e in report.entries]
+            # Every field of the checkpoint is checked: its head offset, then its root.
             assert checks == [("commits", True)] + [("segment", True)] * deep + [
-                ("checkpoint", True)
+                ("checkpoint", True),
+                ("checkpoint", True),
             ]
+            assert "head offset" in report.entries[-2].detail
             assert report.entries[-1].expected == report.entries[-1].found == cp.root
         assert log.stream("main").at(cp).read().equals(snapshot)
 

@@ -210,6 +210,9 @@ def test_plan_filter(query: str) -> None:
         ("SELECT tool, sum(x) AS s FROM records GROUP BY tool ORDER BY s DESC LIMIT 2", ["tool"]),
         ("SELECT tool FROM records GROUP BY tool ORDER BY max(x) DESC", ["tool"]),
         ("SELECT records.tool, min(x) FROM records WHERE ok GROUP BY records.tool", ["tool"]),
+        # issue 16: GROUP BY over expressions and ordinals is incremental too
+        ("SELECT lower(tool), count(*) FROM records GROUP BY lower(tool)", ["__k0"]),
+        ("SELECT tool, count(*) FROM records GROUP BY 1", ["tool"]),
     ],
 )
 def test_plan_aggregate(query: str, keys: list[str]) -> None:
@@ -240,8 +243,7 @@ def test_plan_aggregate(query: str, keys: list[str]) -> None:
         ("WITH t AS (SELECT * FROM records) SELECT * FROM t", "something other than `records`"),
         ("SELECT x FROM other_table", "something other than `records`"),
         ("SELECT x FROM records WHERE x > (SELECT avg(x) FROM records)", "subqueries"),
-        ("SELECT lower(tool), count(*) FROM records GROUP BY lower(tool)", "expression"),
-        ("SELECT tool, count(*) FROM records GROUP BY 1", "expression"),
+        ("SELECT lower(tool) AS t, count(*) FROM records GROUP BY t", "may name an alias"),
         ("SELECT tool, x, count(*) FROM records GROUP BY tool", "x uses a column outside"),
         ("SELECT DISTINCT tool FROM records", "SELECT DISTINCT"),
         ("SELECT x FROM records ORDER BY x", "ORDER BY / LIMIT"),

@@ -33,6 +33,7 @@ def test_public_names_are_pinned() -> None:
         "VerifyEntry",
         "VerifyReport",
         "WriterBusyError",
+        "connect",
         "open",
         "register_merge_resolver",
     ]

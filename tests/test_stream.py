@@ -842,12 +842,18 @@ def test_take_over_fences_the_old_writer(root: Path, tmp_path: Path) -> None:
             assert new.read().column("n").to_pylist() == [0, 100]
 
 
-def test_take_over_in_same_local_dir_is_refused(root: Path) -> None:
-    """take_over cannot share the live writer's local dir (its heads): WriterBusyError."""
+def test_take_over_in_same_local_dir_fences_the_live_writer(root: Path) -> None:
+    """Without take_over a second writer of the same local dir is refused (WriterBusyError);
+    with take_over=True it fences the live writer like any other (issue 10: this used to be
+    refused too, while the README says take_over fences the other writer)."""
     with ta.open(root) as first:
         first.create_stream("s").append({"n": 1})
-        with ta.open(root) as second, pytest.raises(ta.WriterBusyError, match="local dir"):
-            second.stream("s", take_over=True).append({"n": 2})
+        with ta.open(root) as second:
+            with pytest.raises(ta.WriterBusyError, match="local dir"):
+                second.stream("s").append({"n": 2})
+            assert second.stream("s", take_over=True).append({"n": 2}).first_offset == 0
+            with pytest.raises(ta.FencedError):
+                first.stream("s").flush()
 
 
 # --- closed logs ----------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ class Child:
 
     def stream(self, name: str, take_over: bool = False) -> ta.Stream:
         assert self.log is not None, "open first"
-        if name not in self.streams:
+        if name not in self.streams or take_over:
             self.streams[name] = self.log.stream(name, take_over=take_over)
         return self.streams[name]
 

@@ -5,6 +5,7 @@ Open a log with `transit_arrow.open(uri)`; see README.md for a tour.
 
 from __future__ import annotations
 
+from .client import connect
 from .errors import (
     AlreadyExistsError,
     CommitConflictError,
@@ -57,6 +58,7 @@ __all__ = [
     "VerifyEntry",
     "VerifyReport",
     "WriterBusyError",
+    "connect",
     "open",
     "register_merge_resolver",
 ]

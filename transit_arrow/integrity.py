@@ -4,12 +4,19 @@ A checkpoint `{stream, generation, head_offset, root}` names a prefix of a strea
 the root of its hash chain. `verify` recomputes every commit's root from the bytes in the store
 (never from caches), from generation 0 through the target generation, for the stream and every
 position its history references (branch parents, merge parents and bases, recursively), and
-checks each reference's pinned root; `deep=True` also re-hashes every segment file.
+checks each reference's pinned root; `deep=True` also re-hashes every segment file. For a
+checkpoint it checks every field against that history: the generation exists, its root is the
+chain's and its head offset is the generation's last offset.
+
+A checkpoint may carry an Ed25519 signature (`sign_checkpoint`, through the `cryptography`
+library: the `sign` extra) over its canonical bytes (`Checkpoint.signed_bytes`); `verify` then
+checks the signature, and with `trusted_keys` that the signer is one of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -19,16 +26,28 @@ import blake3
 import pyarrow as pa
 
 from .commit import CommitLog, canonical, check_commit, compute_root, now_rfc3339
+from .compaction import compaction_checks
 from .engine.catalog import Catalog
 from .engine.replay import references
-from .errors import IntegrityError, InvalidInputError
+from .errors import IntegrityError, InvalidInputError, MissingExtraError
 from .layout import checkpoint_path, checkpoints_folder, commit_path, commits_folder
 from .manifest import Manifest
 
-__all__ = ["Checkpoint", "VerifyEntry", "VerifyReport", "verify"]
+__all__ = [
+    "Checkpoint",
+    "VerifyEntry",
+    "VerifyReport",
+    "load_private_key",
+    "load_public_key",
+    "sign_checkpoint",
+    "verify",
+]
 
 _KIND_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HEX = re.compile(r"[0-9a-f]{64}")
+_SIGNATURE = re.compile(r"[0-9a-f]{128}")
+#: Prefixed to the canonical JSON a signature covers, so it can mean nothing else.
+SIGNING_CONTEXT = b"transit-arrow checkpoint v1\n"
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,9 @@ class Checkpoint:
         root: the BLAKE3 root of the commit chain at that generation.
         kind: a free label ("manual", "eval-start", ...).
         created_at: when the checkpoint was taken (RFC 3339).
+        public_key: for a signed checkpoint, the signer's Ed25519 public key (64 hex digits).
+        signature: for a signed checkpoint, the Ed25519 signature (128 hex digits) of
+            `signed_bytes()`.
     """
 
     stream: str
@@ -50,10 +72,28 @@ class Checkpoint:
     root: str
     kind: str = "manual"
     created_at: str = ""
+    public_key: str | None = None
+    signature: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return asdict(self)
+        """A JSON-serialisable dict (the signature fields only when signed)."""
+        data = asdict(self)
+        for name in ("public_key", "signature"):
+            if data[name] is None:
+                del data[name]
+        return data
+
+    def signed_bytes(self) -> bytes:
+        """What a signature covers: a fixed context line, then the canonical JSON of every
+        field but `signature` (the signer's `public_key` included)."""
+        data = self.to_dict()
+        data.pop("signature", None)
+        return SIGNING_CONTEXT + canonical(data)
+
+    @property
+    def unsigned(self) -> Checkpoint:
+        """This checkpoint without its signature fields."""
+        return dataclasses.replace(self, public_key=None, signature=None)
 
     def to_json(self) -> str:
         """Canonical JSON text."""
@@ -62,26 +102,220 @@ class Checkpoint:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
         """Inverse of `to_dict` (raises `InvalidInputError` on missing fields)."""
+        if not isinstance(data, dict):
+            raise InvalidInputError(f"not a checkpoint: {data!r} (expected a JSON object)")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise InvalidInputError(f"not a checkpoint: unknown field(s) {unknown}")
         try:
-            return cls(
-                stream=str(data["stream"]),
-                generation=int(data["generation"]),
-                head_offset=int(data["head_offset"]),
-                root=str(data["root"]),
-                kind=str(data.get("kind", "manual")),
-                created_at=str(data.get("created_at", "")),
+            cp = cls(
+                stream=_text_field(data, "stream"),
+                generation=_int_field(data, "generation"),
+                head_offset=_int_field(data, "head_offset"),
+                root=_text_field(data, "root"),
+                kind=_text_field(data, "kind", "manual"),
+                created_at=_text_field(data, "created_at", ""),
+                public_key=_optional_hex(data, "public_key", _HEX),
+                signature=_optional_hex(data, "signature", _SIGNATURE),
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise InvalidInputError(f"not a checkpoint: {data!r} ({e})") from e
+            raise InvalidInputError(f"not a checkpoint: {_short(data)} ({e})") from e
+        if (cp.public_key is None) != (cp.signature is None):
+            raise InvalidInputError("not a checkpoint: public_key and signature go together")
+        return cp
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Checkpoint:
         """Inverse of `to_json`."""
         try:
             data = json.loads(text)
-        except ValueError as e:
-            raise InvalidInputError(f"checkpoint is not valid JSON: {e}") from e
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+            raise InvalidInputError(f"checkpoint is not valid JSON: {e}") from None
         return cls.from_dict(data)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+def _text_field(data: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = data.get(name, default) if default is not None else data[name]
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _int_field(data: dict[str, Any], name: str) -> int:
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    return value
+
+
+def _optional_hex(data: dict[str, Any], name: str, pattern: re.Pattern[str]) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"{name} must be {pattern.pattern} hex digits, not {_short(value)}")
+    return value
+
+
+# --- signatures (the `sign` extra) ------------------------------------------------------------
+
+
+def _ed25519() -> Any:
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError as e:
+        raise MissingExtraError(
+            'signed checkpoints need the cryptography library: pip install "transit-arrow[sign]"'
+        ) from e
+    return ed25519
+
+
+def _serialization() -> Any:
+    _ed25519()
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization
+
+
+def load_private_key(key: object) -> Any:
+    """An Ed25519 private key from a `cryptography` key object, PEM (PKCS#8, as written by
+    `openssl genpkey -algorithm ed25519`), the 32 raw bytes of the seed, or 64 hex digits of it.
+
+    Raises:
+        InvalidInputError: not an Ed25519 private key in one of those forms.
+        MissingExtraError: the `sign` extra is not installed.
+    """
+    ed25519 = _ed25519()
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key
+    data = _key_bytes(key, "private")
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            loaded = _serialization().load_pem_private_key(data, password=None)
+        else:
+            loaded = ed25519.Ed25519PrivateKey.from_private_bytes(_raw32(data, "private"))
+    except (ValueError, TypeError) as e:
+        raise InvalidInputError(f"not an Ed25519 private key: {e}") from None
+    if not isinstance(loaded, ed25519.Ed25519PrivateKey):
+        raise InvalidInputError(f"not an Ed25519 private key: a {type(loaded).__name__}")
+    return loaded
+
+
+def load_public_key(key: object) -> Any:
+    """An Ed25519 public key from a `cryptography` key object, PEM (SubjectPublicKeyInfo, as
+    written by `openssl pkey -pubout`), its 32 raw bytes, or 64 hex digits of them.
+
+    Raises:
+        InvalidInputError: not an Ed25519 public key in one of those forms.
+        MissingExtraError: the `sign` extra is not installed.
+    """
+    ed25519 = _ed25519()
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    data = _key_bytes(key, "public")
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            loaded = _serialization().load_pem_public_key(data)
+        else:
+            loaded = ed25519.Ed25519PublicKey.from_public_bytes(_raw32(data, "public"))
+    except (ValueError, TypeError) as e:
+        raise InvalidInputError(f"not an Ed25519 public key: {e}") from None
+    if not isinstance(loaded, ed25519.Ed25519PublicKey):
+        raise InvalidInputError(f"not an Ed25519 public key: a {type(loaded).__name__}")
+    return loaded
+
+
+def _key_bytes(key: object, what: str) -> bytes:
+    if isinstance(key, str):
+        return key.encode()
+    if isinstance(key, bytes | bytearray | memoryview):
+        return bytes(key)
+    raise InvalidInputError(
+        f"an Ed25519 {what} key is a cryptography key object, PEM, 32 raw bytes or 64 hex "
+        f"digits, not a {type(key).__name__}"
+    )
+
+
+def _raw32(data: bytes, what: str) -> bytes:
+    if len(data) == 32:
+        return data
+    text = data.strip()
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            pass
+    raise ValueError(f"expected PEM, 32 raw bytes or 64 hex digits ({len(data)} bytes given)")
+
+
+def public_key_hex(key: Any) -> str:
+    """The 64 hex digits of an Ed25519 public key's raw bytes (its id in checkpoints)."""
+    serialization = _serialization()
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return bytes(raw).hex()
+
+
+def sign_checkpoint(cp: Checkpoint, key: object) -> Checkpoint:
+    """`cp` signed with an Ed25519 private key (see `load_private_key` for the forms taken).
+
+    The signature covers `signed_bytes()`: every field, the signer's public key included.
+    """
+    private = load_private_key(key)
+    unsigned = dataclasses.replace(cp, public_key=public_key_hex(private.public_key()))
+    signature = private.sign(unsigned.signed_bytes()).hex()
+    return dataclasses.replace(unsigned, signature=signature)
+
+
+def _check_signature(cp: Checkpoint, trusted: set[str] | None) -> tuple[bool, str]:
+    """Whether `cp`'s signature holds (and its signer is trusted), and what was found."""
+    if cp.signature is None or cp.public_key is None:
+        if trusted is None:
+            return True, "not signed"
+        return False, "the checkpoint is not signed, but trusted keys were required"
+    ed25519 = _ed25519()
+    try:
+        key = ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(cp.public_key))
+        key.verify(bytes.fromhex(cp.signature), cp.signed_bytes())
+    except ValueError as e:  # a public key that is not a curve point
+        return False, f"the signer's public key is not valid: {e}"
+    except Exception as e:  # cryptography's InvalidSignature
+        if type(e).__name__ != "InvalidSignature":
+            raise
+        return False, (
+            f"the Ed25519 signature does not match the checkpoint's bytes for key "
+            f"{cp.public_key[:16]}…: the checkpoint was altered after signing, or the signature "
+            "is not this key's"
+        )
+    if trusted is None:
+        return True, (
+            f"Ed25519 signature valid, by key {cp.public_key[:16]}… (pass trusted keys to "
+            "require a known signer)"
+        )
+    if cp.public_key not in trusted:
+        return False, (
+            f"signed by key {cp.public_key[:16]}…, which is not one of the "
+            f"{len(trusted)} trusted key(s)"
+        )
+    return True, f"Ed25519 signature valid, by trusted key {cp.public_key[:16]}…"
+
+
+def trusted_key_ids(keys: object) -> set[str]:
+    """The public key ids (hex of the raw bytes) of `keys`: one key or an iterable of keys
+    in any form `load_public_key` takes."""
+    if keys is None:
+        raise InvalidInputError("trusted_keys must be one or more Ed25519 public keys")
+    if isinstance(keys, str | bytes | bytearray | memoryview) or not hasattr(keys, "__iter__"):
+        keys = [keys]
+    assert hasattr(keys, "__iter__")
+    ids = {public_key_hex(load_public_key(k)) for k in keys}
+    if not ids:
+        raise InvalidInputError("trusted_keys is empty: pass at least one public key")
+    return ids
 
 
 def checkpoint_kind(kind: object) -> str:
@@ -127,7 +361,7 @@ class VerifyEntry:
     """One check: what was checked, and on failure the file and expected vs found hashes."""
 
     stream: str
-    check: str  # "commits", "pin", "checkpoint" or "segment"
+    check: str  # "commits", "pin", "checkpoint", "segment", "compaction" or "snapshot"
     ok: bool
     object: str
     detail: str
@@ -242,6 +476,9 @@ class _Verifier:
         if self.deep:
             for seg in manifest.segments:
                 self._segment(name, seg.path, seg.blake3, seg.bytes)
+            # Compaction (§10): new files hold exactly what they replaced; snapshots (§5) fold.
+            for check in compaction_checks(self.catalog, name, manifest.generation):
+                self.add(VerifyEntry(**check))
         return manifest
 
     def _chain(self, name: str, commit_log: CommitLog, through: int) -> Manifest | None:
@@ -324,23 +561,66 @@ class _Verifier:
 
 
 def verify(
-    catalog: Catalog, name: str, generation: int | None, root: str | None, deep: bool
+    catalog: Catalog,
+    name: str,
+    generation: int | None,
+    checkpoint: Checkpoint | None,
+    deep: bool,
+    trusted_keys: object = None,
 ) -> VerifyReport:
-    """Verify stream `name` through `generation`; with `root`, also that it is the chain's."""
+    """Verify stream `name` through `generation`; with a `checkpoint` (of that stream and
+    generation), also each of its fields against that history, and its signature.
+
+    `trusted_keys` (public keys, see `load_public_key`) requires the checkpoint to be signed by
+    one of them.
+    """
+    trusted = trusted_key_ids(trusted_keys) if trusted_keys is not None else None
+    if trusted is not None and checkpoint is None:
+        raise InvalidInputError("trusted_keys applies to verifying a checkpoint")
     target = name if generation is None else f"{name}@g{generation}"
     report = VerifyReport(target=target, deep=deep)
     verifier = _Verifier(catalog, deep, report)
+    if checkpoint is not None and checkpoint.generation < 0:
+        where = commits_folder(catalog.stream_folder(name))
+        detail = f"checkpoint generation {checkpoint.generation} does not exist"
+        report.entries.append(VerifyEntry(name, "checkpoint", False, where, detail))
+        return report
     manifest = verifier.stream(name, generation)
-    if root is not None and manifest is not None:
-        report.entries.append(
-            VerifyEntry(
-                name,
-                "checkpoint",
-                manifest.root == root,
-                commit_path(catalog.stream_folder(name), manifest.generation),
-                f"checkpoint root at generation {manifest.generation}",
-                expected=root,
-                found=manifest.root,
+    if checkpoint is not None:
+        if manifest is not None:
+            where = commit_path(catalog.stream_folder(name), manifest.generation)
+            g = manifest.generation
+            report.entries += [
+                VerifyEntry(
+                    name,
+                    "checkpoint",
+                    manifest.next_offset - 1 == checkpoint.head_offset,
+                    where,
+                    f"checkpoint head offset at generation {g} (its last committed offset)",
+                    expected=str(checkpoint.head_offset),
+                    found=str(manifest.next_offset - 1),
+                ),
+                VerifyEntry(
+                    name,
+                    "checkpoint",
+                    manifest.root == checkpoint.root,
+                    where,
+                    f"checkpoint root at generation {g}",
+                    expected=checkpoint.root,
+                    found=manifest.root,
+                ),
+            ]
+        if checkpoint.signature is not None or trusted is not None:
+            ok, detail = _check_signature(checkpoint, trusted)
+            report.entries.append(
+                VerifyEntry(
+                    name,
+                    "signature",
+                    ok,
+                    "checkpoint",
+                    detail,
+                    expected=None if trusted is None else ",".join(sorted(trusted)),
+                    found=checkpoint.public_key,
+                )
             )
-        )
     return report

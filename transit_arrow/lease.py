@@ -6,9 +6,16 @@ newest epoch is the current lease; a clean close writes the next epoch as a rele
 over a live (or unknown) writer's lease also writes a `fence` commit, so the old writer's next
 commit attempt fails and it learns it was fenced (its local head files stay on disk).
 
-On one machine, a lock file in the local working dir (`fcntl.flock`) additionally prevents two
-processes from sharing a head folder; the OS drops it when a process dies, which is how a
-crashed writer's lease is recognised as stale without waiting.
+On one machine, `flock`s in the local working dir say who is alive without waiting for a
+timeout (the OS drops them when a process dies):
+
+- `<local>/streams/<enc>/writer.lock` is held by the writer that owns the stream's local dir;
+  a second writer there gets `WriterBusyError` unless it takes over;
+- `<local>/streams/<enc>/heads/<epoch:020d>.lock` is held by the writer of lease `epoch` for as
+  long as it lives. The lease record names it, so a writer on the same machine knows whether
+  the holder is alive (a free lock: it crashed, its lease is stale), and recovery knows which
+  head files belong to a live writer (one that was fenced but has not noticed yet: a
+  `take_over=True` writer may share its local dir).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from .commit import canonical, now_rfc3339
 from .errors import StorageError, WriterBusyError
 from .storage import ObjectStore
 
-__all__ = ["Lease", "LocalLock"]
+__all__ = ["EpochLock", "Lease", "LocalLock", "epoch_lock_path"]
 
 
 class LocalLock:
@@ -56,6 +63,79 @@ class LocalLock:
             self._fd = -1
 
 
+def epoch_lock_path(heads_dir: Path, epoch: int) -> Path:
+    """The liveness lock of the writer holding lease `epoch`, in its heads folder."""
+    return heads_dir / f"{epoch:020d}.lock"
+
+
+class EpochLock:
+    """The `flock` a writer holds on `<heads>/<epoch>.lock` while it lives."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise WriterBusyError(f"the writer lock {path} is held by another writer") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"pid {os.getpid()}".encode(), 0)
+
+    def release(self) -> None:
+        """Drop the lock (the file stays: its being free tells that this writer is gone)."""
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+    @staticmethod
+    def probe(path: Path) -> bool | None:
+        """True if a live process holds the lock, False if it is free, None if there is no
+        such lock file."""
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the probe's own lock
+        return False
+
+    @staticmethod
+    def clean(heads_dir: Path, below: int) -> None:
+        """Remove the free lock files of epochs below `below` (writers that are gone)."""
+        try:
+            names = os.listdir(heads_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            stem = name.removesuffix(".lock")
+            if name.endswith(".lock") and stem.isdigit() and int(stem) < below:
+                path = heads_dir / name
+                if EpochLock.probe(path) is False:
+                    path.unlink(missing_ok=True)
+
+
+def _holder_alive(holder: dict[str, Any], local_dir: str, local_lock_held: bool) -> bool:
+    """Whether the lease holder `holder` (a lease record's) is a live writer, as far as this
+    machine can tell; a holder on another machine is presumed alive."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    lock = holder.get("lock")
+    if isinstance(lock, str):
+        held = EpochLock.probe(Path(lock))
+        if held is not None:
+            return held
+    elif local_lock_held and holder.get("local_dir") == local_dir:
+        return False  # a writer of an older version that held this dir's writer.lock
+    return _pid_alive(int(holder.get("pid", -1)))
+
+
 @dataclass
 class Lease:
     """The lease this process holds on one stream."""
@@ -65,6 +145,7 @@ class Lease:
     epoch: int
     writer_id: str
     fenced_previous: dict[str, Any] | None
+    lock: EpochLock | None = None
 
     @staticmethod
     def _epochs(store: ObjectStore, folder: str) -> list[int]:
@@ -100,19 +181,20 @@ class Lease:
             record = json.loads(store.get(f"{folder}/writer/{latest:020d}.json"))
             holder = record.get("holder")
             if not record.get("released") and holder is not None:
-                stale = holder.get("host") == socket.gethostname() and (
-                    (local_lock_held and holder.get("local_dir") == local_dir)
-                    or not _pid_alive(int(holder.get("pid", -1)))
-                )
-                if not stale and not take_over:
+                alive = _holder_alive(holder, local_dir, local_lock_held)
+                if alive and not take_over:
                     raise WriterBusyError(
                         f"stream {stream!r} is held by writer {holder.get('id')} "
                         f"(host {holder.get('host')}, pid {holder.get('pid')}, epoch {latest}, "
                         f"since {record.get('acquired_at')}); pass take_over=True to fence it"
                     )
-                if not stale:
+                if alive:
                     fenced = {"epoch": latest, **holder}
         epoch = latest + 1
+        # Hold the liveness lock before the record naming it exists, so nobody ever finds the
+        # record with its lock free while this writer lives.
+        lock_path = epoch_lock_path(Path(local_dir) / "heads", epoch)
+        lock = EpochLock(lock_path)
         record = {
             "epoch": epoch,
             "holder": {
@@ -120,23 +202,31 @@ class Lease:
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "local_dir": local_dir,
+                "lock": str(lock_path),
             },
             "acquired_at": now_rfc3339(),
         }
         try:
             store.put_if_absent(f"{folder}/writer/{epoch:020d}.json", canonical(record))
         except FileExistsError:
+            lock.release()
             raise WriterBusyError(
                 f"stream {stream!r}: another writer acquired the lease at the same moment "
                 f"(epoch {epoch}); retry, or pass take_over=True"
             ) from None
         except OSError as e:
+            lock.release()
             raise StorageError(f"cannot write the writer lease of {stream!r}: {e}") from e
-        return cls(store, folder, epoch, writer_id, fenced)
+        return cls(store, folder, epoch, writer_id, fenced, lock)
 
     def is_current(self) -> bool:
         """False once a newer epoch exists (this writer was fenced or released)."""
         return self.current_epoch(self.store, self.folder) == self.epoch
+
+    def release_lock(self) -> None:
+        """Drop the liveness lock (this writer is done with the stream, cleanly or not)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def release(self) -> None:
         """Write the release record (epoch + 1); harmless if someone took over already."""

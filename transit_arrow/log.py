@@ -15,27 +15,40 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from .cursors import Cursor, cursors_table, open_cursor
 from .engine.catalog import Catalog, Options
-from .errors import InvalidInputError
+from .engine.writer import Ack
+from .errors import InvalidInputError, StorageError, TransitError
+from .heads import orphaned_heads, reappend_orphaned
 from .inspect import checkpoints_table, streams_table
 from .integrity import Checkpoint, VerifyReport, verify
+from .lifecycle import (
+    check_existing_branch,
+    check_existing_materialization,
+    check_existing_root,
+    delete_stream,
+    drop_materialization,
+)
 from .lineage import children_table, create_branch, lineage_table, metadata_of
 from .maintenance import GcReport, HydrateReport, collect_garbage, hydrate
 from .manifest import check_metadata, create_action
 from .materialize import Materialization, Reducer, define, list_definitions, load
 from .merge import create_merge
 from .names import validate_stream_name
+from .query import distributed
 from .query.connection import connect, create_view, run_sql, sql
 from .query.frames import scan_all
 from .record import check_names, evolve_schema
 from .report import LINEAGE_METADATA, LineageGraph, Report, build_report, lineage_graph
 from .report.display import log_html
 from .report.model import MetricSpec
+from .scanplan import Filters, LogScanPlan
 from .storage import ObjectStore, store_from_uri
 from .stream import Stream
 from .typing import DURABILITY_LEVELS, Durability
 
 if TYPE_CHECKING:
+    import dask.dataframe as dd
     import polars as pl
     from duckdb import DuckDBPyConnection, DuckDBPyRelation
 
@@ -109,7 +122,12 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
         lease_check_interval=1.0,
         cache_max_bytes=cache_max_bytes,
     )
-    return Log(Catalog(store, options, local_dir=local_dir, create=create))
+    try:
+        return Log(Catalog(store, options, local_dir=local_dir, create=create))
+    except TransitError:
+        raise
+    except OSError as e:  # e.g. the URI names a file, or the local dir cannot be made
+        raise StorageError(f"cannot open a log at {store.uri}: {e}") from e
 
 
 class Log:
@@ -144,6 +162,7 @@ class Log:
         return log_html(self)
 
     def __enter__(self) -> Log:
+        self.catalog.check_open()
         return self
 
     def __exit__(
@@ -166,6 +185,7 @@ class Log:
         *,
         schema: pa.Schema | None = None,
         metadata: dict[str, Any] | None = None,
+        exist_ok: bool = False,
     ) -> Stream:
         """Create a root stream and return it.
 
@@ -173,9 +193,12 @@ class Log:
             name: 1-255 characters from letters, digits, '.', '_', '-', '/'.
             schema: optional user schema (else fixed by the first append).
             metadata: optional `actor`, `reason` (strings) and `labels` (str -> str).
+            exist_ok: return the existing stream when it is what this call would create (a
+                root with the same schema, if given, and metadata) instead of refusing.
 
         Raises:
-            AlreadyExistsError: a stream with this name exists.
+            AlreadyExistsError: a stream with this name exists (with `exist_ok`: and differs,
+                the message says how).
             InvalidInputError: bad name, schema or metadata.
         """
         self.catalog.check_open()
@@ -186,6 +209,9 @@ class Log:
             metadata=check_metadata(metadata),
             start_offset=0,
         )
+        if exist_ok and self.catalog.exists(name):
+            check_existing_root(self.catalog, name, create["schema"], create["metadata"])
+            return self.stream(name)
         return self.stream(self.catalog.create(name, create).stream)
 
     def stream(self, name: str, *, take_over: bool = False) -> Stream:
@@ -202,8 +228,9 @@ class Log:
         validate_stream_name(name)
         with self.catalog.lock:
             handle = self._handles.get(name)
-            if handle is None:
-                self.catalog.manifest(name, refresh=True)
+            if handle is None or handle.closed:  # a closed handle stays closed: a new one
+                if self.catalog.manifest(name, refresh=True).deleted:
+                    raise self.catalog.not_found(name)
                 handle = self._handles[name] = Stream(self, self.catalog, name, take_over=take_over)
             elif take_over:
                 handle.take_over = True
@@ -225,19 +252,27 @@ class Log:
         actor: str | None = None,
         reason: str | None = None,
         labels: dict[str, str] | None = None,
+        exist_ok: bool = False,
     ) -> Stream:
         """Fork `at` ("parent@N", or "parent" for its last record) into a new stream `name`.
 
         Creation writes one commit and copies no bytes, whatever the parent's size. The branch
         replays the parent through offset N, then its own records from N+1. If N is in the
-        parent's unsealed head (written by this process), the head is sealed first.
+        parent's unsealed head (written by this process), the head is sealed first. With
+        `exist_ok`, an existing branch of the same parent (at the same offset, when `at` names
+        one) with the same metadata is returned instead of refused.
 
         Raises:
             StreamNotFoundError: the parent does not exist.
-            AlreadyExistsError: `name` exists.
+            AlreadyExistsError: `name` exists (with `exist_ok`: and differs).
             InvalidInputError: bad name, or N is not an offset of the parent.
         """
         self.catalog.check_open()
+        validate_stream_name(name)
+        if exist_ok and self.catalog.exists(name):
+            metadata = metadata_of(actor, reason, labels)
+            check_existing_branch(self.catalog, name, at, None, metadata)
+            return self.stream(name)
         manifest = create_branch(self.catalog, name, at, actor=actor, reason=reason, labels=labels)
         return self.stream(manifest.stream)
 
@@ -347,6 +382,10 @@ class Log:
         nothing any generation of any stream references is ever removed.
         """
         self.catalog.check_open()
+        if isinstance(min_age, bool) or not isinstance(min_age, int | float) or min_age < 0:
+            raise InvalidInputError(f"min_age must be a number of seconds >= 0, not {min_age!r}")
+        if not isinstance(dry_run, bool):
+            raise InvalidInputError(f"dry_run must be True or False, not {dry_run!r}")
         return collect_garbage(self.catalog, min_age=min_age, dry_run=dry_run)
 
     def hydrate(self, *, progress: bool = False) -> HydrateReport:
@@ -366,6 +405,7 @@ class Log:
         reducer: Reducer | None = None,
         key: list[str] | None = None,
         version: str = "1",
+        exist_ok: bool = False,
     ) -> Materialization:
         """Define (or redefine) a derived view of stream `source`; see DESIGN §9.
 
@@ -381,9 +421,20 @@ class Log:
 
         The definition is stored in the log, so other processes can open it with
         `Log.materialization(name)`. A changed definition makes old checkpoints unusable:
-        the next refresh rebuilds and its report says why.
+        the next refresh rebuilds and its report says why. With `exist_ok=True` an existing
+        definition is returned when it is the same and refused (`AlreadyExistsError`, saying
+        what differs) when it is not, instead of being redefined.
         """
         self.catalog.check_open()
+        if exist_ok:
+            wanted = {
+                "source": source,
+                "query": query,
+                "key": list(key) if key else None,
+                "version": str(version),
+            }
+            if check_existing_materialization(self.catalog, name, wanted):
+                return self.materialization(name, reducer=reducer)
         view = define(
             self.catalog, name, source, query=query, reducer=reducer, key=key, version=version
         )
@@ -396,6 +447,21 @@ class Log:
         view = load(self.catalog, name, reducer)
         view.log = self
         return view
+
+    def drop_materialization(self, name: str) -> int:
+        """Remove materialization `name` (definition, checkpoints and state files on every
+        branch); returns how many files were removed. Raises `NotFoundError` if absent."""
+        self.catalog.check_open()
+        return drop_materialization(self.catalog, name)
+
+    def delete_stream(self, name: str, *, reason: str | None = None) -> None:
+        """Delete stream `name`, which no branch or merge may depend on (refused, naming them,
+        otherwise, and nothing changes). The deletion is a commit in the stream's history, the
+        stream leaves every listing and query, and `gc()` frees its segment files. The name
+        cannot be reused."""
+        self.catalog.check_open()
+        delete_stream(self.catalog, name, reason=reason)
+        self._handles.pop(name, None)
 
     def materializations(self) -> pa.Table:
         """One row per materialization: name, source, kind, mode, query, version, branches."""
@@ -422,6 +488,8 @@ class Log:
         """Run SQL over the log's views (refreshed first); `"name@g12"` addresses a stream as
         of generation 12. DuckDB errors are raised as `QueryError` (a `TransitError`)."""
         self.catalog.check_open()
+        if not isinstance(query, str):
+            raise InvalidInputError(f"query must be SQL text, not {type(query).__name__}")
         return sql(self.catalog, query, **params)
 
     def create_view(
@@ -461,23 +529,114 @@ class Log:
         self.catalog.check_open()
         return scan_all(self.catalog, at=at)
 
+    def scan_plan(self, *, at: datetime | str | None = None) -> LogScanPlan:
+        """Every stream's scan plan (docs/scan_plan.md) with the schema of `scan_all()`
+        (`_branch` first); streams whose history cannot be read are in its `errors`."""
+        self.catalog.check_open()
+        return distributed.log_plan(self.catalog, at=at)
+
+    def to_dask(
+        self,
+        *,
+        columns: list[str] | None = None,
+        filters: Filters | None = None,
+        at: datetime | str | None = None,
+    ) -> dd.DataFrame:
+        """Every stream's replay as one Dask DataFrame with `_branch` (what `scan_all()`
+        holds), one partition per file span (`pip install "transit-arrow[dask]"`)."""
+        self.catalog.check_open()
+        return distributed.to_dask(
+            distributed.log_plan(self.catalog, at=at),
+            filesystem=distributed.plan_filesystem(self.catalog),
+            columns=columns,
+            filters=filters,
+        )
+
+    # --- cursors --------------------------------------------------------------------------
+
+    def cursor(self, name: str, stream: str) -> Cursor:
+        """The durable cursor `name` on `stream`, at its last committed position (0 if never
+        committed): `cursor.tail()` from it, `cursor.commit(offset)` after processing. Stored
+        in the log, so it survives restarts and other machines see it; two handles committing
+        one cursor conflict (`CommitConflictError`)."""
+        self.catalog.check_open()
+        return open_cursor(self.catalog, name, stream)
+
+    def cursors(self) -> pa.Table:
+        """One row per cursor and stream: name, stream, position, generation, committed_at,
+        host, pid, error."""
+        self.catalog.check_open()
+        return cursors_table(self.catalog)
+
     # --- integrity ------------------------------------------------------------------------
+
+    def orphaned_heads(self, stream: str | None = None) -> pa.Table:
+        """Acknowledged records this machine's local dir holds that no longer continue their
+        stream (a fenced writer's, damaged, superseded), one row per head file: stream, path,
+        kind, reason, offsets, records, whether it is set aside yet, and where a
+        `reappend_orphaned` put it. Nothing is ever deleted; see `transit_arrow.heads`."""
+        self.catalog.check_open()
+        return orphaned_heads(self.catalog, stream)
+
+    def reappend_orphaned(
+        self, path: str | os.PathLike[str], *, branch: str, durability: Durability | None = None
+    ) -> Ack:
+        """Append the records of set-aside head `path` (see `orphaned_heads`) to stream
+        `branch`, created when missing as a branch at the offset before the orphan's first
+        record (so they keep their offsets when nothing was lost before them). Refuses a
+        second re-append of the same file."""
+        self.catalog.check_open()
+        level = self.catalog.options.durability if durability is None else durability
+        return reappend_orphaned(self.catalog, Path(path), branch=branch, durability=level)
 
     def checkpoints(self, name: str | None = None) -> pa.Table:
         """Recorded checkpoints (of one stream, or of all) as an Arrow table."""
         self.catalog.check_open()
         return checkpoints_table(self.catalog, name)
 
-    def verify(self, target: str | Stream | Checkpoint, *, deep: bool = False) -> VerifyReport:
+    def verify(
+        self,
+        target: str | Stream | Checkpoint | None = None,
+        *,
+        deep: bool = False,
+        trusted_keys: Any = None,
+    ) -> VerifyReport:
         """Recompute hashes for a stream (latest generation) or a checkpoint.
 
         Shallow verification recomputes the root chain from generation 0 of the stream and of
         every ancestor, merge parent and base it references, and checks each pinned root;
-        `deep=True` also re-hashes every segment file. Returns a `VerifyReport` (`report.ok`).
+        `deep=True` also re-hashes every segment file. A checkpoint's every field is checked
+        against that history (its generation exists, its root is that generation's, its
+        head offset is that generation's last offset), and a signed checkpoint's Ed25519
+        signature against its bytes.
+
+        Args:
+            target: a stream name, a `Stream` or a `Checkpoint`; None verifies every stream
+                (one report, target "*", with each stream's entries; a stream whose history
+                cannot be read is a failed entry).
+            deep: also re-hash every segment file the history uses.
+            trusted_keys: Ed25519 public keys (key objects, PEM, raw or hex bytes; one or an
+                iterable): the checkpoint must be signed by one of them (needs the `sign`
+                extra).
+
+        Returns:
+            A `VerifyReport` (`report.ok`; one entry per check, failures saying why).
         """
         self.catalog.check_open()
+        if not isinstance(deep, bool):
+            raise InvalidInputError(f"deep must be True or False, not {deep!r}")
         if isinstance(target, Checkpoint):
-            return verify(self.catalog, target.stream, target.generation, target.root, deep)
+            validate_stream_name(target.stream)
+            if not self.catalog.exists(target.stream):
+                raise self.catalog.not_found(target.stream)
+            return verify(
+                self.catalog, target.stream, target.generation, target, deep, trusted_keys
+            )
+        if trusted_keys is not None:
+            raise InvalidInputError("trusted_keys applies to verifying a Checkpoint")
+        if target is None:
+            reports = [verify(self.catalog, n, None, None, deep) for n in self.catalog.names()]
+            return VerifyReport("*", deep, [e for r in reports for e in r.entries])
         name = target.name if isinstance(target, Stream) else target
         if not isinstance(name, str):
             raise InvalidInputError("verify takes a stream name, a Stream or a Checkpoint")

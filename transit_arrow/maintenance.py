@@ -6,13 +6,13 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from tqdm import tqdm
-
+from .compaction import materialization_garbage, releasable_segments
 from .engine.catalog import Catalog
 from .engine.replay import replay_spans
 from .errors import IntegrityError, StorageError
 from .layout import segments_folder
 from .manifest import SegmentRef
+from .segments.prefetch import DEFAULT_WORKERS, prefetch
 
 __all__ = ["GcReport", "HydrateReport", "collect_garbage", "hydrate"]
 
@@ -51,12 +51,16 @@ def collect_garbage(catalog: Catalog, *, min_age: float, dry_run: bool) -> GcRep
     Files younger than `min_age` seconds are kept: a writer may have uploaded one and not yet
     committed it. Every generation's references count (time travel reads old generations),
     and a branch's history is referenced by its parent's commits, so nothing a branch still
-    uses can be removed.
+    uses can be removed. The exception: segments a compaction or retention released at least
+    `min_age` seconds ago that no stream's latest replay, no pinned ancestry and no recorded
+    checkpoint needs; and materialization state no checkpoint of the current definition names.
     """
     report = GcReport(dry_run=dry_run)
     reachable: set[str] = set()
     for name in catalog.names():
         reachable |= catalog.referenced_segments(name)
+    # Compaction and retention (DESIGN §10): files they released that nothing reachable needs.
+    reachable -= releasable_segments(catalog, min_age=min_age)
     report.referenced = len(reachable)
     now = time.time()
     for folder in _stream_folders(catalog):
@@ -77,14 +81,21 @@ def collect_garbage(catalog: Catalog, *, min_age: float, dry_run: bool) -> GcRep
             if not dry_run:
                 with contextlib.suppress(FileNotFoundError):
                     catalog.store.delete(path)
+    for path in materialization_garbage(catalog, min_age=min_age):  # unreferenced state
+        report.removed.append(path)
+        report.removed_bytes += catalog.store.head(path).size
+        if not dry_run:
+            with contextlib.suppress(FileNotFoundError):
+                catalog.store.delete(path)
     return report
 
 
-def hydrate(catalog: Catalog, *, progress: bool) -> HydrateReport:
-    """Fetch (and verify) every segment every stream's replay needs into the local cache."""
+def hydrate(catalog: Catalog, *, progress: bool, workers: int = DEFAULT_WORKERS) -> HydrateReport:
+    """Fetch (and verify) every segment every stream's replay needs into the local cache,
+    `workers` at a time."""
     start = time.perf_counter()
     report = HydrateReport()
-    needed: dict[str, SegmentRef] = {}
+    needed: dict[str, tuple[SegmentRef, str]] = {}
     manifests, errors = catalog.manifests()
     report.errors = {name: str(e) for name, e in errors.items()}
     for name, manifest in manifests.items():
@@ -96,20 +107,12 @@ def hydrate(catalog: Catalog, *, progress: bool) -> HydrateReport:
             continue
         for span in spans:
             for seg in span.manifest.segments:
-                needed.setdefault(seg.path, seg)
+                needed.setdefault(seg.path, (seg, span.origin))
     report.segments = len(needed)
     if catalog.store.local_path("") is None:
         before_bytes, before = catalog.cache.fetched_bytes, catalog.cache.fetches
-        items = list(needed.values())
-        bar = None
-        if progress:
-            bar = tqdm(total=len(items), unit="segment", desc="hydrate")
-        for seg in items:
-            catalog.segment_file(seg)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+        # A bounded pool fetches (and verifies) segments in parallel; the bar counts bytes.
+        prefetch(catalog, list(needed.values()), workers=workers, progress=progress, desc="hydrate")
         report.fetched = catalog.cache.fetches - before
         report.fetched_bytes = catalog.cache.fetched_bytes - before_bytes
     report.seconds = time.perf_counter() - start

@@ -29,6 +29,7 @@ from .errors import (
     InvalidInputError,
     MergeConflictError,
     SchemaMismatchError,
+    TransitError,
 )
 from .layout import segment_path
 from .lineage import parse_position, pin, provisional
@@ -156,6 +157,13 @@ def create_merge(
         table = _materialized(
             catalog, name, provisional_pins, early_base, early_end, policy_record, schema
         )
+        try:  # the output must fit the parents' schema: refuse before sealing anything
+            evolve_schema(schema, _user(table))
+        except SchemaMismatchError as e:
+            raise MergeConflictError(
+                f"merge resolver {policy_record['name']!r} returned columns that do not fit "
+                f"the parents' schema: {e}"
+            ) from None
     pins = [pin(catalog, s, o, allow_empty=True) for s, o in parsed]
     base_pos = _base(catalog, pins, base, seal=True)
     base_end = base_pos.offset + 1 if base_pos is not None else 0
@@ -281,7 +289,15 @@ def _materialized(
         output = resolver(base_table, parts)
     except Exception as e:
         raise MergeConflictError(f"merge resolver {policy['name']!r} failed: {e!r}") from e
-    return _custom_output(output, base_end)
+    try:
+        return _custom_output(output, base_end)
+    except TransitError as e:
+        raise MergeConflictError(f"merge resolver {policy['name']!r} output refused: {e}") from e
+    except (pa.ArrowException, TypeError, ValueError, KeyError) as e:
+        raise MergeConflictError(
+            f"merge resolver {policy['name']!r} returned something that is not a table of "
+            f"records: {e}"
+        ) from e
 
 
 def _custom_output(output: Any, base_end: int) -> pa.Table:

@@ -39,6 +39,35 @@ def validate_stream_name(name: object) -> str:
     return name
 
 
+def quote_ident(name: str) -> str:
+    """`name` as a double-quoted SQL identifier: the one way names reach SQL text.
+
+    Every `"` is doubled, so no name can end the identifier early; a NUL character (which
+    DuckDB would cut the text at) is refused.
+
+    Raises:
+        InvalidInputError: `name` is not a string or holds a NUL character.
+    """
+    return '"' + _sql_text(name, "identifier").replace('"', '""') + '"'
+
+
+def quote_str(text: str) -> str:
+    """`text` as a single-quoted SQL string literal (every `'` doubled; NUL refused).
+
+    Raises:
+        InvalidInputError: `text` is not a string or holds a NUL character.
+    """
+    return "'" + _sql_text(text, "string").replace("'", "''") + "'"
+
+
+def _sql_text(text: object, what: str) -> str:
+    if not isinstance(text, str):
+        raise InvalidInputError(f"an SQL {what} must be a str, not {type(text).__name__}")
+    if "\0" in text:
+        raise InvalidInputError(f"an SQL {what} cannot hold a NUL character: {text!r}")
+    return text
+
+
 def encode_stream_name(name: str) -> str:
     """Map a valid stream name to one path component, injectively.
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .errors import InvalidInputError, SchemaMismatchError
 
@@ -17,7 +18,9 @@ __all__ = [
     "HEADERS_TYPE",
     "SYSTEM_COLUMNS",
     "TIMESTAMP_TYPE",
+    "check_appendable",
     "check_names",
+    "check_parquet",
     "coerce_input",
     "conform",
     "evolve_schema",
@@ -182,6 +185,10 @@ def _prepare_row(row: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(headers, Mapping):
         out["_headers"] = [(str(k), str(v)) for k, v in headers.items()]
     stamp = out.get("_timestamp")
+    if stamp is not None and not isinstance(stamp, str | datetime):
+        raise InvalidInputError(
+            f"'_timestamp' must be a datetime or an ISO 8601 string, not {stamp!r}"
+        )
     if isinstance(stamp, str):
         try:
             parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
@@ -225,7 +232,21 @@ def _from_rows(rows: list[dict[str, Any]], current: pa.Schema | None) -> pa.Tabl
         # pyarrow would truncate 4.5 into an int column: let such columns be inferred, so
         # evolution reports the mismatch instead.
         for name, kind in list(hints.items()):
-            if pa.types.is_integer(kind) and any(type(r.get(name)) is float for r in rows):
+            if pa.types.is_integer(kind) and not all(_integral(r.get(name)) for r in rows):
+                # pyarrow would truncate 4.5 or Decimal("4.5") into an int column.
+                del hints[name]
+            elif _textual(kind) is not None and not all(
+                r.get(name) is None or isinstance(r.get(name), _textual(kind) or ()) for r in rows
+            ):
+                del hints[name]  # pyarrow would turn bytes into str (or str into bytes)
+            elif (
+                name not in _CALLER_SYSTEM
+                and _may_lose(kind)
+                and not _round_trips([r.get(name) for r in rows], kind)
+            ):
+                # Converting to the column's type would round (float32, seconds, dates):
+                # infer instead, and evolution widens the column or names it in a
+                # SchemaMismatchError.
                 del hints[name]
     if len(hints) == len(names):
         try:
@@ -244,6 +265,44 @@ def _from_rows(rows: list[dict[str, Any]], current: pa.Schema | None) -> pa.Tabl
                 f"cannot store column {name!r} (Python types: {', '.join(kinds)}): {e}"
             ) from e
     return pa.table(columns)
+
+
+def _textual(kind: pa.DataType) -> type | None:
+    """The one Python type a string or binary column takes as it is."""
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return str
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return bytes
+    return None
+
+
+def _integral(value: Any) -> bool:
+    """Whether `value` goes into an integer column as it is (None, or an int but no bool)."""
+    return value is None or (isinstance(value, int | np.integer) and not isinstance(value, bool))
+
+
+def _may_lose(kind: pa.DataType) -> bool:
+    """Whether converting Python values to `kind` can round them silently."""
+    if pa.types.is_floating(kind):
+        return kind != pa.float64()
+    if pa.types.is_timestamp(kind) or pa.types.is_time(kind) or pa.types.is_duration(kind):
+        return kind.unit not in ("us", "ns")
+    return pa.types.is_date(kind)
+
+
+def _round_trips(values: list[Any], kind: pa.DataType) -> bool:
+    """Whether `values` converted to `kind` read back exactly as they were."""
+    try:
+        back: list[Any] = pa.array(values, type=kind).to_pylist()  # type: ignore[misc]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        return False
+    for value, got in zip(values, back, strict=True):
+        numeric = isinstance(value, int | float) and isinstance(got, float)
+        if type(value) is not type(got) and value is not None and not numeric:
+            return False
+        if value != got and not (value != value and got != got):  # NaN stays NaN
+            return False
+    return True
 
 
 def _from_arrow(data: Any) -> pa.Table:
@@ -287,6 +346,21 @@ def coerce_input(data: Any, current: pa.Schema | None) -> pa.Table:
         check_names(table.column_names)
     if table.num_columns == 0 or all(n in _CALLER_SYSTEM for n in table.column_names):
         raise InvalidInputError("appended data has no user columns")
+    return table
+
+
+def check_appendable(data: Any, current: pa.Schema | None) -> pa.Table:
+    """Convert `data` as `append` does and raise what `append` would raise on a stream whose
+    user schema is `current`, writing nothing: the coerced table, to append instead of `data`
+    (an input such as a `RecordBatchReader` can be read only once).
+
+    Raises:
+        InvalidInputError: the data is not acceptable.
+        SchemaMismatchError: a column would change type incompatibly.
+    """
+    table = coerce_input(data, current)
+    conform(table, evolve_schema(current, user_part(table)))
+    system_columns(table, 0)
     return table
 
 
@@ -344,3 +418,84 @@ def system_columns(table: pa.Table, first_offset: int, now_us: int | None = None
     else:
         headers = pa.nulls(n, HEADERS_TYPE)
     return [offsets, ts, headers]
+
+
+# --- Parquet compatibility: checked before an append is acknowledged ----------------------------
+
+# Types whose every value a Parquet segment stores and reads back exactly (with the Arrow
+# schema stored in the file). Anything else (seconds and date64 that Parquet rescales,
+# intervals, unions, empty structs, dictionaries of nested values, extension types ...) is
+# checked by writing the appended values to Parquet in memory and reading them back.
+_PARQUET_EXACT = (
+    pa.types.is_integer,
+    pa.types.is_floating,
+    pa.types.is_boolean,
+    pa.types.is_string,
+    pa.types.is_large_string,
+    pa.types.is_binary,
+    pa.types.is_large_binary,
+    pa.types.is_fixed_size_binary,
+    pa.types.is_date32,
+    pa.types.is_time64,
+    pa.types.is_decimal,
+    pa.types.is_duration,
+    pa.types.is_null,
+)
+_UNCHECKED: dict[pa.Schema, tuple[str, ...]] = {}
+
+
+def _parquet_exact(kind: pa.DataType) -> bool:
+    if isinstance(kind, pa.DictionaryType):
+        value = kind.value_type
+        return not pa.types.is_nested(value) and _parquet_exact(value)
+    if isinstance(kind, pa.TimestampType):
+        return bool(kind.unit != "s")
+    if isinstance(kind, pa.Time32Type):
+        return bool(kind.unit == "ms")
+    if isinstance(kind, pa.StructType):
+        return kind.num_fields > 0 and all(_parquet_exact(f.type) for f in kind)
+    if isinstance(kind, pa.ListType | pa.LargeListType | pa.FixedSizeListType):
+        return _parquet_exact(kind.value_type)
+    if isinstance(kind, pa.MapType):
+        return _parquet_exact(kind.key_type) and _parquet_exact(kind.item_type)
+    return any(test(kind) for test in _PARQUET_EXACT)
+
+
+def check_parquet(table: pa.Table) -> None:
+    """Raise `InvalidInputError` unless a Parquet segment can store every value of `table`
+    (user columns conformed to the stream schema) and read it back exactly.
+
+    Columns of types Parquet stores exactly cost nothing; others are written to Parquet in
+    memory and read back, so a value that sealing would refuse or change is refused at append,
+    before anything is acknowledged.
+    """
+    unchecked = _UNCHECKED.get(table.schema)
+    if unchecked is None:
+        unchecked = tuple(f.name for f in table.schema if not _parquet_exact(f.type))
+        _UNCHECKED[table.schema] = unchecked
+    for name in unchecked:
+        column = table.column(name)
+        try:
+            sink = pa.BufferOutputStream()
+            pq.write_table(pa.table({name: column}), sink, compression="none", store_schema=True)
+            back = pq.read_table(pa.BufferReader(sink.getvalue())).column(0)
+        except (pa.ArrowException, OverflowError, ValueError) as e:
+            raise InvalidInputError(
+                f"column {name!r} ({column.type}) cannot be stored in a Parquet segment: {e}; "
+                "nothing was appended"
+            ) from e
+        if not _same_values(column, back):
+            raise InvalidInputError(
+                f"column {name!r} ({column.type}): a Parquet segment would not store these "
+                f"values exactly (it reads them back as {back.type}); nothing was appended"
+            )
+
+
+def _same_values(column: pa.ChunkedArray[Any], back: pa.ChunkedArray[Any]) -> bool:
+    try:
+        if back.cast(column.type).equals(column):
+            return True
+    except pa.ArrowException:
+        pass
+    # Dictionaries may come back encoded otherwise (or decoded): compare the values.
+    return "dictionary" in str(column.type) and column.to_pylist() == back.to_pylist()

@@ -14,11 +14,15 @@ import pyarrow as pa
 from .engine.catalog import Catalog
 from .engine.read import ReplayPlan, plan_at
 from .manifest import Manifest
+from .query import distributed
 from .query.connection import to_duckdb
 from .report.display import stream_html, summary_repr
+from .scanplan import Filters, Heads, ScanPlan, scan_plan
 
 if TYPE_CHECKING:
+    import dask.dataframe as dd
     import polars as pl
+    import ray.data
     from duckdb import DuckDBPyConnection, DuckDBPyRelation
 
 __all__ = ["Readable", "StreamView"]
@@ -96,6 +100,59 @@ class Readable(abc.ABC):
     def scan(self) -> pl.LazyFrame:
         """The replay as a polars LazyFrame; filters and projections reach the Parquet files."""
         return self._replay().scan()
+
+    # --- the replay as data (docs/scan_plan.md) --------------------------------------------
+
+    def scan_plan(self, *, heads: Heads = "inline") -> ScanPlan:
+        """The replay as data: its files, offset ranges, shifts and schema (`to_arrow()`,
+        `to_json()`), for any engine to read exactly what `read()` returns.
+
+        Args:
+            heads: "inline" (default) carries unsealed records as Arrow IPC bytes in the plan;
+                "exclude" plans committed records only; "seal" seals this process's unsealed
+                records first, so the plan names segment files only.
+        """
+        if heads == "seal" and not self._past:
+            self.catalog.flush(self.name)
+        return scan_plan(self._replay(), heads=heads)
+
+    def to_dask(
+        self,
+        *,
+        columns: list[str] | None = None,
+        filters: Filters | None = None,
+        heads: Heads = "inline",
+        dtype_backend: distributed.DtypeBackend = "pyarrow",
+    ) -> dd.DataFrame:
+        """The replay as a Dask DataFrame, one partition per file span of `scan_plan()`
+        (`pip install "transit-arrow[dask]"`). Column selections and DNF `filters`
+        (`[("x", ">", 3)]`) are pushed into the partitions; rows come in no set order (sort
+        by `_offset`). Workers fetch segments from the log's store and verify each."""
+        plan = self.scan_plan(heads=heads)
+        return distributed.to_dask(
+            plan,
+            filesystem=distributed.plan_filesystem(self.catalog),
+            columns=columns,
+            filters=filters,
+            dtype_backend=dtype_backend,
+        )
+
+    def to_ray(
+        self,
+        *,
+        columns: list[str] | None = None,
+        filters: Filters | None = None,
+        heads: Heads = "inline",
+    ) -> ray.data.Dataset:
+        """The replay as a Ray Dataset, one read task per file span of `scan_plan()`
+        (`pip install "transit-arrow[ray]"`); arguments as in `to_dask`."""
+        plan = self.scan_plan(heads=heads)
+        return distributed.to_ray(
+            plan,
+            filesystem=distributed.plan_filesystem(self.catalog),
+            columns=columns,
+            filters=filters,
+        )
 
 
 class StreamView(Readable):

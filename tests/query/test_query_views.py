@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from branchy_log import STREAMS, Branchy
 
@@ -71,6 +73,7 @@ def test_records_view_holds_every_replay_with_its_branch(
     branchy: Branchy, con: duckdb.DuckDBPyConnection
 ) -> None:
     columns = [c for c, *_ in con.sql("DESCRIBE transit_records").fetchall()]
+    assert columns.pop(1) == "_own"  # whether the row is the branch's own (issue 13)
     assert columns[:7] == [
         "_branch",
         "_stream",
@@ -89,6 +92,27 @@ def test_records_view_holds_every_replay_with_its_branch(
         ).to_arrow_table()
         got = got.select(want.column_names)
         same(got, want)
+
+
+def test_records_view_marks_own_and_inherited_rows(
+    branchy: Branchy, con: duckdb.DuckDBPyConnection
+) -> None:
+    """`_own` is true exactly for the rows a branch appended or its merge produced (not those it
+    inherits from its parent or base), in SQL and in `scan_all`."""
+    log = branchy.log
+    for name in STREAMS:
+        row = log.lineage().filter(pc.field("name") == name).to_pylist()[0]
+        link = row["parent_offset"] if row["kind"] == "branch" else row["base_offset"]
+        if row["kind"] == "merge" and row["policy"] == "fast_forward":
+            link = log.stream(name).next_offset - 1
+        own_start = 0 if link is None else link + 1
+        got = con.sql(
+            "SELECT _offset, _own FROM transit_records WHERE _branch = $b ORDER BY _offset",
+            params={"b": name},
+        ).fetchall()
+        assert got == [(o, o >= own_start) for o, _ in got], name
+        frame = log.scan_all().filter(pl.col("_branch") == name).sort("_offset").collect()
+        assert frame.select("_offset", "_own").rows() == got, name
 
 
 def test_metadata_tables_describe_the_log(branchy: Branchy, con: duckdb.DuckDBPyConnection) -> None:
@@ -122,6 +146,7 @@ def test_metadata_are_temporary_and_views_open_no_segment(
     assert sorted(t for (t,) in tables) == [
         "transit_checkpoints",
         "transit_commits",
+        "transit_cursors",
         "transit_lineage",
         "transit_segments",
         "transit_streams",

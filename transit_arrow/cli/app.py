@@ -19,18 +19,23 @@ from .common import (
     LogOptions,
     echo_json,
     log_options,
+    one_line,
     open_output,
     output_option,
     refuse_binary_on_terminal,
     write_text,
 )
+from .compact_cmd import compact, retain
 from .demo import DEFAULT_RECORDS, format_report, run_demo
 from .inputs import FORMATS, InputFormat, detect_format, read_input, user_columns
 from .integrity_cmd import checkpoint, gc, restore, verify
 from .lineage_cmd import branch, lineage, merge
+from .plan_cmd import plan
 from .query_cmd import materialize, sql
 from .render import json_rows, ndjson_lines, plural, text_table
 from .report_cmd import report
+from .serve_cmd import serve
+from .tail_cmd import tail
 
 __all__ = ["main"]
 
@@ -56,15 +61,15 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except TransitError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {one_line(e)}", err=True)
             ctx.exit(1)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except OSError as e:  # a local file the command was given or writes
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {one_line(e)}", err=True)
             ctx.exit(1)
         except Exception as e:  # never a traceback: say what failed, in one line
-            click.echo(f"error: unexpected {type(e).__name__}: {e}", err=True)
+            click.echo(f"error: unexpected {type(e).__name__}: {one_line(e)}", err=True)
             ctx.exit(1)
 
 
@@ -381,3 +386,9 @@ for _command in (
     report,
 ):
     main.add_command(_command)
+main.add_command(serve)
+main.add_command(report)
+main.add_command(compact)
+main.add_command(retain)
+main.add_command(tail)
+main.add_command(plan)

@@ -28,6 +28,7 @@ __all__ = [
     "echo_json",
     "key_values",
     "log_options",
+    "one_line",
     "open_output",
     "output_option",
     "refuse_binary_on_terminal",
@@ -66,6 +67,12 @@ class LogOptions:
             if "://" in uri or not empty:
                 raise
             raise NotALogError(f"{e}; create one with: transit init {uri}") from None
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (DuckDB's span several: `LINE 1: ...` and a caret), so
+    that a refused command prints exactly one `error:` line."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def key_values(

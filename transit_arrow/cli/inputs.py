@@ -63,7 +63,15 @@ def read_input(
         table = _read_csv(source, name, user_schema)
     else:
         table = _read_parquet(source, name)
-    return table.drop_columns([c for c in _ASSIGNED if c in table.column_names])
+    table = table.drop_columns([c for c in _ASSIGNED if c in table.column_names])
+    if table.num_rows and fmt != "ndjson":
+        # Refuse what `append` would refuse (reserved or duplicate names, no user column)
+        # now, before the command creates the stream.
+        try:
+            coerce_input(table, user_schema)
+        except InvalidInputError as e:
+            raise InvalidInputError(f"{name}: {e}; nothing was appended") from None
+    return table
 
 
 def user_columns(schema: pa.Schema) -> pa.Schema | None:
@@ -80,6 +88,10 @@ def _parse_lines(lines: Iterable[bytes], name: str) -> list[dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
+        except RecursionError:
+            raise InvalidInputError(
+                f"{name} line {number}: nested too deeply; nothing was appended"
+            ) from None
         except json.JSONDecodeError as e:
             raise InvalidInputError(
                 f"{name} line {number}: not valid JSON ({e.msg} at column {e.colno}); "

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import IntegrityError, InvalidInputError
-from ..integrity import Checkpoint, VerifyReport
+from ..integrity import Checkpoint, VerifyReport, load_private_key, load_public_key
 from .common import LogOptions, echo_json, log_options, output_option
 from .render import human_bytes, plural
 
@@ -26,26 +26,50 @@ __all__ = ["checkpoint", "gc", "restore", "verify"]
     show_default=True,
     help="A label for the checkpoint (letters, digits, '.', '_', '-').",
 )
+@click.option(
+    "--sign",
+    "sign_file",
+    metavar="KEYFILE",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Sign the checkpoint with this Ed25519 private key (PEM, as written by `openssl "
+    "genpkey -algorithm ed25519`, or 32 raw bytes / 64 hex digits); needs the sign extra.",
+)
 @output_option("text", "json")
 @log_options
-def checkpoint(uri: str, stream: str, kind: str, output: str, log_opts: LogOptions) -> None:
+def checkpoint(
+    uri: str, stream: str, kind: str, sign_file: str | None, output: str, log_opts: LogOptions
+) -> None:
     """Record and print a checkpoint of STREAM.
 
     The checkpoint is of STREAM's latest generation: it names that prefix of the stream's
     history by the BLAKE3 root of its commit chain. Keep its JSON and pass it to
-    `transit verify --checkpoint` at any later time.
+    `transit verify --checkpoint` at any later time. With --sign it carries an Ed25519
+    signature that `transit verify --trust PUBKEY` checks.
     """
+    key = load_private_key(_read_key(sign_file, "--sign")) if sign_file is not None else None
     with log_opts.open(uri) as log:
-        cp = log.stream(stream).checkpoint(kind)
+        cp = log.stream(stream).checkpoint(kind, sign_with=key)
     if output == "json":
         echo_json(cp.to_dict())
         return
     records = plural(cp.head_offset + 1, "record")
+    signed = f", signed by {cp.public_key[:16]}…" if cp.public_key else ""
     click.echo(
         f"checkpoint {cp.kind!r} of {cp.stream!r} at generation {cp.generation} ({records}, "
-        f"root {cp.root[:16]}…):"
+        f"root {cp.root[:16]}…{signed}):"
     )
     click.echo(cp.to_json())
+
+
+def _read_key(path: str, option: str) -> bytes:
+    """The bytes of a key file (the library tells what is wrong with them)."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise InvalidInputError(
+            f"{option} {path}: cannot read the key file ({e.strerror})"
+        ) from None
 
 
 def _checkpoint_json(text: str) -> str:
@@ -62,9 +86,10 @@ def _load_checkpoint(value: str) -> Checkpoint:
     if value.lstrip().startswith("{"):
         return Checkpoint.from_json(value)
     if value == "-":
-        return Checkpoint.from_json(_checkpoint_json(sys.stdin.read()))
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+        return Checkpoint.from_json(_checkpoint_json(_utf8(raw, "<stdin>")))
     try:
-        data = Path(value).read_text(encoding="utf-8")
+        data = _utf8(Path(value).read_bytes(), value)
     except OSError as e:
         raise click.BadParameter(
             f"{value!r} is neither checkpoint JSON nor a readable file ({e.strerror})",
@@ -74,6 +99,15 @@ def _load_checkpoint(value: str) -> Checkpoint:
         return Checkpoint.from_json(_checkpoint_json(data))
     except InvalidInputError as e:
         raise InvalidInputError(f"{value}: {e}") from None
+
+
+def _utf8(raw: bytes | str, name: str) -> str:
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(f"{name}: a checkpoint is UTF-8 JSON text ({e.reason})") from None
 
 
 def _fail_unless_ok(reports: list[VerifyReport]) -> None:
@@ -96,6 +130,16 @@ def _fail_unless_ok(reports: list[VerifyReport]) -> None:
     "STREAM's latest generation.",
 )
 @click.option("--deep", is_flag=True, help="Also re-hash every segment file.")
+@click.option(
+    "--trust",
+    "trust_files",
+    metavar="PUBKEY",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Require the checkpoint to be signed by this Ed25519 public key (PEM, as written by "
+    "`openssl pkey -pubout`, or 32 raw bytes / 64 hex digits; repeatable); needs the sign "
+    "extra.",
+)
 @output_option("text", "json")
 @log_options
 def verify(
@@ -103,6 +147,7 @@ def verify(
     stream: str | None,
     checkpoint_arg: str | None,
     deep: bool,
+    trust_files: tuple[str, ...],
     output: str,
     log_opts: LogOptions,
 ) -> None:
@@ -111,10 +156,14 @@ def verify(
     Recomputes the commit chain of STREAM (its latest generation, or the checkpoint's) and of
     every stream it derives from, and checks every pinned root. Prints one line per check; exits
     with 1 ("verification FAILED") when any check fails. Without --deep, segment files are not
-    read: use it to detect damaged segments.
+    read: use it to detect damaged segments. With --trust, the checkpoint's Ed25519 signature
+    must verify and be by one of the given public keys.
     """
     if (stream is None) == (checkpoint_arg is None):
         raise click.UsageError("pass either STREAM or --checkpoint, not both or neither")
+    if trust_files and checkpoint_arg is None:
+        raise click.UsageError("--trust applies to --checkpoint")
+    trusted = [load_public_key(_read_key(f, "--trust")) for f in trust_files] or None
     target: str | Checkpoint
     if checkpoint_arg is not None:
         target = _load_checkpoint(checkpoint_arg)
@@ -122,11 +171,20 @@ def verify(
         assert stream is not None
         target = stream
     with log_opts.open(uri) as log:
-        report = log.verify(target, deep=deep)
+        report = log.verify(target, deep=deep, trusted_keys=trusted)
+        name = target.stream if isinstance(target, Checkpoint) else target
+        orphans = log.orphaned_heads(name).to_pylist()
     if output == "json":
-        echo_json(report.to_dict())
+        echo_json({**report.to_dict(), "orphaned_heads": orphans})
     else:
         click.echo(str(report))
+        for o in orphans:  # acknowledged records kept aside: listed, not a failed check
+            hint = "; Log.reappend_orphaned(path, branch=...) re-appends them" * o["set_aside"]
+            click.echo(
+                f"  note orphaned  {o['stream']}: {plural(o['records'] or 0, 'record')} (offsets "
+                f"{o['first_offset']}..{o['last_offset']}, {o['kind']}) kept in {o['path']}: "
+                f"{o['reason']}{hint}"
+            )
     _fail_unless_ok([report])
 
 

@@ -36,11 +36,31 @@ from ..errors import (
     StorageError,
     StreamNotFoundError,
 )
-from ..layout import MARKER, commit_path, heads_dir, local_stream_dir, stream_folder
-from ..manifest import Manifest, SegmentRef
+from ..layout import (
+    DELETED,
+    MARKER,
+    commit_path,
+    heads_dir,
+    local_stream_dir,
+    snapshot_path,
+    snapshots_folder,
+    stream_folder,
+    tombstone_path,
+)
+from ..manifest import (
+    SNAPSHOT_INTERVAL,
+    Manifest,
+    SegmentRef,
+    Snapshot,
+    bind_snapshot,
+    decode_snapshot,
+    encode_snapshot,
+    segment_paths_added,
+)
 from ..names import decode_stream_name
+from ..segments import verified
 from ..segments.cache import SegmentCache
-from ..segments.head import HeadBatches, recover_heads
+from ..segments.head import HeadBatches, chain_heads, fenced_epoch, read_heads
 from ..storage import ObjectStore
 from ..storage.base import Bytes
 from ..storage.guarded import guarded
@@ -132,8 +152,10 @@ class Catalog:
         self.cache = SegmentCache(self.local_dir / "cache", options.cache_max_bytes)
         #: The writers of this process, by stream name.
         self.writers: dict[str, LiveWriter] = {}
-        self._history: dict[str, list[Manifest]] = {}
-        self._commit_cache: dict[str, list[Commit]] = {}
+        # Generation g of a stream is at index g; None below a snapshot it was opened from.
+        self._history: dict[str, list[Manifest | None]] = {}
+        self._commit_cache: dict[str, list[Commit | None]] = {}
+        self._snapshots: dict[str, Snapshot] = {}
         self.lock = threading.RLock()
         #: Notified whenever this process appends to or commits a stream (see `wait_changed`).
         self.changed = threading.Condition()
@@ -215,12 +237,22 @@ class Catalog:
         """The local folder of stream `name`."""
         return local_stream_dir(self.local_dir, name)
 
-    def segment_file(self, seg: SegmentRef) -> str:
-        """A local file with the segment's bytes: the store's own, or a verified cached copy."""
+    def segment_file(self, seg: SegmentRef, stream: str | None = None) -> str:
+        """A local file with the segment's verified bytes: the store's own file, checked
+        against the commit's BLAKE3 (hashed on first use, then whenever the file changes), or
+        a verified cached copy of a remote segment. `stream` names the segment's stream in
+        errors.
+
+        Raises:
+            IntegrityError: the file is missing or its bytes do not match the commit.
+        """
+        self.check_open()
         path = self.store.local_path(seg.path)
-        if path is not None:
-            return path
-        return self.cache.path(self.store, seg)
+        if path is None:
+            return self.cache.path(self.store, seg)
+        of = f" of stream {stream!r}" if stream is not None else ""
+        verified.check(path, seg.blake3, seg.bytes, what=f"segment {self.uri}/{seg.path}{of}")
+        return path
 
     def put_segment(self, path: str, data: Bytes) -> None:
         """Upload a segment file (content-addressed, so overwriting is harmless)."""
@@ -234,13 +266,16 @@ class Catalog:
             history = self._history.setdefault(name, [])
             g = commit["generation"]
             if g < len(history):
-                return history[g]  # already seen through a refresh
+                return self.manifest_at(name, g)  # already seen through a refresh
             if g != len(history):
                 self.manifest(name, refresh=True)
-                return history[g]
-            manifest = Manifest.initial(commit) if not history else history[-1].apply(commit)
+                return self.manifest_at(name, g)
+            last = history[-1] if history else None
+            manifest = Manifest.initial(commit) if last is None else last.apply(commit)
             history.append(manifest)
             self._commit_cache.setdefault(name, []).append(commit)
+            if g and g % SNAPSHOT_INTERVAL == 0:
+                self._write_snapshot(name, manifest, commit["prev_root"])
             return manifest
 
     def manifest(self, name: str, *, refresh: bool = True) -> Manifest:
@@ -248,10 +283,19 @@ class Catalog:
         with self.lock:
             history = self._history.setdefault(name, [])
             if history and not refresh:
-                return history[-1]
+                return self._last(history)
             log = CommitLog(self.store, name, stream_folder(name))
+            if not history:
+                self._open_snapshot(name, log)  # folded state: O(1) files (DESIGN §5)
+                history = self._history[name]
             try:
-                generations = log.generations(after=len(history) - 1)
+                # After a known generation, probing the next commit (one read, or one miss)
+                # replaces listing a commit log that may hold 100,000 names (DESIGN §5).
+                generations = (
+                    log.generations(after=len(history) - 1)
+                    if not history
+                    else self._probe(log, history)
+                )
             except BaseException:
                 if not history:
                     del self._history[name]
@@ -263,15 +307,14 @@ class Catalog:
             for g in generations:
                 if g != len(history):
                     break  # a gap means a commit is being written; stop at the contiguous end
-                commit = log.read(g, history[-1].root if history else None)
-                history.append(
-                    Manifest.initial(commit) if not history else history[-1].apply(commit)
-                )
+                last = history[-1] if history else None
+                commit = log.read(g, last.root if last is not None else None)
+                history.append(Manifest.initial(commit) if last is None else last.apply(commit))
                 commits.append(commit)
             if not history:
                 del self._history[name]
                 raise self.not_found(name)
-            return history[-1]
+            return self._last(history)
 
     def manifest_at(self, name: str, generation: int | None) -> Manifest:
         """The manifest of `name` at `generation` (the latest when None)."""
@@ -287,7 +330,12 @@ class Catalog:
                     f"stream {name!r} has no generation {generation}; its latest is "
                     f"{len(history) - 1}"
                 )
-            return history[generation]
+            found = history[generation]
+            if found is None:  # below the snapshot this stream was opened from
+                self._fold_from_genesis(name, generation)
+                found = history[generation]
+                assert found is not None
+            return found
 
     def manifest_as_of(self, name: str, timestamp: datetime | str) -> Manifest:
         """The manifest of the latest generation committed at or before `timestamp`."""
@@ -308,16 +356,116 @@ class Catalog:
         """Every commit of `name`, generation 0 first."""
         self.manifest(name, refresh=True)
         with self.lock:
-            return list(self._commit_cache[name])
+            if self._commit_cache[name][0] is None:  # opened from a snapshot
+                self._fold_from_genesis(name)
+            return [c for c in self._commit_cache[name] if c is not None]
 
     def referenced_segments(self, name: str) -> set[str]:
         """Every segment path any commit of stream `name` (any generation) references."""
-        return {
-            action["path"]
-            for commit in self.commits(name)
+        self.manifest(name, refresh=True)
+        with self.lock:
+            commits = self._commit_cache[name]
+            snapshot = self._snapshots.get(name)
+            if commits[0] is None and snapshot is not None:  # the snapshot knows the prefix
+                found = {s.path for s in snapshot.manifest.segments} | set(snapshot.released)
+                later: list[Commit | None] = commits[snapshot.manifest.generation + 1 :]
+            else:
+                found, later = set(), list(self.commits(name))
+        return found | {
+            path
+            for commit in later
+            if commit is not None
             for action in commit["actions"]
-            if action.get("type") == "add_segment"
+            for path in segment_paths_added(action)  # add_segment and compact
         }
+
+    # --- snapshots (DESIGN §5) ------------------------------------------------------------
+
+    @staticmethod
+    def _probe(log: CommitLog, history: list[Manifest | None]) -> list[int]:
+        """The generations after `history` present now, by reading until the first missing
+        (the contiguous end, as a listing stops at a gap)."""
+        found = []
+        g = len(history)
+        while log.store.exists(log.path(g)):
+            found.append(g)
+            g += 1
+        return found
+
+    @staticmethod
+    def _last(history: list[Manifest | None]) -> Manifest:
+        last = history[-1]
+        assert last is not None
+        return last
+
+    def _open_snapshot(self, name: str, log: CommitLog) -> None:
+        """Start `name`'s history at its latest snapshot, when it has a usable one: its bytes
+        parse, commit 0 holds its create action and its generation's commit has its root. An
+        unusable snapshot is skipped (the commits are folded from generation 0 instead)."""
+        folder = snapshots_folder(stream_folder(name))
+        try:
+            if not self.store.exists(log.path(SNAPSHOT_INTERVAL)):
+                return  # too short to have a snapshot: one stat, not a listing
+            entries = sorted(
+                (int(e.split(".")[0]), e)
+                for e in self.store.list(folder)
+                if e.endswith(".parquet") and e.split(".")[0].isdigit()
+            )
+        except (FileNotFoundError, StorageError):
+            return
+        for generation, entry in reversed(entries):
+            try:
+                snapshot, _ = decode_snapshot(self.store.get(f"{folder}/{entry}"), name)
+                if snapshot.manifest.generation != generation:
+                    continue
+                commit = log.read(generation, snapshot.prev_root)
+                bind_snapshot(snapshot, commit)
+                first = log.read(0, None) if generation else commit
+                if first["actions"][0] != snapshot.manifest.create:
+                    continue
+            except (IntegrityError, StorageError, FileNotFoundError, ValueError):
+                continue  # `verify` reports a damaged snapshot
+            self._history[name] = [None] * generation + [snapshot.manifest]
+            self._commit_cache[name] = [None] * generation + [commit]
+            self._snapshots[name] = snapshot
+            return
+
+    def _fold_from_genesis(self, name: str, upto: int | None = None) -> None:
+        """Read and fold the commits below the snapshot `name` was opened from, through
+        generation `upto` (all of them when None: `commits()`), for time travel to them. They
+        chain from generation 0, as when no snapshot is used; folding through the snapshot's
+        generation also checks the chain reaches the snapshot's root."""
+        log = CommitLog(self.store, name, stream_folder(name))
+        history, commits = self._history[name], self._commit_cache[name]
+        manifest: Manifest | None = None
+        last = len(history) - 1 if upto is None else upto
+        for g in range(last + 1):
+            known, commit = history[g], commits[g]
+            if known is not None and commit is not None and g < len(history) - 1:
+                snapshot = self._snapshots.get(name)
+                if snapshot is None or g != snapshot.manifest.generation:
+                    manifest = known  # folded by an earlier call
+                    continue
+            if commit is None:
+                commit = log.read(g, manifest.root if manifest is not None else None)
+            manifest = Manifest.initial(commit) if manifest is None else manifest.apply(commit)
+            if known is not None:
+                if known.root != manifest.root:
+                    raise IntegrityError(
+                        f"stream {name!r}: the commit chain gives root {manifest.root} at "
+                        f"generation {g}, the snapshot {known.root}"
+                    )
+                break
+            history[g], commits[g] = manifest, commit
+
+    def _write_snapshot(self, name: str, manifest: Manifest, prev_root: str | None) -> None:
+        """Record the folded manifest at this generation (put-if-absent; deterministic bytes,
+        so a concurrent writer of the same snapshot writes the same file)."""
+        released = self.referenced_segments(name) - {s.path for s in manifest.segments}
+        data = encode_snapshot(Snapshot(manifest, prev_root, tuple(sorted(released))))
+        path = snapshot_path(stream_folder(name), manifest.generation)
+        with contextlib.suppress(FileExistsError, StorageError):  # optional: never fails a commit
+            self.store.put_if_absent(path, data)
 
     # --- names ----------------------------------------------------------------------------
 
@@ -334,11 +482,14 @@ class Catalog:
     def names(self) -> list[str]:
         """Every stream's name, sorted."""
         names = []
+        deleted = set(self.store.list(DELETED))
         for folder in self.store.list("streams"):
             if not folder.endswith("/"):
                 continue
             component = folder[:-1]
             first = commit_path(f"streams/{component}", 0)
+            if f"{component}.json" in deleted:
+                continue  # deleted (Log.delete_stream)
             name = decode_stream_name(component)
             if name is None:
                 try:
@@ -367,10 +518,18 @@ class Catalog:
         return found, errors
 
     def exists(self, name: str) -> bool:
-        """Whether stream `name` exists."""
+        """Whether stream `name` exists (and was not deleted)."""
         if name in self._history:
             return True
-        return self.store.exists(commit_path(stream_folder(name), 0))
+        if not self.store.exists(commit_path(stream_folder(name), 0)):
+            return False
+        return not self.store.exists(tombstone_path(name))
+
+    def forget(self, name: str) -> None:
+        """Drop what this process cached of `name` (after `delete_stream`)."""
+        with self.lock:
+            self._history.pop(name, None)
+            self._commit_cache.pop(name, None)
 
     def known(self, name: str) -> bool:
         """Whether this process has loaded `name`'s manifest already."""
@@ -408,13 +567,14 @@ class Catalog:
         writer = self.writers.get(name)
         if writer is not None:
             return writer.snapshot()
+        # Heads first, then the manifest: a head a writer seals meanwhile is either read here
+        # or (removed only after its commit exists) in the manifest: no gap; one in both is
+        # dropped by `chain_heads`, which starts at the manifest's end: no duplicate.
+        found = read_heads(heads_dir(self.local_dir, name))
         manifest = self.manifest(name, refresh=True)
-        heads = []
-        for rec in recover_heads(heads_dir(self.local_dir, name), truncate=False):
-            end = rec.start_offset + rec.table.num_rows
-            if end > manifest.next_offset and rec.start_offset >= manifest.next_offset:
-                heads.append((rec.start_offset, rec.user_schema, rec.table.to_batches()))
-        return manifest, heads
+        if not found:
+            return manifest, []
+        return manifest, chain_heads(found, manifest.next_offset, fenced_epoch(self.commits(name)))
 
     def flush(self, name: str) -> Manifest:
         """Seal and commit what this process wrote to `name`; return the latest manifest."""

@@ -21,6 +21,7 @@ from ..errors import InvalidInputError
 from ..manifest import Manifest
 from ..record import full_schema
 from ..segments.head import HeadBatches
+from ..segments.prefetch import prefetch_spans
 from .catalog import Catalog
 from .replay import Span, clip, has_origin_columns, iter_spans, replay_spans, shape, union_schema
 
@@ -118,6 +119,22 @@ class ReplayPlan:
         batches = [shape(b, self.schema, own) for _, _, bs in self.heads for b in bs]
         return pa.Table.from_batches(batches, schema=self.schema)
 
+    def check_files(self) -> None:
+        """Verify every local segment file the replay reads against its commit's BLAKE3
+        (see `Catalog.segment_file`): the DuckDB views read these files directly. Segments of
+        a remote store are verified as they are fetched into the cache, so nothing is fetched
+        here.
+
+        Raises:
+            IntegrityError: a file is missing or damaged (the message names it and the stream).
+        """
+        if self.catalog.store.local_path("") is None:
+            return
+        for span in self.spans:
+            for seg in span.manifest.segments:
+                if seg.last_offset >= span.lo and seg.first_offset < span.hi:
+                    self.catalog.segment_file(seg, span.origin)
+
     def commits(self) -> pa.Table:
         """The commit log through the planned generation, as an Arrow table."""
         history = self.catalog.commits(self.name)[: self.manifest.generation + 1]
@@ -159,6 +176,7 @@ class ReplayPlan:
         schema: pa.Schema,
         columns: list[str] | None,
     ) -> Iterator[pa.RecordBatch]:
+        prefetch_spans(self.catalog, spans)  # remote segments: fetched in parallel first
         yield from iter_spans(self.catalog, spans, schema, columns)
         own = Span(self.name, self.manifest, 0, END)
         for start, _, batches in self.heads:
@@ -191,11 +209,12 @@ class ReplayPlan:
         target = pl.from_arrow(self.schema.empty_table())
         assert isinstance(target, pl.DataFrame)
         frames: list[pl.LazyFrame] = []
+        prefetch_spans(self.catalog, self.spans)  # remote segments: fetched in parallel first
         for span in self.spans:
             for seg in span.manifest.segments:
                 if seg.last_offset < span.lo or seg.first_offset >= span.hi:
                     continue
-                frame = pl.scan_parquet(self.catalog.segment_file(seg))
+                frame = pl.scan_parquet(self.catalog.segment_file(seg, span.origin))
                 if span.lo > seg.first_offset or span.hi <= seg.last_offset:
                     frame = frame.filter(pl.col("_offset").is_between(span.lo, span.hi - 1))
                 frames.append(_span_frame(frame, span))

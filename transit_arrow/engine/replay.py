@@ -32,6 +32,7 @@ __all__ = [
     "is_prefix",
     "iter_spans",
     "link_of",
+    "own_start",
     "references",
     "replay_spans",
     "shape",
@@ -103,6 +104,14 @@ def link_of(manifest: Manifest) -> Position | None:
     return None
 
 
+def own_start(manifest: Manifest) -> int:
+    """The first replay offset that is the stream's *own* record (appended to it, or produced
+    by its merge); the offsets before it are inherited from the position it links to (a
+    branch's fork point, a merge's base, a fast-forward merge's winner)."""
+    link = link_of(manifest)
+    return link.offset + 1 if link is not None else 0
+
+
 def clip(spans: list[Span], lo: int, hi: int) -> list[Span]:
     """The spans restricted to replay offsets `[lo, hi)`."""
     out = []
@@ -172,7 +181,7 @@ def iter_spans(
         for seg in span.manifest.segments:
             if seg.last_offset < span.lo or seg.first_offset >= span.hi:
                 continue
-            source = catalog.segment_file(seg)
+            source = catalog.segment_file(seg, span.origin)  # verified against its BLAKE3
             try:
                 for batch in iter_segment(source, seg, span.lo, span.hi, columns):
                     yield shape(batch, schema, span)

@@ -1,8 +1,24 @@
-"""The writer of one stream: group-committed appends, heads and background sealing (DESIGN §4).
+"""The writer of one stream: group-committed appends, heads, sealing, recovery and fencing
+(DESIGN §4, §5; `docs/format.md`, "Heads" and "Writer lease").
 
-One `Writer` per stream per process, registered in the catalog by `writer_for`. Appends go to
-the active Arrow IPC head; group commit makes them durable with shared fsyncs; a sealer thread
-turns rolled heads into Parquet segments and commits them.
+One `Writer` per stream per process, registered in the catalog by `writer_for`.
+
+- **Appends are all or nothing.** Everything that can fail (conversion, schema evolution,
+  Parquet compatibility, system columns) runs before the writer's state changes; then the
+  records join the active head. A refused append leaves schema, offsets and files as they were.
+- **Group commit.** A `local` append writes every unwritten batch of every head as one frame
+  and makes it durable with one `fdatasync`; appenders that arrive meanwhile queue on the sync
+  lock and are covered by the next leader's single sync.
+- **Sealing** runs in a background thread: rolled heads become Parquet segments and commits.
+  A failed seal is retried with backoff for as long as the writer lives, so an outage is
+  survived, not remembered: `memory`/`local` appends go on (until `max_pending_heads` heads
+  wait, then a clear `StorageError`), `tiered` appends and `flush()` raise `StorageError` while
+  the store fails and succeed once it is back.
+- **Recovery** (on open) adopts the heads a dead writer of this local dir left, deletes those
+  already committed, and sets aside (never deletes) heads that cannot continue the stream: a
+  fenced writer's, damaged ones, ones that leave a gap. `heads.orphaned_heads` lists them.
+- **Fencing.** A writer that learns it was fenced sets its own heads aside and fails every
+  later call with `FencedError` naming them.
 """
 
 from __future__ import annotations
@@ -11,25 +27,32 @@ import collections
 import contextlib
 import logging
 import operator
+import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 
-from ..commit import CommitLog, writer_identity
+from ..commit import Commit, CommitLog, writer_identity
 from ..errors import (
     CommitConflictError,
     FencedError,
+    IntegrityError,
     LogClosedError,
     StorageError,
     TransitError,
+    WriterBusyError,
 )
 from ..layout import segment_path, set_aside_dir
-from ..lease import Lease, LocalLock
+from ..lease import EpochLock, Lease, LocalLock, epoch_lock_path
 from ..manifest import Manifest, SegmentRef
 from ..record import (
+    check_parquet,
     coerce_input,
     conform,
     evolve_schema,
@@ -38,15 +61,33 @@ from ..record import (
     system_columns,
     user_part,
 )
-from ..segments.head import Head, HeadBatches, RecoveredHead, recover_heads
+from ..segments.head import (
+    Head,
+    HeadBatches,
+    HeadFile,
+    by_priority,
+    continues,
+    fenced_epoch,
+    head_name,
+    list_head_files,
+    list_spare_files,
+    load_head,
+    read_head,
+    set_aside,
+    spare_name,
+)
 from ..segments.parquet import encode_segment
+from ..storage.local import fsync_dir
 from ..typing import Durability
 from .catalog import Catalog
 
-__all__ = ["Ack", "FastPath", "Writer", "writer_for"]
+__all__ = ["Ack", "FastPath", "Writer", "close_writer", "writer_for"]
 
 
 _log = logging.getLogger("transit_arrow")
+
+#: Longest pause between two attempts to seal a head while the store fails (seconds).
+MAX_SEAL_BACKOFF = 2.0
 
 
 class Ack(NamedTuple):
@@ -68,36 +109,66 @@ class Ack(NamedTuple):
         return self.last_offset - self.first_offset + 1
 
 
-# Python types accepted without conversion by the per-record fast path, per Arrow type.
-_FAST_TYPES: dict[pa.DataType, tuple[type, ...]] = {
-    pa.int64(): (int,),
-    pa.float64(): (float, int),
-    pa.string(): (str,),
-    pa.large_string(): (str,),
-    pa.bool_(): (bool,),
-    pa.binary(): (bytes,),
-    pa.large_binary(): (bytes,),
+# Per Arrow type of the per-record fast path: the test a Python value must pass to be
+# converted exactly (`{v}` is the value's variable), and whether its size counts its length.
+_FAST_TYPES: dict[pa.DataType, tuple[str, bool]] = {
+    pa.int64(): ("(type({v}) is int and -0x8000000000000000 <= {v} <= 0x7FFFFFFFFFFFFFFF)", False),
+    # ints stored into a double column must be exact there (|x| <= 2**53)
+    pa.float64(): (
+        "(type({v}) is float"
+        " or (type({v}) is int and -0x20000000000000 <= {v} <= 0x20000000000000))",
+        False,
+    ),
+    pa.string(): ("type({v}) is str", True),
+    pa.large_string(): ("type({v}) is str", True),
+    pa.bool_(): ("type({v}) is bool", False),
+    pa.binary(): ("type({v}) is bytes", True),
+    pa.large_binary(): ("type({v}) is bytes", True),
 }
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class FastPath:
     """Per-record `append(dict)` without Arrow conversion, for schemas of plain scalar columns.
 
-    The checks are exactly what conversion needs to succeed later, so a buffered record can
-    always become an Arrow batch; anything else takes the general path. Checked combinations of
-    value types are cached, so the common case costs one tuple lookup.
+    The checks are exactly what conversion needs to succeed later (and what a Parquet segment
+    stores exactly), so a buffered record can always become an Arrow batch and a segment;
+    anything else takes the general path. The check is one function generated for the schema
+    (as `dataclasses` does): a few type tests per row, no loop, no lookup.
     """
 
     def __init__(self, user: pa.Schema) -> None:
         self.schema = user
         self.names = tuple(user.names)
-        self.keys = frozenset(self.names)
-        self.getter = operator.itemgetter(*self.names)
-        self.allowed = tuple(_FAST_TYPES[f.type] for f in user)
-        self.int64 = tuple(i for i, f in enumerate(user) if f.type == pa.int64())
-        self.sized = tuple(i for i, f in enumerate(user) if _FAST_TYPES[f.type][0] in (str, bytes))
-        self.signatures: set[tuple[type, ...]] = set()
+        names = [f"v{i}" for i in range(len(user))]
+        tests = []
+        sized = []
+        for name, field in zip(names, user, strict=True):
+            test, counts = _FAST_TYPES[field.type]
+            tests.append(f"({test.format(v=name)} or {name} is None)")
+            if counts:
+                sized.append(f"len({name} or b'')")
+        size = " + ".join([str(8 * len(user)), *sized])
+        source = "\n".join(
+            [
+                "def values(row):",
+                f"    if len(row) != {len(user)}:",
+                "        return None",
+                "    try:",  # as many keys, none missing: the same keys
+                "        values = getter(row)",
+                "    except KeyError:",
+                "        return None",
+                f"    {', '.join(names)}, = values",
+                f"    if {' and '.join(tests)}:",
+                f"        return values, {size}",
+                "    return None",
+            ]
+        )
+        namespace: dict[str, Any] = {"getter": operator.itemgetter(*self.names)}
+        exec(source, namespace)  # the column names are data in `namespace`, not code
+        #: `values(row)`: `(values in schema order, estimated Arrow size)`, or None if the row
+        #: needs the general path.
+        self.values: Callable[[dict[str, Any]], tuple[tuple[Any, ...], int] | None]
+        self.values = namespace["values"]
 
     @classmethod
     def for_schema(cls, user: pa.Schema) -> FastPath | None:
@@ -105,31 +176,8 @@ class FastPath:
             return cls(user)
         return None
 
-    def values(self, row: dict[str, Any]) -> tuple[Any, ...] | None:
-        """The row's values in schema order, or None if the row needs the general path."""
-        if row.keys() != self.keys:
-            return None
-        values: tuple[Any, ...] = self.getter(row)
-        signature = tuple(map(type, values))
-        if signature not in self.signatures:
-            for kind, allowed in zip(signature, self.allowed, strict=True):
-                if kind is not type(None) and kind not in allowed:
-                    return None
-            self.signatures.add(signature)
-        for i in self.int64:
-            value = values[i]
-            if value is not None and not _INT64_MIN <= value <= _INT64_MAX:
-                return None
-        return values
 
-    def size(self, values: tuple[Any, ...]) -> int:
-        """An estimate of the record's Arrow size, for `segment_max_bytes`."""
-        total = 8 * len(values)
-        for i in self.sized:
-            value = values[i]
-            if value is not None:
-                total += len(value)
-        return total
+_ack: Callable[[type[Ack], tuple[int, int, Durability]], Ack] = tuple.__new__
 
 
 def _same_schema(a: pa.Schema | None, b: pa.Schema | None) -> bool:
@@ -138,8 +186,29 @@ def _same_schema(a: pa.Schema | None, b: pa.Schema | None) -> bool:
     return a.equals(b, check_metadata=False)
 
 
+def _single(column: Any) -> Any:
+    """A column (Array or ChunkedArray) as one Array."""
+    if isinstance(column, pa.ChunkedArray):
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return column
+
+
+def _sealed_ranges(commits: list[Commit]) -> dict[int, list[tuple[int, int | None]]]:
+    """first offset -> [(last offset, writer epoch)] of every segment a commit added."""
+    out: dict[int, list[tuple[int, int | None]]] = {}
+    for commit in commits:
+        epoch = commit["writer"].get("epoch")
+        for action in commit["actions"]:
+            if action.get("type") == "add_segment":
+                out.setdefault(action["first_offset"], []).append((action["last_offset"], epoch))
+    return out
+
+
 class Writer:
     """The single writer of one stream in this process: heads, group commit and the sealer."""
+
+    lease: Lease
+    epoch: int
 
     def __init__(self, catalog: Catalog, name: str, *, take_over: bool) -> None:
         self.name = name
@@ -147,31 +216,69 @@ class Writer:
         self.folder = catalog.stream_folder(self.name)
         self.local = catalog.local_stream_dir(self.name)
         self.heads_dir = self.local / "heads"
+        self.aside_dir = set_aside_dir(catalog.local_dir, self.name)
         self.writer_id = uuid.uuid4().hex
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.sync_lock = threading.Lock()
+        sync_mutex = threading.Lock()
+        self.sync_cond = threading.Condition(sync_mutex)  # followers: "a round is done"
+        self.collect_cond = threading.Condition(sync_mutex)  # the leader: "an appender queued"
+        self.syncing = False  # a group commit leader is writing and syncing
+        self.sync_waiting: list[int] = []  # the last offset of each appender waiting for it
+        self.collecting = False  # the leader waits for appenders to queue
+        self.group = self.last_group = 1  # appenders the current / previous round serves
+        self.sync_seconds = 0.0  # how long a sync takes (a moving average)
+        #: A permanent failure (fenced, or a bug): every later call raises it.
         self.error: TransitError | None = None
         self.closed = False
         self.pending: collections.deque[Head] = collections.deque()
         self.durable_next = 0
         self.fast: FastPath | None = None
         self._appended_since_check = False
-        self._max_records = catalog.options.segment_max_records
-        self._max_bytes = catalog.options.segment_max_bytes
-        self.local_lock = LocalLock(self.local, self.name)
+        options = catalog.options
+        self._max_records = options.segment_max_records
+        self._max_bytes = options.segment_max_bytes
+        self._max_pending = options.max_pending_heads
+        # The sealer's state: consecutive failed attempts on the oldest pending head, the error
+        # once they exceed `seal_retries`, attempts made so far, and a request to retry now.
+        self.seal_failures = 0
+        self.seal_error: StorageError | None = None
+        self.seal_attempts = 0
+        self._attempts_at_close = 0
+        self._poked = False
+        self.sealing = False  # a thread is sealing the oldest pending head
+        #: The file of a sealed head, emptied and kept for the next head (see `Head.recycle`).
+        self.spare: Path | None = None
+        self._spares = 0
+        self.retry_at = 0.0  # no seal attempt before this time (backoff after a failure)
+        self.local_lock: LocalLock | None = None
+        try:
+            self.local_lock = LocalLock(self.local, self.name)
+        except WriterBusyError:
+            # Another writer of this local dir lives: only a take-over may proceed (it fences
+            # that writer through the lease; their head files never share a name).
+            if not take_over:
+                raise
         try:
             self._open(take_over)
         except OSError as e:
-            self.local_lock.release()
+            self._release_locks()
             raise StorageError(f"cannot open stream {self.name!r} for writing: {e}") from e
         except BaseException:
-            self.local_lock.release()
+            self._release_locks()
             raise
         self.sealer = threading.Thread(
             target=self._seal_loop, name=f"transit-sealer-{self.name}", daemon=True
         )
         self.sealer.start()
+
+    def _release_locks(self) -> None:
+        lease: Lease | None = getattr(self, "lease", None)
+        if lease is not None:
+            lease.release_lock()
+        if self.local_lock is not None:
+            self.local_lock.release()
 
     def _open(self, take_over: bool) -> None:
         catalog = self.catalog
@@ -182,8 +289,9 @@ class Writer:
             self.writer_id,
             str(self.local),
             take_over=take_over,
-            local_lock_held=True,
+            local_lock_held=self.local_lock is not None,
         )
+        self.epoch = self.lease.epoch
         self.commit_log = CommitLog(catalog.store, self.name, self.folder)
         self.manifest = catalog.manifest(self.name, refresh=True)
         if self.lease.fenced_previous is not None:
@@ -193,12 +301,12 @@ class Writer:
     # --- setup ----------------------------------------------------------------------------
 
     def _identity(self) -> dict[str, Any]:
-        return writer_identity(self.writer_id, self.lease.epoch)
+        return writer_identity(self.writer_id, self.epoch)
 
     def _write_fence(self) -> None:
         action = {
             "type": "fence",
-            "epoch": self.lease.epoch,
+            "epoch": self.epoch,
             "previous": self.lease.fenced_previous,
         }
         while True:
@@ -224,48 +332,174 @@ class Writer:
                     self.catalog.store.delete(path)
 
     def _recover(self) -> None:
+        """Adopt, delete or set aside every head this local dir holds (see the module doc).
+
+        The rule for which heads continue the stream is the readers' (`head.chain_heads`):
+        starting at the committed next offset, each head starts where the previous one ends,
+        its owner's epoch was never fenced, and of heads starting at one offset the newest
+        owner's wins.
+        """
         self._remove_orphans()
+        for owner, spare in list_spare_files(self.heads_dir):
+            if owner != self.epoch and not EpochLock.probe(epoch_lock_path(self.heads_dir, owner)):
+                with contextlib.suppress(OSError):
+                    if spare.stat().st_size == 0:  # one with data is a head (a lost rename)
+                        spare.unlink()
+        EpochLock.clean(self.heads_dir, below=self.epoch)
+        commits = self.catalog.commits(self.name)
+        fenced = fenced_epoch(commits)
+        sealed = _sealed_ranges(commits)
         expected = self.manifest.next_offset
         schema = self.manifest.schema
-        for rec in recover_heads(self.heads_dir, truncate=True):
-            end = rec.start_offset + rec.table.num_rows
-            if end <= self.manifest.next_offset:
-                rec.arrow_path.unlink(missing_ok=True)
-                rec.marker_path.unlink(missing_ok=True)
+        renamed = False
+        files = []
+        for _, epoch, path in list_head_files(self.heads_dir):
+            live = epoch is not None and EpochLock.probe(epoch_lock_path(self.heads_dir, epoch))
+            if live:
+                continue  # a live writer's (fenced, it has not noticed): it sets it aside
+            try:
+                file = read_head(path, epoch, repair=True)
+            except IntegrityError as e:  # a format-1 marker that disagrees with its file
+                self._set_aside(path, epoch, "damaged", str(e))
                 continue
-            if rec.start_offset != expected:
-                self._set_aside(rec, expected)
+            if file is not None:
+                files.append(file)
+        # By the start offsets the files say (a recycled file's name may be older, see
+        # `Head.recycle`), the newest owner first at one offset.
+        for file in by_priority(files):
+            path, epoch = file.path, file.epoch
+            if self._was_sealed(file, sealed):
+                path.unlink(missing_ok=True)
+                if file.legacy_marker is not None:
+                    file.legacy_marker.unlink(missing_ok=True)
                 continue
-            head = Head(self.heads_dir, rec.start_offset, rec.user_schema, rec.generation)
-            head.batches = rec.table.to_batches()
-            head.records = head.written_records = head.durable_records = rec.table.num_rows
-            head.written_batches = len(head.batches)
-            head.nbytes = rec.table.nbytes
+            if not continues(file, expected, fenced):
+                kind = (
+                    "fenced"
+                    if epoch is not None and epoch <= fenced
+                    else "superseded"
+                    if file.start_offset < expected
+                    else "gap"
+                )
+                self._set_aside(path, epoch, kind, self._why(kind, file, expected), file)
+                continue
+            if file.status == "damaged":
+                file = self._split_damaged(file)
+                if file is None:
+                    continue
+            if not file.records:
+                path.unlink(missing_ok=True)
+                continue
+            if epoch is not None and epoch != self.epoch:
+                target = self.heads_dir / head_name(file.start_offset, self.epoch)
+                os.replace(path, target)
+                file.path = target
+                renamed = True
+            head = Head.adopt(file, self.epoch)
             self.pending.append(head)
-            expected = end
-            schema = rec.user_schema
+            expected = file.end_offset
+            schema = file.user_schema
+        if renamed:
+            fsync_dir(self.heads_dir)
         self.durable_next = expected
         self.active = self._new_head(expected, schema)
 
-    def _set_aside(self, rec: RecoveredHead, expected: int) -> None:
-        aside = set_aside_dir(self.catalog.local_dir, self.name)
-        aside.mkdir(exist_ok=True)
-        for path in (rec.arrow_path, rec.marker_path):
-            path.rename(aside / path.name)
-        _log.error(
-            "stream %r: head starting at offset %d does not continue the committed stream "
-            "(next offset %d); its files were moved to %s",
-            self.name,
-            rec.start_offset,
-            expected,
-            aside,
+    @staticmethod
+    def _was_sealed(file: HeadFile, sealed: dict[int, list[tuple[int, int | None]]]) -> bool:
+        """Whether a commit holds the head's records, sealed from this very file: a segment
+        starting at its first offset, covering its records, by its owner's epoch (any writer
+        for a head of format 1, which names no owner)."""
+        for last, epoch in sealed.get(file.start_offset, []):
+            if last >= file.end_offset - 1 and (file.epoch is None or epoch == file.epoch):
+                return True
+        return False
+
+    def _why(self, kind: str, file: HeadFile, expected: int) -> str:
+        if kind == "fenced":
+            return (
+                f"its writer (epoch {file.epoch}) was fenced by a newer writer, which committed "
+                f"the stream up to offset {expected - 1}"
+            )
+        if kind == "superseded":
+            return (
+                f"another writer committed offsets {file.start_offset}..{expected - 1} first "
+                f"(this head's writer, epoch {file.epoch}, was presumed gone)"
+            )
+        return (
+            f"it starts at offset {file.start_offset} but the stream continues at {expected}, "
+            "after an earlier head was set aside"
         )
+
+    def _split_damaged(self, file: HeadFile) -> HeadFile | None:
+        """Set aside a copy of a damaged head and keep its valid frames before the damage as
+        the head (None if there are none)."""
+        keep = file.records
+        detail = (
+            f"{file.detail}; the {keep} records before the damage (offsets "
+            f"{file.start_offset}..{file.end_offset - 1}) stay in the stream"
+            if keep
+            else file.detail
+        )
+        self._set_aside(file.path, file.epoch, "damaged", detail, file, copy=bool(keep))
+        if not keep:
+            return None
+        with open(file.path, "rb+") as f:
+            f.truncate(file.valid_bytes)
+            os.fsync(f.fileno())
+        return read_head(file.path, file.epoch)
+
+    def _set_aside(
+        self,
+        path: Path,
+        epoch: int | None,
+        kind: str,
+        reason: str,
+        file: HeadFile | None = None,
+        *,
+        copy: bool = False,
+    ) -> Path:
+        """Keep a head file out of the stream, in the set-aside folder, saying why."""
+        info: dict[str, Any] = {
+            "stream": self.name,
+            "kind": kind,
+            "reason": reason,
+            "epoch": epoch,
+            "set_aside_by_epoch": self.epoch,
+        }
+        try:
+            salvage = load_head(path, salvage=True) if epoch is not None else file
+        except OSError:
+            salvage = file
+        if salvage is not None and salvage.batches:
+            offsets = np.concatenate([b.column(0).to_numpy() for b in salvage.batches])
+            if file is not None and kind == "damaged":
+                offsets = offsets[offsets >= file.end_offset]  # the rest stays in the stream
+            if len(offsets):
+                # Where the orphan's records would continue the stream as its writer saw it.
+                after = file.end_offset if file is not None and kind == "damaged" else None
+                info |= {
+                    "start_offset": salvage.start_offset,
+                    "first_offset": int(offsets.min()),
+                    "last_offset": int(offsets.max()),
+                    "records": len(offsets),
+                    "branch_at": (salvage.start_offset if after is None else after) - 1,
+                }
+        target = set_aside(path, self.aside_dir, info, copy=copy)
+        _log.error(
+            "stream %r: head %s was set aside as %s (%s): %s; see Log.orphaned_heads()",
+            self.name,
+            path.name,
+            target,
+            kind,
+            reason,
+        )
+        return target
 
     def _new_head(self, start: int, schema: pa.Schema | None) -> Head:
         user = schema or pa.schema([])
         if self.fast is None or not _same_schema(self.fast.schema, user):
             self.fast = FastPath.for_schema(user)
-        return Head(self.heads_dir, start, user, self.manifest.generation)
+        return Head(self.heads_dir, start, user, self.manifest.generation, self.epoch)
 
     # --- appending ------------------------------------------------------------------------
 
@@ -287,63 +521,100 @@ class Writer:
         return schema if len(schema) else None
 
     def append(self, data: Any, durability: Durability) -> Ack:
+        """Append one call's records, all or nothing, and wait for `durability`."""
         if self.error is not None or self.closed:
             self.check_usable()
         fast = self.fast
         if fast is not None and type(data) is dict:
-            values = fast.values(data)
-            if values is not None:
+            checked = fast.values(data)
+            if checked is not None:
                 with self.lock:
-                    added = self.fast is fast and self.error is None
+                    head = self.active
+                    added = (
+                        self.fast is fast
+                        and self.error is None
+                        and not self.closed
+                        and len(self.pending) <= self._max_pending
+                    )
                     if added:
-                        head = self.active
-                        first = head.next_offset
-                        head.add_row(values, time.time_ns() // 1000, fast.size(values))
+                        first = head.start_offset + head.records
+                        # Head.add_row, inlined: this is the per-record hot path.
+                        head.rows.append(checked[0])
+                        head.row_stamps.append(time.time_ns() // 1000)
+                        head.records += 1
+                        head.nbytes += checked[1]
                         if (
                             head.records >= self._max_records
                             or head.nbytes >= self._max_bytes
                             or durability == "tiered"
-                            or self.pending
                         ):
-                            self._after_add(durability)
+                            self._roll()
                         self._appended_since_check = True
                 if added:
                     self.catalog.notify_changed(self.name)
                     if durability == "memory":
-                        return Ack(first, first, "memory")
+                        return _ack(Ack, (first, first, "memory"))  # Ack(...) minus a frame
                     return self._finish(first, first, durability)
-        table = coerce_input(data, self.user_schema)
-        with self.lock:
-            self.check_usable()
-            current = self.user_schema
-            evolved = evolve_schema(current, user_part(table))
-            user = conform(table, evolved)
-            if not _same_schema(current, evolved):
-                if self.active.records:
-                    self._roll()
-                self.active = self._new_head(self.active.start_offset, evolved)
-            first = self.active.next_offset
-            columns = [*system_columns(table, first), *user.columns]
-            batch = pa.Table.from_arrays(columns, schema=head_schema(evolved)).combine_chunks()
-            for b in batch.to_batches():
-                self.active.add(b)
-            last = first + table.num_rows - 1
-            self._after_add(durability)
+        first, last = self._append_table(coerce_input(data, self.user_schema), durability)
         self.catalog.notify_changed(self.name)
         return self._finish(first, last, durability)
 
-    def _after_add(self, durability: Durability) -> None:
-        """Roll when a limit is reached and apply backpressure (caller holds `lock`)."""
-        self._appended_since_check = True
-        limits = self.catalog.options
-        if (
-            self.active.records >= limits.segment_max_records
-            or self.active.nbytes >= limits.segment_max_bytes
-            or durability == "tiered"
-        ):
-            self._roll()
-        while len(self.pending) > limits.max_pending_heads and self.error is None:
+    def _append_table(self, table: pa.Table, durability: Durability) -> tuple[int, int]:
+        """Add a coerced input table to the active head: every check and conversion first,
+        outside the lock; the state changes only once nothing can fail any more."""
+        n = table.num_rows
+        while True:
+            current = self.user_schema
+            evolved = evolve_schema(current, user_part(table))
+            user = conform(table, evolved)
+            check_parquet(user)
+            _, stamps, headers = system_columns(table, 0)
+            columns = [_single(stamps), _single(headers), *map(_single, user.columns)]
+            schema = head_schema(evolved)
+            with self.lock:
+                self.check_usable()
+                self._admit()
+                if not _same_schema(self.user_schema, current):
+                    continue  # another append evolved the schema meanwhile: convert again
+                first = self.active.next_offset
+                offsets = pa.array(np.arange(first, first + n, dtype=np.int64))
+                batch = pa.RecordBatch.from_arrays([offsets, *columns], schema=schema)
+                # Nothing below can fail.
+                if not _same_schema(current, evolved):
+                    if self.active.records:
+                        self._roll()
+                    self.active = self._new_head(self.active.start_offset, evolved)
+                self.active.add(batch)
+                self._appended_since_check = True
+                if (
+                    self.active.records >= self._max_records
+                    or self.active.nbytes >= self._max_bytes
+                    or durability == "tiered"
+                ):
+                    self._roll()
+                return first, first + n - 1
+
+    def _admit(self) -> None:
+        """Backpressure (caller holds `lock`): wait while too many heads wait to be sealed;
+        refuse while they wait because the store fails (after one fresh attempt)."""
+        if len(self.pending) <= self._max_pending:
+            return
+        seen = self.seal_attempts
+        self._poke()
+        while len(self.pending) > self._max_pending:
+            self.check_usable()
+            if self.seal_error is not None and self.seal_attempts > seen:
+                raise StorageError(
+                    f"stream {self.name!r}: {len(self.pending)} heads wait to be sealed and the "
+                    f"object store fails ({self.seal_error}); nothing was appended; appends "
+                    "resume once the store is back"
+                ) from self.seal_error
             self.cond.wait(0.5)
+
+    def _poke(self) -> None:
+        """Ask the sealer to try now rather than after its backoff (caller holds `lock`)."""
+        self._poked = True
+        self.cond.notify_all()
 
     def _finish(self, first: int, last: int, durability: Durability) -> Ack:
         """Wait for the durability asked for, then acknowledge."""
@@ -352,7 +623,7 @@ class Writer:
         if durability == "local":
             self.sync_through(last)
             return Ack(first, last, "local")
-        self.wait_committed(last + 1)
+        self.wait_committed(last + 1, (first, last))
         return Ack(first, last, "tiered")
 
     def _roll(self) -> None:
@@ -367,24 +638,150 @@ class Writer:
         self.cond.notify_all()
 
     def sync_through(self, last: int) -> None:
-        """Group commit: make every record up to `last` durable with as few fsyncs as possible."""
-        with self.sync_lock:
+        """Group commit: make every record up to `last` durable in the head files.
+
+        One appender at a time is the *leader*: it writes what every head holds unwritten (one
+        frame per head, usually one head) and syncs it once. Appenders arriving meanwhile wait
+        on `sync_cond`; when the leader is done they all wake at once, those it covered return,
+        and one of the others leads the next round, covering all of them with one sync.
+
+        Before writing, a leader waits (at most half a sync, measured) until as many appenders
+        as its predecessor served have queued: appenders it just served are about to append
+        again, and a sync they miss by microseconds would cost them a whole extra sync.
+        """
+        with self.sync_cond:
             if self.durable_next > last:
                 return
-            with self.lock:
-                heads = [*self.pending, self.active]
-                work = [(h, h.write_pending()) for h in heads]
-                upto = self.active.next_offset
-            for head, pending in work:
-                if pending is not None:
-                    head.make_durable(*pending)
-            self.durable_next = upto
+            self.sync_waiting.append(last)
+            if self.collecting:
+                self.collect_cond.notify()
+            try:
+                while self.durable_next <= last:
+                    if not self.syncing:
+                        self.syncing = True
+                        break
+                    self.sync_cond.wait()
+                else:
+                    return
+            finally:
+                self.sync_waiting.remove(last)
+            self._collect()
+        upto = self.durable_next
+        try:
+            upto = self._sync_round(last)
+        finally:
+            with self.sync_cond:
+                self.syncing = False
+                self.durable_next = max(self.durable_next, upto)
+                self.last_group, self.group = self.group, 1
+                self.sync_cond.notify_all()
 
-    def wait_committed(self, target: int) -> None:
+    def _collect(self) -> None:
+        """The leader's short wait for the appenders of the previous group (holds
+        the sync mutex); sets `group` to how many appenders this round serves. Arrivals wake
+        only the leader (`collect_cond`), followers only wake when a round is done."""
+        deadline = time.monotonic() + min(self.sync_seconds / 2, 0.002)
+        self.collecting = True
+        try:
+            while True:
+                queued = sum(1 for w in self.sync_waiting if w >= self.durable_next) + 1
+                left = deadline - time.monotonic()
+                if queued >= self.last_group or left <= 0:
+                    break
+                self.collect_cond.wait(left)
+        finally:
+            self.collecting = False
+        self.group = queued
+
+    def _sync_round(self, last: int) -> int:
+        """Write and sync every unwritten batch; returns the offset everything below is
+        durable up to. The sync lock keeps the sealer from removing a head meanwhile."""
+        with self.sync_lock:
+            with self.lock:
+                if self.error is not None:
+                    raise self.error
+                work = []
+                for head in [*self.pending, self.active]:
+                    job = head.prepare()
+                    if job is not None:
+                        work.append((head, job))
+                upto = self.active.next_offset
+            started = time.monotonic()
+            try:
+                for head, job in work:
+                    spare = self.spare if head.fd is None else None
+                    if head.write(job, spare):
+                        with self.lock:
+                            self.spare = None
+                for head, job in work:
+                    head.sync(job[2])
+            except OSError as e:
+                raise StorageError(
+                    f"writing the head of stream {self.name!r} in {self.heads_dir} failed: {e}; "
+                    f"records up to offset {last} were not acknowledged as 'local' (they stay "
+                    "appended in memory)"
+                ) from e
+            elapsed = time.monotonic() - started
+            self.sync_seconds = (
+                elapsed if not self.sync_seconds else 0.8 * self.sync_seconds + 0.2 * elapsed
+            )
+            return upto
+
+    def wait_committed(self, target: int, offsets: tuple[int, int] | None = None) -> None:
+        """Wait until every record below `target` is committed; raise `StorageError` if the
+        store fails meanwhile (after the sealer's retries, or one fresh attempt when it was
+        failing already). `offsets` are those of a `tiered` append, for the message.
+
+        While the sealer is idle, the waiting thread seals the oldest pending head itself
+        ("caller runs"): a flush or a `tiered` append then costs no thread hand-off.
+        """
         with self.lock:
+            if self.manifest.next_offset >= target:
+                return
+            seen = self.seal_attempts
+            self._poke()
             while self.manifest.next_offset < target:
                 self.check_usable()
-                self.cond.wait(0.5)
+                if self.seal_error is not None and self.seal_attempts > seen:
+                    raise self._not_committed(offsets) from self.seal_error
+                now = time.monotonic()
+                if self.pending and not self.sealing and (now >= self.retry_at or self._poked):
+                    self._seal_next()
+                    continue
+                self.cond.wait(0.5 if self.sealing else max(0.005, self.retry_at - now))
+
+    def _seal_next(self) -> None:
+        """Seal the oldest pending head in this thread (caller holds `lock`, released while
+        sealing). `sealing` keeps every other thread from sealing meanwhile."""
+        self._poked = False
+        self.sealing = True
+        head = self.pending[0]
+        self.lock.release()
+        try:
+            ok = self._attempt(head)
+        finally:
+            self.lock.acquire()
+            self.sealing = False
+            self.cond.notify_all()
+        if ok:
+            self.retry_at = 0.0
+        else:
+            delay = min(0.05 * 2 ** (self.seal_failures - 1), MAX_SEAL_BACKOFF)
+            self.retry_at = time.monotonic() + delay
+
+    def _not_committed(self, offsets: tuple[int, int] | None) -> StorageError:
+        kept = (
+            f"records acknowledged as 'local' are kept in {self.heads_dir} and are sealed "
+            "once the store is back, or when the log is reopened"
+        )
+        if offsets is None:
+            return StorageError(f"{self.seal_error}; flush() did not complete: {kept}")
+        first, last = offsets
+        return StorageError(
+            f"{self.seal_error}; the 'tiered' append of offsets {first}..{last} was not "
+            "acknowledged: its records stay appended in memory only, and are committed once "
+            f"the store is back unless the log is closed first; {kept}"
+        )
 
     def flush(self) -> Manifest:
         with self.lock:
@@ -398,30 +795,80 @@ class Writer:
 
     def _seal_loop(self) -> None:
         options = self.catalog.options
-        next_lease_check = time.monotonic() + options.lease_check_interval
+        interval = options.lease_check_interval
+        next_check = time.monotonic() + interval
         while True:
+            check = False
             with self.lock:
-                while not self.pending and not self.closed and self.error is None:
+                while True:
+                    if self.error is not None:
+                        return
                     now = time.monotonic()
-                    if self.active.records and now - self.active.created >= options.segment_max_age:
+                    if self.closed and (not self.pending or self._gave_up()):
+                        return
+                    idle = not self.sealing
+                    if self.pending and idle and (now >= self.retry_at or self._poked):
+                        self._seal_next()
+                        continue
+                    if idle:
+                        self._poked = False
+                    age = now - self.active.created
+                    if not self.closed and self.active.records and age >= options.segment_max_age:
                         self._roll()
+                        continue
+                    if self._appended_since_check and now >= next_check:
+                        check = True
                         break
-                    if now >= next_lease_check:
-                        break
-                    wait = min(options.segment_max_age, options.lease_check_interval)
-                    self.cond.wait(max(0.01, min(wait, next_lease_check - now)))
-                if self.error is not None or (self.closed and not self.pending):
-                    return
-                head = self.pending[0] if self.pending else None
-                check_lease = self._appended_since_check and time.monotonic() >= next_lease_check
-            if check_lease:
-                next_lease_check = time.monotonic() + options.lease_check_interval
+                    deadlines = [next_check if self._appended_since_check else now + interval]
+                    if self.pending:
+                        deadlines.append(self.retry_at if idle else now + 0.5)
+                    if self.active.records:
+                        deadlines.append(self.active.created + options.segment_max_age)
+                    self.cond.wait(max(0.005, min(deadlines) - now))
+            if check:
+                next_check = time.monotonic() + interval
                 self._appended_since_check = False
                 self._check_lease()
-            elif head is None:
-                next_lease_check = time.monotonic() + options.lease_check_interval
-            if head is not None:
-                self._seal_with_retry(head)
+
+    def _gave_up(self) -> bool:
+        """After close: the store kept failing for a fresh round of attempts (holds `lock`)."""
+        return self.seal_error is not None and self.seal_attempts > self._attempts_at_close
+
+    def _attempt(self, head: Head) -> bool:
+        """One attempt to seal `head`; False if it failed (it stays pending)."""
+        try:
+            self._seal(head)
+        except FencedError as e:
+            self._fenced(str(e))
+            return True
+        except Exception as e:  # the store failed (or anything else): keep the head, retry
+            with self.lock:
+                self.seal_failures += 1
+                self.seal_attempts += 1
+                attempts = self.seal_failures
+                if attempts > self.catalog.options.seal_retries:
+                    error = StorageError(
+                        f"sealing stream {self.name!r} offsets {head.start_offset}.."
+                        f"{head.next_offset - 1} failed after {attempts} attempts: {e}"
+                    )
+                    error.__cause__ = e
+                    self.seal_error = error
+                self.cond.notify_all()
+            _log.warning(
+                "stream %r: sealing offsets %d..%d failed (attempt %d, retrying): %s",
+                self.name,
+                head.start_offset,
+                head.next_offset - 1,
+                attempts,
+                e,
+            )
+            return False
+        with self.lock:
+            self.seal_failures = 0
+            self.seal_error = None
+            self.seal_attempts += 1
+            self.cond.notify_all()
+        return True
 
     def _check_lease(self) -> None:
         try:
@@ -429,50 +876,48 @@ class Writer:
         except TransitError:
             return  # a flaky store must not fence us; the commit protocol stays the guard
         if not current:
-            self._fail(self._fenced_error())
+            self._fenced(f"a newer writer took the lease over from epoch {self.epoch}")
 
-    def _fenced_error(self) -> FencedError:
-        files = sorted(str(p) for p in self.heads_dir.glob("*.arrow"))
-        return FencedError(
-            f"the writer of stream {self.name!r} (epoch {self.lease.epoch}) was fenced by a newer "
-            f"writer; its unsealed records are kept in {', '.join(files) or self.heads_dir}"
-        )
-
-    def _fail(self, error: TransitError) -> None:
-        with self.lock:
-            if self.error is None:
-                self.error = error
+    def _fenced(self, detail: str) -> None:
+        """This writer lost the stream: set its head files aside and fail from now on."""
+        with self.sync_lock, self.lock:
+            if isinstance(self.error, FencedError):
+                return
+            for head in [*self.pending, self.active]:
+                head.close_file()
+            if self.spare is not None:
+                self.spare.unlink(missing_ok=True)
+                self.spare = None
+            kept = []
+            for _, epoch, path in list_head_files(self.heads_dir):
+                if epoch == self.epoch:
+                    reason = f"its writer was fenced: {detail}"
+                    kept.append(str(self._set_aside(path, epoch, "fenced", reason)))
+            where = (
+                f"they are kept in {', '.join(kept)}"
+                if kept
+                else "it had no acknowledged records on disk that were not committed"
+            )
+            self.error = FencedError(
+                f"the writer of stream {self.name!r} (epoch {self.epoch}) was fenced by a newer "
+                f"writer ({detail}); its acknowledged, uncommitted records are set aside (see "
+                f"Log.orphaned_heads(); Log.reappend_orphaned() re-appends them to a branch): "
+                f"{where}"
+            )
             self.cond.notify_all()
 
-    def _seal_with_retry(self, head: Head) -> None:
-        delay = 0.05
-        for attempt in range(self.catalog.options.seal_retries + 1):
-            try:
-                self._seal(head)
-                return
-            except FencedError as e:
-                self._fail(e)
-                return
-            except (StorageError, OSError) as e:
-                if attempt == self.catalog.options.seal_retries:
-                    self._fail(
-                        StorageError(
-                            f"sealing stream {self.name!r} offsets {head.start_offset}.."
-                            f"{head.next_offset - 1} failed after {attempt + 1} attempts: {e}; "
-                            f"records acknowledged as 'local' are kept in {self.heads_dir} and "
-                            "are sealed when the log is reopened; a failed 'tiered' append was "
-                            "not acknowledged"
-                        )
-                    )
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except Exception as e:  # surface anything else rather than dying silently
-                self._fail(TransitError(f"sealing stream {self.name!r} failed: {e!r}"))
-                return
-
     def _seal(self, head: Head) -> None:
-        data, meta = encode_segment(head.table(), self.name, self.catalog.options.row_group_size)
+        if head.recovered is not None:
+            head.recovered.recheck()
+        table = head.table()
+        offsets = table.column("_offset")
+        if table.num_rows != head.records or (
+            table.num_rows
+            and (offsets[0].as_py(), offsets[-1].as_py())
+            != (head.start_offset, head.next_offset - 1)
+        ):
+            raise IntegrityError(f"head of stream {self.name!r} at {head.start_offset} is torn")
+        data, meta = encode_segment(table, self.name, self.catalog.options.row_group_size)
         path = segment_path(self.folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
         seg = SegmentRef(path=path, **meta)
         # Always put (the name is content-addressed, so overwriting is harmless): skipping an
@@ -492,7 +937,11 @@ class Writer:
         with self.sync_lock, self.lock:
             self.manifest = self.catalog.remember(self.name, commit)
             self.pending.popleft()
-            head.discard_files()
+            if self.spare is None and head.fd is not None and not self.closed:
+                self.spare = head.recycle(self.heads_dir / spare_name(self.epoch, self._spares))
+                self._spares += 1
+            else:
+                head.discard_files()
             self.cond.notify_all()
         self.catalog.notify_changed(self.name)
 
@@ -505,10 +954,9 @@ class Writer:
         ):
             return existing
         if any(a.get("type") == "fence" for a in existing["actions"]):
-            raise self._fenced_error()
+            raise FencedError(f"a fence commit took generation {generation}")
         raise FencedError(
-            f"stream {self.name!r}: commit {generation} was created by writer "
-            f"{existing['writer'].get('id')}; this writer's records are kept in {self.heads_dir}"
+            f"commit {generation} was created by writer {existing['writer'].get('id')}"
         )
 
     # --- reads ----------------------------------------------------------------------------
@@ -523,22 +971,41 @@ class Writer:
             return self.manifest, heads
 
     def close(self) -> None:
+        """Seal and commit everything, release the lease. If the store keeps failing, the
+        heads stay on disk (records acknowledged `local` are sealed on reopen) and the
+        failure is raised."""
         with self.lock:
             if self.closed:
                 return
             if self.error is None:
                 self._roll()
             self.closed = True
-            self.cond.notify_all()
+            self._attempts_at_close = self.seal_attempts
+            self._poke()
         self.sealer.join()
+        with self.lock:
+            while self.sealing:  # a flush or `tiered` append of another thread seals
+                self.cond.wait(0.5)
         with self.sync_lock, self.lock:
             for head in [*self.pending, self.active]:
                 head.close_file()
-        if self.error is None:
+            unsealed = list(self.pending)
+            error = self.error
+            if self.spare is not None:
+                self.spare.unlink(missing_ok=True)
+                self.spare = None
+        if error is None and not unsealed:
             self.lease.release()
-        self.local_lock.release()
-        if self.error is not None and not isinstance(self.error, FencedError):
-            raise self.error
+        self._release_locks()
+        if error is not None and not isinstance(error, FencedError):
+            raise error
+        if unsealed and error is None:
+            first, last = unsealed[0].start_offset, unsealed[-1].next_offset - 1
+            raise StorageError(
+                f"closing stream {self.name!r}: offsets {first}..{last} could not be sealed "
+                f"({self.seal_error}); records acknowledged as 'local' are kept in "
+                f"{self.heads_dir} and are sealed when the log is reopened"
+            ) from self.seal_error
 
 
 def writer_for(catalog: Catalog, name: str, *, take_over: bool = False) -> Writer:

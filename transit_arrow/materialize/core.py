@@ -11,17 +11,24 @@ materializations/<enc(name)>/checkpoints/<enc(branch)>/<records:020d>-<def_hash[
 A refresh writes the new state file first and the checkpoint after it (put-if-absent), so a
 crash at any point leaves the previous checkpoint valid; an unreferenced state file is an
 orphan. A checkpoint records the source position it covers (`stream`, `offset`, `generation`,
-`root`); resuming re-reads that commit and requires the same root, and re-hashes the state.
+`root`), the BLAKE3 of its state file, the hash of the checkpoint it resumed from
+(`prev_hash`, `prev_path`) and its own `hash` (BLAKE3 of its canonical JSON without `hash`):
+checkpoints form hash chains like commits. Before a checkpoint is used its bytes must be
+canonical and hash to `hash`, its predecessor must still hash to `prev_hash`, the source
+commit at `generation` must have `root` and end at `offset`, and the state file must hash to
+`state_blake3`; otherwise the refresh rebuilds (or resumes from an earlier checkpoint) and its
+report says why. Materialization SQL runs on DuckDB connections without file system access.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import blake3
@@ -39,10 +46,12 @@ from ..errors import (
     TransitError,
 )
 from ..layout import materialization_folder
-from ..names import decode_stream_name, encode_stream_name, validate_stream_name
+from ..manifest import Manifest
+from ..names import decode_stream_name, encode_stream_name, quote_ident, validate_stream_name
 from .plan import SqlPlan, plan_sql
 
 if TYPE_CHECKING:
+    import duckdb
     import polars as pl
 
 __all__ = ["Materialization", "Reducer", "RefreshReport"]
@@ -91,9 +100,63 @@ class _Checkpoint:
     state_blake3: str
     created_at: str
     mode: str
+    prev_hash: str | None = None
+    prev_path: str | None = None
+    hash: str | None = None  # None: written before checkpoints were hash-chained
+    path: str = field(default="", compare=False)  # where it was read from (not stored)
 
     def describe(self) -> str:
         return f"{self.stream}@{self.offset} (generation {self.generation})"
+
+    def body(self) -> dict[str, Any]:
+        """The stored fields (with `hash` when set)."""
+        data = asdict(self)
+        del data["path"]
+        if self.hash is None:  # a legacy checkpoint: exactly the fields it was written with
+            for name in ("prev_hash", "prev_path", "hash"):
+                del data[name]
+        return data
+
+    def computed_hash(self) -> str:
+        """BLAKE3 of a context line and the canonical JSON of every stored field but `hash`."""
+        data = asdict(self)
+        del data["path"], data["hash"]
+        return blake3.blake3(_MV_CONTEXT + canonical(data)).hexdigest()
+
+
+_MV_CONTEXT = b"transit-arrow materialization checkpoint v1\n"
+_CHAINED_FIELDS = frozenset(f.name for f in fields(_Checkpoint)) - {"path"}
+_LEGACY_FIELDS = _CHAINED_FIELDS - {"prev_hash", "prev_path", "hash"}
+_INT_FIELDS = ("offset", "generation")
+
+
+def _parse_checkpoint(raw: bytes, path: str) -> tuple[_Checkpoint, str | None]:
+    """A checkpoint file's content, and why it was edited (None: its hash holds, or it is a
+    legacy checkpoint without one). Raises `IntegrityError` when it is not a checkpoint."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise IntegrityError(f"checkpoint {path} is not valid JSON") from None
+    if not isinstance(data, dict) or set(data) not in (_CHAINED_FIELDS, _LEGACY_FIELDS):
+        raise IntegrityError(f"checkpoint {path} does not have the fields of a checkpoint")
+    for name, value in data.items():
+        want: type | tuple[type, ...] = int if name in _INT_FIELDS else str
+        if name in ("prev_hash", "prev_path"):
+            want = (str, type(None))
+        if not isinstance(value, want) or isinstance(value, bool):
+            raise IntegrityError(f"checkpoint {path}: field {name!r} has a wrong type")
+    cp = _Checkpoint(**data, path=path)
+    if cp.hash is None:
+        return cp, None
+    found = cp.computed_hash()
+    if found != cp.hash:
+        return cp, (
+            f"checkpoint {path} was edited: it records hash {cp.hash}, its content hashes to "
+            f"{found}"
+        )
+    if canonical(data) != raw:
+        return cp, f"checkpoint {path} was edited: its bytes are not canonical JSON"
+    return cp, None
 
 
 class Materialization:
@@ -137,19 +200,48 @@ class Materialization:
         """The store folder of this view's checkpoints on `branch`."""
         return f"{self._folder}/checkpoints/{encode_stream_name(branch)}"
 
-    def _checkpoints(self, branch: str) -> list[_Checkpoint]:
+    def _checkpoints(
+        self, branch: str
+    ) -> tuple[list[tuple[_Checkpoint, str | None]], list[tuple[int, str]]]:
+        """The checkpoints recorded on `branch` with why each was edited (None: it was not),
+        and for files that are no checkpoint at all the offset their name gives and why."""
         folder = self.checkpoint_folder(branch)
         out = []
+        problems = []
         for entry in self.catalog.store.list(folder):
             if entry.endswith(".json"):
-                data = json.loads(self.catalog.store.get(f"{folder}/{entry}"))
-                out.append(_Checkpoint(**data))
-        return out
+                path = f"{folder}/{entry}"
+                try:
+                    out.append(_parse_checkpoint(self.catalog.store.get(path), path))
+                except IntegrityError as e:
+                    offset = int(entry[:20]) - 1 if entry[:20].isdigit() else -1
+                    problems.append((offset, str(e)))
+                except FileNotFoundError:
+                    continue  # replaced meanwhile
+        return out, problems
 
     def _valid(self, cp: _Checkpoint) -> str | None:
-        """None if the checkpoint's source commit still has its root, else why not."""
+        """None if the checkpoint can be used: made by this definition, its predecessor
+        unchanged, and its source commit still has its root and ends at its offset."""
         if cp.definition_hash != self.definition_hash:
             return f"checkpoint {cp.describe()} was made by another definition"
+        if cp.prev_path is not None:
+            before: _Checkpoint | None = None
+            problem = ""
+            try:
+                before, edited = _parse_checkpoint(
+                    self.catalog.store.get(cp.prev_path), cp.prev_path
+                )
+                problem = edited or ""
+                before = before if edited is None else None
+            except (IntegrityError, FileNotFoundError) as e:
+                problem = f"{e}"
+            if before is None or before.hash != cp.prev_hash:
+                why = problem if before is None else f"it hashes to {before.hash}"
+                return (
+                    f"checkpoint {cp.path} is chained to {cp.prev_path} (hash {cp.prev_hash}), "
+                    f"which changed: {why}"
+                )
         try:
             manifest = self.catalog.manifest_at(cp.stream, cp.generation)
             prev = (
@@ -166,6 +258,12 @@ class Materialization:
                 f"checkpoint {cp.describe()} no longer verifies: the source commit's root is "
                 f"{found}, the checkpoint says {cp.root}"
             )
+        if manifest.next_offset - 1 != cp.offset:
+            return (
+                f"checkpoint {cp.path or cp.describe()} claims offset {cp.offset}, but "
+                f"generation {cp.generation} of {cp.stream!r} ends at offset "
+                f"{manifest.next_offset - 1}"
+            )
         return None
 
     def _best_checkpoint(self, branch: str, through: int) -> tuple[_Checkpoint | None, str]:
@@ -174,22 +272,42 @@ class Materialization:
         manifest = self.catalog.manifest(branch, refresh=True)
         here = Position(branch, through, manifest.generation, manifest.root)
         best: _Checkpoint | None = None
-        notes: list[str] = []
+        unusable: list[tuple[int, str]] = []  # (offset, why) of checkpoints not used
         stale_definition = False
         for pos in [here, *chain(self.catalog, here)]:
-            for cp in self._checkpoints(pos.stream):
-                if cp.offset > pos.offset or (best is not None and cp.offset <= best.offset):
+            found, broken = self._checkpoints(pos.stream)
+            unusable += [(o, p) for o, p in broken if o <= pos.offset]
+            for cp, edited in found:
+                if cp.offset > pos.offset:
                     continue
-                problem = self._valid(cp)
-                if problem is None:
-                    best = cp
-                elif cp.definition_hash != self.definition_hash:
+                if cp.definition_hash != self.definition_hash:
                     stale_definition = True
-                elif problem not in notes:
-                    notes.append(problem)
+                    continue
+                if cp.hash is None:
+                    problem: str | None = (
+                        f"checkpoint {cp.path} predates hash-chained checkpoints: not resumed from"
+                    )
+                else:
+                    problem = self._problem(cp, edited)
+                if problem is not None:
+                    unusable.append((cp.offset, problem))
+                elif best is None or cp.offset > best.offset:
+                    best = cp
+        notes: list[str] = []
+        for offset, problem in unusable:
+            if (best is None or offset > best.offset) and problem not in notes:
+                notes.append(problem)
         if stale_definition and best is None:
             notes.append("the definition changed since the last checkpoint: rebuilt")
+        elif notes:
+            start = "resumed from " + best.describe() if best is not None else "rebuilt"
+            notes.append(f"{start} instead")
         return best, "; ".join(notes)
+
+    def _problem(self, cp: _Checkpoint, edited: str | None) -> str | None:
+        """Why `cp` cannot be used (it was edited, or does not verify), or None."""
+        parts = [p for p in (edited, self._valid(cp)) if p is not None]
+        return "; and ".join(parts) if parts else None
 
     # --- state ----------------------------------------------------------------------------
 
@@ -203,8 +321,15 @@ class Materialization:
             )
         return pq.read_table(io.BytesIO(data))
 
-    def _save(self, branch: str, state: pa.Table, offset: int, mode: str) -> _Checkpoint:
-        manifest = self.catalog.manifest(branch, refresh=False)
+    def _save(
+        self,
+        manifest: Manifest,
+        state: pa.Table,
+        mode: str,
+        prev: _Checkpoint | None,
+    ) -> _Checkpoint:
+        branch = manifest.stream
+        offset = manifest.next_offset - 1
         sink = io.BytesIO()
         pq.write_table(state, sink, compression="zstd")
         data = sink.getvalue()
@@ -223,18 +348,27 @@ class Materialization:
             state_blake3=digest,
             created_at=now_rfc3339(),
             mode=mode,
+            prev_hash=prev.hash if prev is not None else None,
+            prev_path=prev.path if prev is not None else None,
         )
+        cp = dataclasses.replace(cp, hash=cp.computed_hash())
         # The state digest is part of the name: a rebuild after an invalid checkpoint at the
         # same offset must not be shadowed by it.
         name = f"{offset + 1:020d}-{self.definition_hash[:16]}-{digest[:16]}.json"
         # If the same position was checkpointed already, that state is equivalent.
         path = f"{self.checkpoint_folder(branch)}/{name}"
+        cp = dataclasses.replace(cp, path=path)
         try:
-            self.catalog.store.put_if_absent(path, canonical(asdict(cp)))
+            self.catalog.store.put_if_absent(path, canonical(cp.body()))
         except FileExistsError:
-            existing = _Checkpoint(**json.loads(self.catalog.store.get(path)))
-            if self._valid(existing) is not None:
-                self.catalog.store.put(path, canonical(asdict(cp)))  # replace an invalid one
+            try:
+                existing, edited = _parse_checkpoint(self.catalog.store.get(path), path)
+            except IntegrityError:
+                existing, edited = None, "unreadable"
+            if existing is None or existing.hash is None or self._problem(existing, edited):
+                self.catalog.store.put(path, canonical(cp.body()))  # replace an invalid one
+            else:
+                return existing
         return cp
 
     # --- refresh --------------------------------------------------------------------------
@@ -247,9 +381,15 @@ class Materialization:
         head of the branch is sealed first).
         """
         started = time.perf_counter()
+        self.catalog.check_open()
         branch = self.source if branch is None else validate_stream_name(branch)
         if not self.catalog.exists(branch):
             raise self.catalog.not_found(branch)
+        if self._plan is None and self._reducer is None:  # refuse before sealing anything
+            raise InvalidInputError(
+                f"materialization {self.name!r} uses a Python reducer; open it with "
+                f"log.materialization({self.name!r}, reducer=...) to refresh"
+            )
         manifest = self.catalog.flush(branch)
         through = manifest.next_offset - 1
         cp, notes = self._best_checkpoint(branch, through)
@@ -271,10 +411,17 @@ class Materialization:
                 mode,
                 reason,
             )
-        state = self._load_state(cp) if cp is not None and not full else None
+        state = None
+        if cp is not None and not full:
+            try:
+                state = self._load_state(cp)
+            except (IntegrityError, FileNotFoundError) as e:  # damaged state: rebuild
+                unusable = f"the state of checkpoint {cp.describe()} is unusable ({e})"
+                reason = f"{reason}; {unusable}: rebuilt"
+                cp, start = None, 0
         reader = plan_at(self.catalog, branch, manifest).reader(start=start, end=through + 1)
         state, processed = self._apply(state, reader)
-        self._save(branch, state, through, mode)
+        self._save(manifest, state, mode, cp)
         return RefreshReport(
             branch=branch,
             records_processed=processed,
@@ -297,12 +444,21 @@ class Materialization:
             processed = 0
             for batch in reader:
                 processed += batch.num_rows
-                out = self._reducer(state, pa.Table.from_batches([batch]))
+                out = self._call_reducer(state, pa.Table.from_batches([batch]))
                 state = _as_table(out, f"reducer of {self.name!r}")
             if state is None:
-                state = _as_table(self._reducer(None, reader.schema.empty_table()), "reducer")
+                state = _as_table(self._call_reducer(None, reader.schema.empty_table()), "reducer")
             return state, processed
         return self._apply_sql(self._plan, state, reader)
+
+    def _call_reducer(self, state: pa.Table | None, batch: pa.Table) -> Any:
+        assert self._reducer is not None
+        try:
+            return self._reducer(state, batch)
+        except Exception as e:  # the user's code: say whose, keep the error tree
+            raise InvalidInputError(
+                f"the reducer of materialization {self.name!r} raised {e!r}; nothing was saved"
+            ) from e
 
     def _apply_sql(
         self, plan: SqlPlan, state: pa.Table | None, reader: pa.RecordBatchReader
@@ -310,7 +466,7 @@ class Materialization:
         import duckdb
 
         records = reader.read_all()
-        con = duckdb.connect()
+        con = _sandbox()
         try:
             con.register("records", records)
             try:
@@ -329,7 +485,7 @@ class Materialization:
                 if key and plan.mode == "filter":
                     # Keep the last row per key, by source offset (an upserting view).
                     con.register("__rows", new)
-                    cols = ", ".join(f'"{k}"' for k in key)
+                    cols = ", ".join(quote_ident(k) for k in key)
                     new = con.sql(
                         f"SELECT * FROM __rows QUALIFY row_number() OVER "
                         f"(PARTITION BY {cols} ORDER BY _offset DESC) = 1 ORDER BY _offset"
@@ -347,15 +503,29 @@ class Materialization:
 
         Raises:
             NotFoundError: the view was never refreshed on that branch.
+            IntegrityError: its latest checkpoint or state was edited or damaged (a refresh
+                rebuilds it).
         """
-        branch = self.source if branch is None else branch
-        own = [c for c in self._checkpoints(branch) if self._valid(c) is None]
-        if not own:
+        self.catalog.check_open()
+        branch = self.source if branch is None else validate_stream_name(branch)
+        found, problems = self._checkpoints(branch)
+        mine = [(c, self._problem(c, e)) for c, e in found]
+        mine = [(c, p) for c, p in mine if c.definition_hash == self.definition_hash]
+        invalid = [(c.offset, p) for c, p in mine if p is not None]
+        own = [c for c, p in mine if p is None]
+        if not own and not problems and not invalid:
             raise NotFoundError(
                 f"materialization {self.name!r} has not been refreshed on {branch!r}; call "
                 f"refresh(branch={branch!r}) first"
             )
-        cp = max(own, key=lambda c: (c.offset, c.created_at))
+        cp = max(own, key=lambda c: (c.offset, c.created_at)) if own else None
+        newer = [p for o, p in [*problems, *invalid] if cp is None or o > cp.offset]
+        if newer:
+            raise IntegrityError(
+                f"materialization {self.name!r} on {branch!r}: {newer[0]}; refresh(branch="
+                f"{branch!r}) rebuilds it"
+            )
+        assert cp is not None
         state = self._load_state(cp)
         if self._plan is None or self._plan.mode != "aggregate":
             return state
@@ -364,7 +534,7 @@ class Materialization:
     def _final(self, plan: SqlPlan, state: pa.Table) -> pa.Table:
         import duckdb
 
-        con = duckdb.connect()
+        con = _sandbox()
         try:
             con.register("__state", state)
             out = con.sql(plan.final_sql).to_arrow_table()
@@ -372,6 +542,8 @@ class Materialization:
             empty = live_plan(self.catalog, self.source).schema.empty_table()
             con.register("records", empty)
             names = list(con.sql(plan.query).columns)
+        except duckdb.Error as e:
+            raise InvalidInputError(f"materialization {self.name!r}: {e}") from e
         finally:
             con.close()
         renamed: pa.Table = out.rename_columns(names)
@@ -394,6 +566,31 @@ class Materialization:
                 if name is not None:
                     out.append(name)
         return sorted(out)
+
+
+def _sandbox() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for materialization SQL: in memory and without access to files or
+    the network, so a definition (stored in the log, so written by anyone who can write it)
+    can only read the tables registered on the connection."""
+    import duckdb
+
+    return duckdb.connect(config={"enable_external_access": False})
+
+
+def _one_select(query: str) -> None:
+    """Refuse SQL that is not exactly one SELECT statement (DuckDB runs every statement of a
+    `sql()` call, so `SELECT 1; COPY ... TO ...` would run the COPY)."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as e:
+        raise InvalidInputError(f"the materialization query is not valid SQL: {e}") from e
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        kinds = ", ".join(s.type.name for s in statements) or "none"
+        raise InvalidInputError(
+            f"a materialization query must be exactly one SELECT statement, not: {kinds}"
+        )
 
 
 def _as_table(value: Any, what: str) -> pa.Table:
@@ -430,6 +627,16 @@ def define(
         raise InvalidInputError("query must be a SQL string over a relation named `records`")
     if reducer is not None and not callable(reducer):
         raise InvalidInputError("reducer must be callable: (state, batch) -> Arrow table")
+    if key is not None and (
+        isinstance(key, str)
+        or not isinstance(key, list | tuple)
+        or not all(isinstance(k, str) and k for k in key)
+    ):
+        raise InvalidInputError(f"key must be a list of column names, not {key!r}")
+    if not isinstance(version, str | int) or isinstance(version, bool):
+        raise InvalidInputError(f"version must be a string, not {version!r}")
+    if query is not None:
+        _one_select(query)
     definition = {
         "format": 1,
         "name": name,
@@ -455,7 +662,7 @@ def define(
 def _check_sql(catalog: Catalog, source: str, query: str) -> list[str]:
     import duckdb
 
-    con = duckdb.connect()
+    con = _sandbox()
     try:
         con.register("records", live_plan(catalog, source).schema.empty_table())
         return list(con.sql(query).columns)  # binding the query catches unknown columns
@@ -469,10 +676,36 @@ def load(catalog: Catalog, name: str, reducer: Reducer | None) -> Materializatio
     """Open the existing definition `name`."""
     path = f"{materialization_folder(validate_stream_name(name))}/definition.json"
     try:
-        definition = json.loads(catalog.store.get(path))
+        return Materialization(catalog, _stored_definition(catalog, path), reducer)
     except FileNotFoundError:
         raise NotFoundError(f"there is no materialization {name!r} in {catalog.uri}") from None
-    return Materialization(catalog, definition, reducer)
+
+
+_DEFINITION_FIELDS = {"format", "name", "source", "kind", "query", "reducer", "key", "version"}
+
+
+def _stored_definition(catalog: Catalog, path: str) -> dict[str, Any]:
+    """A stored definition, checked before use (`IntegrityError` saying what is wrong)."""
+    raw = catalog.store.get(path)
+    try:
+        definition = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise IntegrityError(f"materialization definition {path} is not valid JSON") from None
+    if not isinstance(definition, dict) or set(definition) != _DEFINITION_FIELDS:
+        raise IntegrityError(f"materialization definition {path} is not a definition")
+    try:
+        validate_stream_name(definition["name"])
+        validate_stream_name(definition["source"])
+        if definition["kind"] == "sql":
+            _one_select(definition["query"])
+        elif definition["kind"] != "reducer":
+            raise InvalidInputError(f"unknown kind {definition['kind']!r}")
+        key = definition["key"]
+        if key is not None and not (isinstance(key, list) and all(isinstance(k, str) for k in key)):
+            raise InvalidInputError(f"key must be a list of names, not {key!r}")
+    except (InvalidInputError, TypeError) as e:
+        raise IntegrityError(f"materialization definition {path} is not usable: {e}") from None
+    return definition
 
 
 def list_definitions(catalog: Catalog) -> pa.Table:
@@ -482,9 +715,9 @@ def list_definitions(catalog: Catalog) -> pa.Table:
         if entry.endswith("/"):
             path = f"materializations/{entry}definition.json"
             try:
-                definition = json.loads(catalog.store.get(path))
-            except FileNotFoundError:
-                continue
+                definition = _stored_definition(catalog, path)
+            except (FileNotFoundError, IntegrityError):
+                continue  # `log.materialization(name)` says what is wrong with it
             m = Materialization(catalog, definition, None)
             rows.append(
                 {
@@ -521,9 +754,15 @@ def materialized_tables(catalog: Catalog) -> dict[str, tuple[str, Callable[[], p
     for entry in catalog.store.list("materializations"):
         if not entry.endswith("/"):
             continue
+        path = f"materializations/{entry}definition.json"
         try:
-            definition = json.loads(catalog.store.get(f"materializations/{entry}definition.json"))
+            definition = _stored_definition(catalog, path)
         except FileNotFoundError:
+            continue
+        except IntegrityError as e:  # fails the queries naming this view only
+            name = decode_stream_name(entry[:-1])
+            if name is not None:
+                out[name] = (blake3.blake3(str(e).encode()).hexdigest()[:24], _raiser(e))
             continue
         view = Materialization(catalog, definition, None)
         branches = view.branches()
@@ -533,6 +772,13 @@ def materialized_tables(catalog: Catalog) -> dict[str, tuple[str, Callable[[], p
         key = blake3.blake3("\0".join(parts).encode()).hexdigest()[:24]
         out[view.name] = (key, functools.partial(_branches_table, view, branches))
     return out
+
+
+def _raiser(error: IntegrityError) -> Callable[[], pa.Table]:
+    def make() -> pa.Table:
+        raise error
+
+    return make
 
 
 def _branches_table(view: Materialization, branches: list[str]) -> pa.Table:

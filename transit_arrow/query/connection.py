@@ -5,8 +5,8 @@ database file the caller attached):
 
 - one view per stream, under the stream's own name, reading its replay (see `replay_sql`);
 - `transit_records`: every stream's replay with a `_branch` column;
-- tables `transit_streams`, `transit_lineage`, `transit_commits`, `transit_segments` and
-  `transit_checkpoints`.
+- tables `transit_streams`, `transit_lineage`, `transit_commits`, `transit_segments`,
+  `transit_checkpoints` and `transit_cursors`.
 
 The temporary table `__transit_catalog` records what each view was built from, so calling
 `connect(log, con)` again brings an existing connection up to date by rebuilding only the views
@@ -33,8 +33,10 @@ import blake3
 import duckdb
 import pyarrow as pa
 
+from ..cursors import cursors_table
 from ..engine.catalog import Catalog
 from ..engine.read import ReplayPlan, plan_at
+from ..engine.replay import own_start
 from ..errors import IntegrityError, InvalidInputError, StorageError, TransitError
 from ..integrity import Checkpoint
 from ..manifest import SegmentRef
@@ -63,11 +65,12 @@ _TABLES = (
     "transit_commits",
     "transit_segments",
     "transit_checkpoints",
+    "transit_cursors",
 )
 _RESERVED = frozenset({RECORDS_VIEW, *_TABLES})
 _PREFIX = "__transit_"  # starts the names of our private objects
 _ARROW = f"{_PREFIX}arrow_"  # registered Arrow tables
-_HIDDEN = f"{_PREFIX}stream_"  # views of streams whose own name DuckDB cannot hold
+_RANK = "#"  # `<stream>#<n>`: a stream whose name DuckDB cannot tell from another's
 _CATALOG = f"{_PREFIX}catalog"
 _LOCK = threading.RLock()
 _SESSIONS: weakref.WeakKeyDictionary[Catalog, duckdb.DuckDBPyConnection] = (
@@ -128,7 +131,7 @@ class _Views:
             for row in con.sql(f"SELECT * FROM {_CATALOG}").to_arrow_table().to_pylist():
                 if row["name"] in names:  # a view dropped by hand is built again
                     views[row.pop("name")] = row
-        return cls(views, {n for n in names if n.startswith(_ARROW)})
+        return cls(views, {n for n in names if n.startswith(_ARROW) and _RANK not in n})
 
     def register(self, con: duckdb.DuckDBPyConnection, built: _Built) -> None:
         for name, make in built.tables:
@@ -187,7 +190,7 @@ def _build(plan: StreamPlan, kind: str, source: Source) -> _Built:
 
 def _build_records(plans: list[StreamPlan], heads: list[_Built], source: Source) -> _Built:
     schema = records_schema(plans)
-    files, spans = span_rows([(p.name, p.spans) for p in plans], source)
+    files, spans = span_rows([(p.name, own_start(p.manifest), p.spans) for p in plans], source)
     key = blake3.blake3(b"".join(p.state_key().encode() for p in plans)).hexdigest()[:24]
     spans_name = f"{_ARROW}spans_{key}"
     head_tables = [
@@ -217,18 +220,21 @@ def _run(con: duckdb.DuckDBPyConnection, statements: list[str], what: str) -> No
 
 
 def _view_names(streams: list[str]) -> list[str]:
-    """Each stream's view name: its own, unless DuckDB cannot tell it apart (identifiers are
-    case-insensitive) from a reserved name or from a stream earlier in name order; such a
-    stream gets a private name (`to_duckdb` and `transit_records` still read it)."""
-    taken = {n.lower() for n in _RESERVED}
+    """Each stream's view name, for `streams` in name order.
+
+    A stream's view is its own name, unless DuckDB cannot tell that name apart (identifiers
+    are case-insensitive) from a `transit_*` object, from a name starting with `__transit_`, or
+    from a stream earlier in name order: the n-th stream of one case-insensitive spelling is
+    then `<name>#<n>` (`Main`, `main` -> `Main`, `main#2`; a stream called `transit_streams`
+    -> `transit_streams#2`). `#` never occurs in a stream name, so these never collide.
+    """
+    seen: dict[str, int] = dict.fromkeys(_RESERVED, 1)
     names = []
     for stream in streams:
         key = stream.lower()
-        if key in taken or key.startswith(_PREFIX):
-            names.append(_HIDDEN + blake3.blake3(stream.encode()).hexdigest()[:16])
-            continue
-        taken.add(key)
-        names.append(stream)
+        rank = seen.get(key, 1 if key.startswith(_PREFIX) else 0) + 1
+        seen[key] = rank
+        names.append(stream if rank == 1 else f"{stream}{_RANK}{rank}")
     return names
 
 
@@ -244,7 +250,13 @@ def _replace_metadata(
     if built != [(key,)]:
         _replace_tables(con, history_tables(plans))
         _run(con, [f"COMMENT ON TABLE temp.main.transit_streams IS {quote_str(key)}"], "tables")
-    _replace_tables(con, {"transit_checkpoints": checkpoints_table(catalog, plans)})
+    _replace_tables(
+        con,
+        {
+            "transit_checkpoints": checkpoints_table(catalog, plans),
+            "transit_cursors": cursors_table(catalog),
+        },
+    )
 
 
 def _replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
@@ -270,24 +282,55 @@ def _materialized(catalog: Catalog) -> dict[str, _Built]:
     return out
 
 
-def _sync(con: duckdb.DuckDBPyConnection, catalog: Catalog, at: At) -> dict[str, TransitError]:
-    """Bring `con`'s views up to date; return the streams left without a view, and why."""
-    plans, broken = take_snapshot(catalog, at)
+def _failing(what: str, error: TransitError) -> _Built:
+    """A view that fails every query reading it, with a message naming what and why."""
+    kind = "StorageError" if isinstance(error, StorageError) else "IntegrityError"
+    message = f"{kind}: {what} cannot be read, so the query cannot run: {error}"
+    # In a filter, so that no query reading the view (not even count(*)) can skip it.
+    return _Built("broken", f"SELECT NULL AS error WHERE error({quote_str(message)}) IS NULL")
+
+
+def _sync(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, at: At, *, failing_views: bool = True
+) -> dict[str, tuple[str, TransitError]]:
+    """Bring `con`'s views up to date; return, by view name, what cannot be read and why.
+
+    What cannot be read gets a view that raises DuckDB's error naming it and the cause when a
+    query reads it (`failing_views`), or no view at all (for `sql`, which then raises the
+    `IntegrityError` / `StorageError` itself).
+    """
+    plans, broken_streams = take_snapshot(catalog, at)
     views = _Views.read(con)
     source = _source(con, catalog)
     kind = "stream" if at is None else "as_of"
     built = [_build(plan, kind, source) for plan in plans]
     named = dict(zip([p.name for p in plans], built, strict=True))
-    streams = sorted(named)
+    streams = sorted([*named, *broken_streams])  # names stay put when a stream breaks
     statements: list[str] = []
     wanted = {RECORDS_VIEW}
+    broken: dict[str, tuple[str, TransitError]] = {}
     for view, stream in zip(_view_names(streams), streams, strict=True):
-        statements += views.define(con, view, named[stream])
+        if stream in broken_streams:
+            what = f"stream {stream!r}"
+            broken[view] = (what, broken_streams[stream])
+            if not failing_views:
+                continue
+            b = _failing(what, broken_streams[stream])
+        else:
+            b = named[stream]
+        statements += views.define(con, view, b)
         wanted.add(view)
     statements += views.define(con, RECORDS_VIEW, _build_records(plans, built, source))
     if at is None:
         for view, b in _materialized(catalog).items():
-            statements += views.define(con, view, b)
+            try:
+                statements += views.define(con, view, b)
+            except (IntegrityError, StorageError) as e:  # a damaged state fails only its view
+                what = f"materialization view {view!r}"
+                broken[view] = (what, e)
+                if not failing_views:
+                    continue
+                statements += views.define(con, view, _failing(what, e))
             wanted.add(view)
     # Other views of ours show streams this snapshot does not (or another `at`); views of
     # past generations (`create_view`) never change, so they stay.
@@ -366,6 +409,7 @@ def _close_sessions() -> None:
 
 
 def _at_view(con: duckdb.DuckDBPyConnection, catalog: Catalog, plan: ReplayPlan, name: str) -> str:
+    plan.check_files()  # the view reads these files directly: verify them first
     with _LOCK, _duckdb_errors():
         built = _build(plan_for_sql(plan), "at", _source(con, catalog))
         views = _Views.read(con)
@@ -479,7 +523,7 @@ def sql(catalog: Catalog, query: str, /, **params: Any) -> duckdb.DuckDBPyRelati
     """
     con = _session(catalog)
     with _LOCK, _duckdb_errors():
-        broken = _sync(con, catalog, None)
+        broken = _sync(con, catalog, None, failing_views=False)
         _time_travel_references(con, catalog, query)
         try:
             return con.sql(query, params=params or None)
@@ -488,18 +532,18 @@ def sql(catalog: Catalog, query: str, /, **params: Any) -> duckdb.DuckDBPyRelati
             raise
 
 
-def _raise_broken(error: duckdb.CatalogException, broken: dict[str, TransitError]) -> None:
+def _raise_broken(
+    error: duckdb.CatalogException, broken: dict[str, tuple[str, TransitError]]
+) -> None:
     """If `error` is about the missing view of a stream that cannot be read, raise why."""
     match = _MISSING.search(str(error))
     if match is None:
         return
     missing = match.group(1).lower()
-    for name, cause in broken.items():
-        if name.lower() == missing:
+    for view, (what, cause) in broken.items():
+        if view.lower() == missing:
             kind = StorageError if isinstance(cause, StorageError) else IntegrityError
-            raise kind(
-                f"stream {name!r} cannot be read, so the query cannot run: {cause}"
-            ) from cause
+            raise kind(f"{what} cannot be read, so the query cannot run: {cause}") from cause
 
 
 def run_sql(
@@ -527,6 +571,7 @@ def to_duckdb(
     else:
         names = catalog.names()
         view = _view_names(names)[names.index(plan.name)]
+        plan.check_files()  # the view reads these files directly: verify them first
         with _LOCK, _duckdb_errors():
             built = _build(plan_for_sql(plan), "stream", _source(con, catalog))
             views = _Views.read(con)

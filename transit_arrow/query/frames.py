@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..engine.catalog import Catalog
 from ..engine.read import align_frame
+from ..engine.replay import own_start
 from .snapshot import At, records_schema, take_snapshot
 
 if TYPE_CHECKING:
@@ -33,7 +34,13 @@ def scan_all(catalog: Catalog, *, at: At = None) -> pl.LazyFrame:
     target = pl.from_arrow(schema.empty_table())
     assert isinstance(target, pl.DataFrame)
     frames = [
-        align_frame(p.scan().with_columns(pl.lit(p.name, pl.String).alias("_branch")), target)
+        align_frame(
+            p.scan().with_columns(
+                pl.lit(p.name, pl.String).alias("_branch"),
+                (pl.col("_offset") >= own_start(p.manifest)).alias("_own"),
+            ),
+            target,
+        )
         for p in plans
     ]
     if not frames:

@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from ..engine.replay import Span
 from ..manifest import SegmentRef
+from ..names import quote_ident, quote_str
 
 __all__ = [
     "SPANS_SCHEMA",
@@ -62,16 +63,6 @@ _TYPES_CON: list[duckdb.DuckDBPyConnection] = []
 _SCHEMA_MAP_TYPE = "MAP(VARCHAR, STRUCT(name VARCHAR, type VARCHAR, default_value VARCHAR))"
 # Values marking a column the file does not have, where spans fill provenance.
 _MISSING = {"_origin_stream": "", "_origin_offset": "-1"}
-
-
-def quote_ident(name: str) -> str:
-    """`name` as a double-quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_str(text: str) -> str:
-    """`text` as a single-quoted SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def duckdb_types(schema: pa.Schema) -> list[str]:
@@ -235,18 +226,20 @@ SPANS_SCHEMA = pa.schema(
         ("shift", pa.int64()),
         ("label", pa.string()),
         ("provenance", pa.bool_()),
+        ("own_start", pa.int64()),
     ]
 )
 
 
 def span_rows(
-    branches: list[tuple[str, tuple[Span, ...]]], source: Source
+    branches: list[tuple[str, int, tuple[Span, ...]]], source: Source
 ) -> tuple[list[str], pa.Table]:
-    """The files every replay of `branches` reads, and one `SPANS_SCHEMA` row per (branch,
-    span, file) saying which offsets of the file the branch shows and how."""
+    """The files every replay of `branches` (name, first own offset, spans) reads, and one
+    `SPANS_SCHEMA` row per (branch, span, file) saying which offsets of the file the branch
+    shows and how."""
     files: dict[str, int] = {}
     rows = []
-    for branch, spans in branches:
+    for branch, own, spans in branches:
         for span in spans:
             for seg in _overlapping(span):
                 rows.append(
@@ -258,6 +251,7 @@ def span_rows(
                         "shift": span.shift,
                         "label": span.label,
                         "provenance": span.provenance,
+                        "own_start": own,
                     }
                 )
     return list(files), pa.Table.from_pylist(rows, schema=SPANS_SCHEMA)
@@ -267,6 +261,8 @@ def _records_expression(name: str) -> str:
     column = f"s.{quote_ident(name)}"
     if name == "_branch":
         return "p.branch"
+    if name == "_own":
+        return 's."_offset" + p.shift >= p.own_start'
     if name == "_stream":
         return f"COALESCE(p.label, {column})"
     if name == "_offset":
@@ -306,6 +302,8 @@ def records_select(
             column = quote_ident(f.name)
             if f.name == "_branch":
                 expr = quote_str(branch)
+            elif f.name == "_own":
+                expr = "TRUE"  # unsealed records are always the stream's own appends
             elif f.name not in have.names:
                 expr = f"CAST(NULL AS {t})"
             elif have.field(f.name).type != f.type:

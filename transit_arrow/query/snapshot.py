@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from datetime import datetime
 from typing import Any
 
@@ -52,9 +51,9 @@ def take_snapshot(
     catalog: Catalog, at: At = None
 ) -> tuple[list[ReplayPlan], dict[str, TransitError]]:
     """Every readable stream's plan, sorted by name, and the error of each stream whose history
-    cannot be read (so one damaged stream never fails queries about the others). With `at`,
-    each stream as of that time (streams created later are left out, and unsealed records are
-    not part of any past)."""
+    cannot be read or whose segment files do not match their commits (so one damaged stream
+    never fails queries about the others). With `at`, each stream as of that time (streams
+    created later are left out, and unsealed records are not part of any past)."""
     catalog.check_open()
     plans = []
     broken: dict[str, TransitError] = {}
@@ -71,31 +70,21 @@ def take_snapshot(
         except (IntegrityError, StorageError) as e:
             broken[name] = e
             continue
-        missing = _missing_file(plan)
-        if missing is not None:
-            broken[name] = missing
+        try:
+            # Views read local segment files directly: only verified ones (a missing file
+            # would also make DuckDB refuse the whole batch of views over it).
+            plan.check_files()
+        except (IntegrityError, StorageError) as e:
+            broken[name] = e
             continue
         plans.append(plan_for_sql(plan))
     return plans, broken
 
 
-def _missing_file(plan: ReplayPlan) -> IntegrityError | None:
-    """An error naming a local segment file the plan reads but the folder lacks (DuckDB
-    would refuse the whole batch of views over it)."""
-    store = plan.catalog.store
-    for span in plan.spans:
-        for seg in span.manifest.segments:
-            path = store.local_path(seg.path)
-            if path is not None and not os.path.exists(path):
-                return IntegrityError(
-                    f"segment {plan.catalog.uri}/{seg.path} of stream {span.origin!r} is "
-                    "referenced by a commit but missing"
-                )
-    return None
-
-
 def records_schema(plans: list[StreamPlan]) -> pa.Schema:
-    """The schema of the cross-branch relation: `_branch`, the system columns (with
+    """The schema of the cross-branch relation: `_branch`, `_own` (whether the row is the
+    branch's own record, appended to it or produced by its merge, rather than inherited from
+    its parent or base; see `engine.replay.own_start`), the system columns (with
     `_origin_stream` / `_origin_offset`, so that queries over it work on any log), then every
     user column of every stream, widened as schema evolution would.
 
@@ -121,4 +110,10 @@ def records_schema(plans: list[StreamPlan]) -> pa.Schema:
                 continue
             user[f.name] = merged.field(0)
     system = full_schema(pa.schema(list(user.values())), origin=True)
-    return pa.schema([pa.field("_branch", pa.string(), nullable=False), *system])
+    return pa.schema(
+        [
+            pa.field("_branch", pa.string(), nullable=False),
+            pa.field("_own", pa.bool_(), nullable=False),
+            *system,
+        ]
+    )

@@ -2,8 +2,10 @@
 
 A segment is fetched whole, its BLAKE3 and size are checked against the commit that references
 it, and only then is it written (temp + fsync + rename) and served. A mismatch raises
-`IntegrityError`: a corrupt object is never cached or read. Least recently used files are
-evicted once the cache exceeds its byte budget.
+`IntegrityError`: a corrupt object is never cached or read. A cached copy is checked again
+(`verified.check`) the first time this process uses it and whenever the file changed since: a
+damaged copy is discarded and fetched again. Least recently used files are evicted once the
+cache exceeds its byte budget.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..errors import IntegrityError, StorageError
 from ..manifest import SegmentRef
 from ..storage import ObjectStore
 from ..storage.local import write_file_atomic
+from .verified import registry
 
 __all__ = ["SegmentCache"]
 
@@ -32,6 +35,10 @@ class SegmentCache:
         self._sizes: dict[Path, int] | None = None
         self.fetched_bytes = 0
         self.fetches = 0
+        # issue 15 (parallel fetches): one fetch of a file at a time, so a reader reaching a
+        # segment that a background prefetch is fetching waits for it instead of fetching it
+        # again.
+        self._fetching: dict[Path, threading.Lock] = {}
 
     def _scan(self) -> dict[Path, int]:
         if self._sizes is None:
@@ -46,13 +53,30 @@ class SegmentCache:
         return (self.folder / seg.path).is_file()
 
     def path(self, store: ObjectStore, seg: SegmentRef) -> str:
-        """A local path holding the segment's verified bytes, fetching it if needed."""
+        """A local path holding the segment's verified bytes, fetching it if needed (one
+        thread fetches a given segment at a time; the others wait and use its copy)."""
         local = self.folder / seg.path
-        try:
-            os.utime(local)  # mark as recently used
-            return str(local)
-        except FileNotFoundError:
-            pass
+        with self._lock:
+            fetching = self._fetching.setdefault(local, threading.Lock())
+        with fetching:
+            return self._path(store, seg, local)
+
+    def _path(self, store: ObjectStore, seg: SegmentRef, local: Path) -> str:
+        if local.exists():
+            try:
+                registry.check(
+                    str(local), seg.blake3, seg.bytes, what=f"cached copy {local} of {seg.path}"
+                )
+            except IntegrityError:
+                local.unlink(missing_ok=True)  # damaged here, not in the store: fetch again
+            else:
+                try:
+                    os.utime(local)  # mark as recently used
+                except FileNotFoundError:
+                    pass  # evicted meanwhile: fetch again
+                else:
+                    registry.retouch(str(local), seg.blake3)
+                    return str(local)
         try:
             data = store.get(seg.path)
         except FileNotFoundError as e:
@@ -69,6 +93,7 @@ class SegmentCache:
                 f"({len(data)} bytes); it was not cached or served"
             )
         write_file_atomic(local, data)
+        registry.remember(str(local), found)
         with self._lock:
             sizes = self._scan()
             sizes[local] = len(data)

@@ -19,6 +19,7 @@ __all__ = ["ROW_GROUP_SIZE", "encode_segment", "iter_segment", "segment_path"]
 #: Rows per Parquet row group: small enough that an `_offset` range read skips most of a
 #: segment, large enough to keep zstd effective.
 ROW_GROUP_SIZE = 65536
+_DELTA_COLUMNS = ("_offset", "_timestamp")
 
 
 def hash_bytes(data: bytes | memoryview) -> str:
@@ -46,6 +47,10 @@ def encode_segment(
         row_group_size=row_group_size,
         write_statistics=True,
         store_schema=True,
+        # `_offset` and `_timestamp` rise steadily: delta encoding stores them in a few bits a
+        # value, where trying a dictionary first costs time and bytes (about a tenth of a seal).
+        use_dictionary=[c for c in full.column_names if c not in _DELTA_COLUMNS],  # type: ignore[arg-type]
+        column_encoding=dict.fromkeys(_DELTA_COLUMNS, "DELTA_BINARY_PACKED"),
     )
     data = sink.getvalue()
     offsets = table.column("_offset")

@@ -1,0 +1,394 @@
+"""The Flight server (`transit serve`) against raw `pyarrow.flight`, side by side in one run.
+
+Run: `python benchmarks/bench_server.py [--records 1000000] [--batch-rows 100 10000] [--runs 5]`.
+Each server runs in its own process on 127.0.0.1; the client is this process. Prints medians
+of `--runs` runs and the ratio of the server's throughput to the raw baseline's (higher is
+better):
+
+1. DoPut of `--records` records in batches of `--batch-rows` rows (default: 10,000 batches of
+   100, then 100 batches of 10,000) through `transit serve`, in `memory` and in `local`
+   durability, vs the same DoPut (same client code, same batches) to a raw `FlightServerBase`
+   that discards them; with, for scale, `Stream.append` of the same batches in process;
+2. DoGet of a branch of `--records` records (its parent's records up to the fork) vs a raw
+   Flight DoGet of the same batches held in the raw server's memory;
+3. latency of single calls through `connect()` (append `memory`/`local`, a 1-record read), and
+   8 concurrent clients (threads, one connection each) appending single records in `local`
+   durability: records/s, and per-append latency percentiles;
+4. live-tail latency: from a client's `append` (one record every 20 ms) to the record arriving
+   at another client's `tail()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+import transit_arrow as ta
+from transit_arrow.client import connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_append import make_rows  # a sibling script
+
+TOKEN = "bench-token"
+HEADERS = [(b"authorization", f"Bearer {TOKEN}".encode())]
+
+
+def make_table(n: int) -> pa.Table:
+    """`n` records of about 300 bytes (the rows of bench_append.py, repeated)."""
+    table = pa.Table.from_pylist(make_rows(min(n, 100_000)))
+    return pa.concat_tables([table] * -(-n // table.num_rows)).slice(0, n).combine_chunks()
+
+
+def median_time(
+    fn: Callable[[], None], runs: int, after: Callable[[], None] | None = None
+) -> float:
+    """Median wall time of `fn` over `runs` runs (`after` runs untimed after each)."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if after is not None:
+            after()
+    return statistics.median(times)
+
+
+# --- the raw baseline server (run in a child process) -----------------------------------------
+
+
+class RawServer(flight.FlightServerBase):
+    """Discards DoPut batches (acknowledging each upload once); serves a table on DoGet."""
+
+    def __init__(self, location: str, table: pa.Table | None) -> None:
+        super().__init__(location)
+        self.table = table
+
+    def do_put(self, context: Any, descriptor: Any, reader: Any, writer: Any) -> None:
+        n = 0
+        for chunk in reader:
+            n += chunk.data.num_rows
+        writer.write(pa.py_buffer(json.dumps({"records": n}).encode()))
+
+    def do_get(self, context: Any, ticket: Any) -> Any:
+        assert self.table is not None
+        return flight.RecordBatchStream(self.table)
+
+
+def serve_raw(data: str | None) -> None:
+    table = pa.ipc.open_file(data).read_all() if data else None
+    server = RawServer("grpc://127.0.0.1:0", table)
+    print(f"serving grpc://127.0.0.1:{server.port}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    server.serve()
+
+
+class Child:
+    """A server process; `address` is what it printed."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("serving "):
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.address = line.split()[1]
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def transit_server(root: Path, token_file: Path) -> Child:
+    cli = "from transit_arrow.cli import main; main()"
+    args = [sys.executable, "-c", cli, "serve", str(root), "--token-file", str(token_file)]
+    return Child(args)
+
+
+def raw_server(data: Path | None = None) -> Child:
+    args = [sys.executable, __file__, "--serve-raw"]
+    return Child([*args, str(data)] if data else args)
+
+
+# --- measurements ----------------------------------------------------------------------------
+
+
+def put(address: str, descriptor: flight.FlightDescriptor, batches: list[pa.RecordBatch]) -> int:
+    """Upload `batches` in one DoPut, then read every ack; returns the acks' record count."""
+    client = flight.FlightClient(address)
+    options = flight.FlightCallOptions(headers=HEADERS)
+    writer, acks = client.do_put(descriptor, batches[0].schema, options)
+    for batch in batches:
+        writer.write_batch(batch)
+    writer.done_writing()
+    records = 0
+    while True:
+        buffer = acks.read()
+        if buffer is None:
+            break
+        message = json.loads(buffer.to_pybytes())
+        records += message.get("records", 0) or message["last_offset"] - message["first_offset"] + 1
+    writer.close()
+    client.close()
+    return records
+
+
+def bench_put(table: pa.Table, batch_rows: int, runs: int, work: Path, token_file: Path) -> None:
+    batches = table.to_batches(max_chunksize=batch_rows)
+    n = table.num_rows
+    raw = raw_server()
+    try:
+        t_raw = median_time(
+            lambda: put(raw.address, flight.FlightDescriptor.for_path("x"), batches), runs
+        )
+    finally:
+        raw.stop()
+    for durability in ("memory", "local"):
+        root = work / f"put-{durability}"
+        ta.open(root).close()
+        server = transit_server(root, token_file)
+        names = [f"s{i}" for i in range(runs)]
+        try:
+
+            def ours(
+                server: Child = server, durability: str = durability, names: list[str] = names
+            ) -> None:
+                command = {"stream": names[0], "durability": durability, "create": True}
+                descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
+                assert put(server.address, descriptor, batches) == n
+
+            def seal(server: Child = server, names: list[str] = names) -> None:
+                # Untimed: the head sealed in the background must not slow the next run down.
+                with connect(server.address, token=TOKEN) as log:
+                    log.stream(names.pop(0)).flush()
+
+            t_ours = median_time(ours, runs, seal)
+        finally:
+            server.stop()
+            shutil.rmtree(root, ignore_errors=True)
+        t_engine = engine_append(batches, durability, runs, work)
+        print(
+            f"DoPut {n:,} records in {len(batches):,} batches of {batch_rows}, {durability}: "
+            f"raw Flight {n / t_raw:,.0f} rec/s, transit serve {n / t_ours:,.0f} rec/s, "
+            f"ratio {t_raw / t_ours:.2f} (target >= 0.7); the engine alone, in process: "
+            f"{n / t_engine:,.0f} rec/s"
+        )
+
+
+def engine_append(batches: list[pa.RecordBatch], durability: Any, runs: int, work: Path) -> float:
+    """Median time of appending `batches` one by one with `Stream.append`, no server."""
+    logs: list[ta.Log] = []
+
+    def run() -> None:
+        root = work / f"engine-{len(logs)}"
+        logs.append(ta.open(root))
+        stream = logs[-1].create_stream("s")
+        for batch in batches:
+            stream.append(batch, durability=durability)
+
+    def close() -> None:
+        logs[-1].close()
+        shutil.rmtree(work / f"engine-{len(logs) - 1}", ignore_errors=True)
+
+    return median_time(run, runs, close)
+
+
+def bench_get(table: pa.Table, runs: int, work: Path, token_file: Path) -> None:
+    n = table.num_rows
+    root = work / "get"
+    with ta.open(root) as log:
+        parent = log.create_stream("parent")
+        for batch in table.to_batches(max_chunksize=100_000):
+            parent.append(batch, durability="memory")
+        parent.append(table.slice(0, 1000), durability="memory")  # after the fork point
+        parent.flush()
+        branch = log.branch("parent/branch", at=f"parent@{n - 1}")
+        expected = branch.read()
+    data = work / "branch.arrow"
+    with pa.OSFile(str(data), "wb") as sink, pa.ipc.new_file(sink, expected.schema) as writer:
+        writer.write_table(expected)
+    options = flight.FlightCallOptions(headers=HEADERS)
+
+    def get(address: str, ticket: bytes) -> None:
+        client = flight.FlightClient(address)
+        got = client.do_get(flight.Ticket(ticket), options).read_all()
+        assert got.num_rows == n, got.num_rows
+        client.close()
+
+    raw = raw_server(data)
+    server = transit_server(root, token_file)
+    try:
+        t_raw = median_time(lambda: get(raw.address, b"x"), runs)
+        t_ours = median_time(lambda: get(server.address, b"parent/branch"), runs)
+    finally:
+        raw.stop()
+        server.stop()
+    print(
+        f"DoGet of a {n:,}-record branch: raw Flight {n / t_raw:,.0f} rec/s, "
+        f"transit serve {n / t_ours:,.0f} rec/s, ratio {t_raw / t_ours:.2f} (target >= 0.7)"
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_latency(work: Path, token_file: Path, calls: int = 300) -> None:
+    """One client, one record per call: the round trip of `append` and of a small `read`."""
+    root = work / "latency"
+    ta.open(root).close()
+    server = transit_server(root, token_file)
+    try:
+        with connect(server.address, token=TOKEN) as log:
+            stream = log.create_stream("rtt")
+            figures = []
+            for what, call in (
+                ("append memory", lambda k: stream.append({"k": k}, durability="memory")),
+                ("append local", lambda k: stream.append({"k": k}, durability="local")),
+                ("read 1 record", lambda k: stream.read(start=k, end=k + 1)),
+            ):
+                times = []
+                for k in range(calls):
+                    t0 = time.perf_counter()
+                    call(k)
+                    times.append((time.perf_counter() - t0) * 1000)
+                figures.append(f"{what} p50 {percentile(times, 0.5):.2f} ms")
+    finally:
+        server.stop()
+    print("one client, sequential calls: " + ", ".join(figures))
+
+
+def bench_concurrent(work: Path, token_file: Path, per_client: int, clients: int = 8) -> None:
+    root = work / "concurrent"
+    ta.open(root).close()
+    server = transit_server(root, token_file)
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    try:
+        logs = [connect(server.address, token=TOKEN) for _ in range(clients)]
+        logs[0].create_stream("shared")
+        barrier = threading.Barrier(clients + 1)
+
+        def client(i: int) -> None:
+            stream = logs[i].stream("shared")
+            barrier.wait()
+            for k in range(per_client):
+                t0 = time.perf_counter()
+                stream.append({"client": i, "k": k}, durability="local")
+                latencies[i].append(time.perf_counter() - t0)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - t0
+        total = clients * per_client
+        assert logs[0].stream("shared").next_offset == total
+        for log in logs:
+            log.close()
+    finally:
+        server.stop()
+    flat = [x * 1000 for lat in latencies for x in lat]
+    print(
+        f"{clients} clients appending single records, local: {total / elapsed:,.0f} rec/s; "
+        f"append latency p50 {percentile(flat, 0.5):.2f} ms, p99 {percentile(flat, 0.99):.2f} ms"
+    )
+
+
+def bench_tail(work: Path, token_file: Path, records: int = 100) -> None:
+    root = work / "tail"
+    ta.open(root).close()
+    server = transit_server(root, token_file)
+    arrivals: dict[int, float] = {}
+    sent: dict[int, float] = {}
+    try:
+        with (
+            connect(server.address, token=TOKEN) as writer_log,
+            connect(server.address, token=TOKEN) as reader_log,
+        ):
+            stream = writer_log.create_stream("live")
+            ready = threading.Event()
+
+            def follow() -> None:
+                tail = reader_log.stream("live").tail(0, timeout=5.0)
+                ready.set()
+                for batch in tail:
+                    now = time.perf_counter()
+                    for offset in batch.column("_offset").to_pylist():
+                        arrivals[offset] = now
+                    if len(arrivals) >= records:
+                        return
+
+            thread = threading.Thread(target=follow)
+            thread.start()
+            ready.wait()
+            time.sleep(0.5)
+            for k in range(records):
+                sent[k] = time.perf_counter()
+                stream.append({"k": k}, durability="memory")
+                time.sleep(0.02)
+            thread.join(30)
+    finally:
+        server.stop()
+    lat = [(arrivals[k] - sent[k]) * 1000 for k in sent if k in arrivals]
+    print(
+        "live tail, one record every 20 ms: append-to-delivery latency "
+        f"p50 {percentile(lat, 0.5):.1f} ms, p99 {percentile(lat, 0.99):.1f} ms "
+        f"({len(lat)}/{records} delivered)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--batch-rows", type=int, nargs="+", default=[100, 10_000])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--per-client", type=int, default=500)
+    parser.add_argument("--serve-raw", nargs="?", const="", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_raw is not None:
+        serve_raw(args.serve_raw or None)
+        return
+    work = Path(tempfile.mkdtemp(prefix="transit-bench-server-"))
+    token_file = work / "token"
+    token_file.write_text(TOKEN)
+    try:
+        table = make_table(args.records)
+        print(
+            f"{table.num_rows:,} records, {table.nbytes / 1e6:.0f} MB in Arrow; "
+            f"{args.runs} runs each; {os.cpu_count()} cores"
+        )
+        for rows in args.batch_rows:
+            bench_put(table, rows, args.runs, work, token_file)
+        bench_get(table, args.runs, work, token_file)
+        bench_latency(work, token_file)
+        bench_concurrent(work, token_file, args.per_client)
+        bench_tail(work, token_file)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
