@@ -24,6 +24,7 @@ __all__ = [
     "coerce_input",
     "conform",
     "evolve_schema",
+    "from_arrow",
     "full_schema",
     "head_schema",
     "schema_from_json",
@@ -305,7 +306,9 @@ def _round_trips(values: list[Any], kind: pa.DataType) -> bool:
     return True
 
 
-def _from_arrow(data: Any) -> pa.Table:
+def from_arrow(data: Any) -> pa.Table:
+    """Any Arrow producer (pyarrow, pandas, polars, DuckDB, PyCapsule) as one pyarrow Table;
+    `InvalidInputError` for anything else."""
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):
@@ -342,7 +345,7 @@ def coerce_input(data: Any, current: pa.Schema | None) -> pa.Table:
             raise InvalidInputError("cannot append an empty list of records")
         table = _from_rows([_prepare_row(r) for r in data], current)
     else:
-        table = _plain_views(_from_arrow(data))
+        table = _plain_views(from_arrow(data))
         check_names(table.column_names)
     if table.num_columns == 0 or all(n in _CALLER_SYSTEM for n in table.column_names):
         raise InvalidInputError("appended data has no user columns")

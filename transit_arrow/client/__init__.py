@@ -41,6 +41,7 @@ import pyarrow.flight as flight
 
 from .. import errors
 from ..errors import InvalidInputError, LogClosedError, TransitError
+from ..record import from_arrow
 from ..typing import Durability
 from .protocol import (
     AUTH_HEADER,
@@ -469,22 +470,10 @@ def _rows_table(rows: list[Any]) -> pa.Table:
 
 
 def _arrow_table(data: Any) -> pa.Table:
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    if isinstance(data, pa.RecordBatchReader):
-        return data.read_all()
-    if type(data).__module__.startswith("pandas"):
-        return pa.Table.from_pandas(data, preserve_index=False)
-    if hasattr(data, "__arrow_c_stream__"):
-        return pa.RecordBatchReader.from_stream(data).read_all()
-    if hasattr(data, "__arrow_c_array__"):
-        return pa.Table.from_batches([pa.record_batch(data)])
-    raise _invalid(
-        f"cannot append a {type(data).__module__}.{type(data).__qualname__}: pass a dict, a list "
-        "of dicts, bytes/str, or an Arrow producer (pyarrow, polars, pandas, DuckDB result)"
-    )
+    try:
+        return from_arrow(data)
+    except InvalidInputError as e:  # refused here, before any call
+        raise with_code(e, "invalid_request") from None
 
 
 def _upload(data: Any) -> tuple[pa.RecordBatch, bool]:
