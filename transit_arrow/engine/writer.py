@@ -917,12 +917,7 @@ class Writer:
             != (head.start_offset, head.next_offset - 1)
         ):
             raise IntegrityError(f"head of stream {self.name!r} at {head.start_offset} is torn")
-        data, meta = encode_segment(table, self.name, self.catalog.options.row_group_size)
-        path = segment_path(self.folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
-        seg = SegmentRef(path=path, **meta)
-        # Always put (the name is content-addressed, so overwriting is harmless): skipping an
-        # existing object would commit a partial upload left by an interrupted attempt.
-        self.catalog.put_segment(path, data)
+        seg = self._write_segment(table)
         actions: list[dict[str, Any]] = []
         if not _same_schema(head.user_schema, self.manifest.schema):
             actions.append({"type": "evolve_schema", "schema": schema_to_json(head.user_schema)})
@@ -944,6 +939,15 @@ class Writer:
                 head.discard_files()
             self.cond.notify_all()
         self.catalog.notify_changed(self.name)
+
+    def _write_segment(self, table: pa.Table) -> SegmentRef:
+        """Encode a head table as a Parquet segment and store it; return its reference."""
+        data, meta = encode_segment(table, self.name, self.catalog.options.row_group_size)
+        path = segment_path(self.folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
+        # Always put (the name is content-addressed, so overwriting is harmless): skipping an
+        # existing object would commit a partial upload left by an interrupted attempt.
+        self.catalog.put_segment(path, data)
+        return SegmentRef(path=path, **meta)
 
     def _resolve_conflict(self, generation: int, seg: SegmentRef) -> dict[str, Any]:
         """Our commit slot was taken: by ourselves (a retried request), or by a fencing writer."""
