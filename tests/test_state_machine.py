@@ -499,11 +499,19 @@ class LogMachine(RuleBasedStateMachine):
 
 
 _SETTINGS = settings(
-    max_examples=60,
+    max_examples=30,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
+# The default run explores 30 histories of up to 40 steps; `pytest -m slow` explores 300 more.
 TestLog = LogMachine.TestCase
 TestLog.settings = _SETTINGS
+
+
+@pytest.mark.slow
+class TestLogLong(LogMachine.TestCase):
+    """The same machine over ten times as many histories (`pytest -m slow`)."""
+
+    settings = settings(_SETTINGS, max_examples=300)
