@@ -28,7 +28,6 @@ import blake3
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from .engine.read import ReplayPlan
@@ -701,6 +700,8 @@ def read_file_span(
         if pushed is not None:
             table = table.filter(pushed)
     else:
+        import pyarrow.dataset as ds
+
         fragment = ds.ParquetFileFormat().make_fragment(pa.BufferReader(data))  # type: ignore[arg-type]
         file_schema = fragment.physical_schema
         needed = set(out_schema.names) | {"_offset"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -351,6 +352,8 @@ def register_ipython_formatters(
         True when registered (or already), False when not running under IPython.
     """
     if shell is None:
+        if "IPython" not in sys.modules:
+            return False  # not running under IPython (importing it would cost half a second)
         try:
             from IPython import get_ipython  # type: ignore[attr-defined]
         except ImportError:
