@@ -17,7 +17,9 @@ checkpoints form hash chains like commits. Before a checkpoint is used its bytes
 canonical and hash to `hash`, its predecessor must still hash to `prev_hash`, the source
 commit at `generation` must have `root` and end at `offset`, and the state file must hash to
 `state_blake3`; otherwise the refresh rebuilds (or resumes from an earlier checkpoint) and its
-report says why. Materialization SQL runs on DuckDB connections without file system access.
+report says why. A filter view's state is instead a list of immutable part files (`parts`
+field, `parts.py`): a refresh writes one new part for the new records and lists the earlier
+ones by reference. Materialization SQL runs on DuckDB connections without file system access.
 """
 
 from __future__ import annotations
