@@ -27,11 +27,12 @@ import pyarrow.parquet as pq
 
 from ..engine.catalog import Catalog
 from ..errors import IntegrityError, InvalidInputError
+from ..manifest import SegmentRef
 from ..names import encode_stream_name, quote_ident
 from ..segments.verified import registry
 from .sandbox import sandbox
 
-__all__ = ["Part", "PartPolicy", "combine", "merge_tail", "read_part", "verify_part", "write_part"]
+__all__ = ["Part", "PartPolicy", "combine", "local_part", "merge_tail", "read_part", "write_part"]
 
 _PART_FIELDS = {"path": str, "blake3": str, "bytes": int, "rows": int}
 
@@ -91,36 +92,34 @@ def write_part(catalog: Catalog, folder: str, branch: str, offset: int, table: p
     return Part(path, digest, len(data), table.num_rows)
 
 
-def _what(catalog: Catalog, part: Part) -> str:
-    return f"materialization part {catalog.uri}/{part.path}"
-
-
-def verify_part(catalog: Catalog, part: Part) -> None:
-    """Check that a part is intact before a refresh builds on it: on a local store its BLAKE3
-    (once per version of the file in this process, then a `stat`); on an object store its
-    size (its bytes are verified when read). Raises `IntegrityError` or `FileNotFoundError`."""
+def local_part(catalog: Catalog, part: Part) -> str:
+    """A local file holding the part's verified bytes, as segment reads get theirs: on a local
+    store the store's own file, checked against the part's BLAKE3 (hashed on first use in this
+    process and whenever the file changes since, else one `stat`); on an object store a
+    verified copy in the log's local segment cache (fetched once). Raises `IntegrityError`
+    naming the file and both hashes when the bytes do not match, or the file is missing."""
     local = catalog.store.local_path(part.path)
-    if local is not None:
-        registry.check(local, part.blake3, part.bytes, what=_what(catalog, part))
-        return
-    size = catalog.store.head(part.path).size
-    if size != part.bytes:
-        raise IntegrityError(
-            f"{_what(catalog, part)}: expected {part.bytes} bytes (BLAKE3 {part.blake3}), "
-            f"found {size}"
+    if local is None:
+        ref = SegmentRef(
+            path=part.path,
+            first_offset=0,
+            last_offset=max(part.rows - 1, 0),
+            records=part.rows,
+            bytes=part.bytes,
+            blake3=part.blake3,
+            min_timestamp=0,
+            max_timestamp=0,
         )
+        return catalog.cache.path(catalog.store, ref)
+    registry.check(
+        local, part.blake3, part.bytes, what=f"materialization part {catalog.uri}/{part.path}"
+    )
+    return local
 
 
 def read_part(catalog: Catalog, part: Part) -> pa.Table:
-    """A part's rows, from bytes whose BLAKE3 matched its checkpoint's (`IntegrityError`
-    naming the file and both hashes otherwise)."""
-    data = catalog.store.get(part.path)
-    found = blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
-    if found != part.blake3:
-        raise IntegrityError(
-            f"{_what(catalog, part)}: expected BLAKE3 {part.blake3}, found {found}"
-        )
-    return pq.read_table(io.BytesIO(data))
+    """A part's rows, from a file whose bytes match the part's BLAKE3 (`local_part`)."""
+    return pq.read_table(local_part(catalog, part))
 
 
 def combine(tables: list[pa.Table], key: list[str] | None) -> pa.Table:
