@@ -8,7 +8,9 @@ histories alternate, and take turns going first, so machine noise hits both alik
    history, each already checkpointed at its head (target: big/small ratio <= 1.5), for an
    aggregate view (state = one row per group), a filter view (state = every matching row) and
    an "eval" view of the forms issue 16 made incremental (FILTER, count_if, avg(CASE), stddev,
-   var_pop, GROUP BY an expression);
+   var_pop, GROUP BY an expression). A filter view's refresh writes one new part file for the
+   new records' output (docs/format.md, "Filter-view parts"), so it does not rewrite the
+   ~1 M rows the big view holds; the number of parts it ends with is printed;
 2. a branch forked near the head of the `--big` parent, after the parent's checkpoint: the
    records its first refresh reads (must be only those after the checkpoint) and its time vs a
    full recompute (the same query with no checkpoint, over the branch's whole replay).
@@ -21,6 +23,7 @@ of the refresh time.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
@@ -68,6 +71,7 @@ class History:
 
     def __init__(self, folder: Path, records: int, chunk: int, segment: int, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
+        self.folder = folder
         self.log = ta.open(
             folder,
             durability="memory",
@@ -96,6 +100,12 @@ class History:
         """Append and commit `n` new records."""
         self.main.append(make_table(n, self.rng))
         self.main.flush()
+
+    def filter_parts(self) -> int:
+        """How many part files the filter view's latest checkpoint on `main` lists."""
+        folder = self.folder / "materializations" / "failures" / "checkpoints" / "main"
+        latest = max(folder.glob("*.json"), key=lambda p: p.name)
+        return len(json.loads(latest.read_text())["parts"])
 
     def close(self) -> None:
         self.log.close()
@@ -135,6 +145,8 @@ def bench_history(small: History, big: History, args: argparse.Namespace) -> Non
         )
     rows = {k: mv.read().num_rows for k, mv in big.views.items()}
     print(f"   view rows at {args.big:,} records: {rows}")
+    parts = {label: history.filter_parts() for label, history in pairs}
+    print(f"   filter view state files (parts) after the runs: {parts}")
 
 
 def bench_branch(big: History, args: argparse.Namespace) -> None:

@@ -28,6 +28,7 @@ import duckdb  # noqa: F401  (imported before READY, so that kills never land in
 import pyarrow as pa
 
 import transit_arrow as ta
+from transit_arrow.materialize import PartPolicy
 
 #: Branches the child refreshes, in order.
 BRANCHES = ("main", "side")
@@ -43,6 +44,8 @@ SQL_VIEWS: dict[str, tuple[str, list[str] | None]] = {
     "latest": ("SELECT tool, x, _offset FROM records WHERE ok", ["tool"]),
     "median": ("SELECT tool, median(lat) AS m FROM records GROUP BY tool", None),
 }
+#: Small parts merge often, so kills also land inside merges of filter views' parts.
+POLICY = PartPolicy(fanin=3, base_rows=64)
 #: The reducer view's name, and the schema of its state.
 REDUCER_VIEW = "count"
 COUNT_SCHEMA = pa.schema([("tool", pa.string()), ("n", pa.int64())])
@@ -65,6 +68,8 @@ def define_views(log: ta.Log) -> dict[str, ta.Materialization]:
         for name, (query, key) in SQL_VIEWS.items()
     }
     views[REDUCER_VIEW] = log.materialize(REDUCER_VIEW, "main", reducer=running_count)
+    for mv in views.values():
+        mv.part_policy = POLICY
     return views
 
 
@@ -72,6 +77,8 @@ def open_views(log: ta.Log) -> dict[str, ta.Materialization]:
     """Open the stored views (as another process would)."""
     views = {name: log.materialization(name) for name in SQL_VIEWS}
     views[REDUCER_VIEW] = log.materialization(REDUCER_VIEW, reducer=running_count)
+    for mv in views.values():
+        mv.part_policy = POLICY
     return views
 
 

@@ -14,6 +14,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -811,6 +812,183 @@ def test_filter_with_key_keeps_last_row_per_key(mlog: ta.Log) -> None:
     }
 
 
+# --- filter views: state as part files ---------------------------------------------------------
+
+FILTER = "SELECT _offset, tool, x FROM records WHERE NOT ok"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def latest_checkpoint(root: Path, view: str, branch: str) -> dict[str, Any]:
+    """The JSON of the checkpoint with the highest offset of `view` on `branch`."""
+    data: dict[str, Any] = json.loads(checkpoint_files(root, view, branch)[-1].read_text())
+    return data
+
+
+def part_files(root: Path, view: str) -> set[Path]:
+    """Every Parquet file under the view's `state/` folder."""
+    return set((root / "materializations" / view / "state").rglob("*.parquet"))
+
+
+def test_filter_refresh_writes_one_part_and_keeps_the_others(mlog: ta.Log, root: Path) -> None:
+    """A filter view's refresh writes one new part (the new records' output) and a checkpoint
+    listing every part with its BLAKE3: the parts before it are referenced, not rewritten."""
+    import blake3
+
+    mv = mlog.materialize("v", "main", query=FILTER)
+    mv.refresh()
+    first = latest_checkpoint(root, "v", "main")
+    assert [p["rows"] for p in first["parts"]] == [20]
+    before = {p: p.read_bytes() for p in part_files(root, "v")}
+    for k in range(3):
+        fill(mlog.stream("main"), 10, 100 + 10 * k)
+        report = mv.refresh()
+        assert report.records_processed == 10
+        assert_view(mv, "main", ordered=True)
+    data = latest_checkpoint(root, "v", "main")
+    assert data["parts"][0] == first["parts"][0]
+    assert [p["rows"] for p in data["parts"]] == [20, 2, 2, 2]
+    assert data["state_path"] == ""
+    for part in data["parts"]:
+        raw = (root / part["path"]).read_bytes()
+        assert (len(raw), blake3.blake3(raw).hexdigest()) == (part["bytes"], part["blake3"])
+    assert all(p.read_bytes() == raw for p, raw in before.items())  # nothing rewritten
+    assert len(part_files(root, "v")) == 4
+
+
+@pytest.mark.parametrize("key", [None, ["tool"]])
+def test_small_parts_merge_and_the_view_stays_exact(root: Path, key: list[str] | None) -> None:
+    """With a small merge policy, the last parts are merged (cascading through tiers) and the
+    view still equals a recompute after every refresh, on the stream and on a branch."""
+    policy = ta.materialize.PartPolicy(fanin=3, base_rows=4, max_tier=3)
+    query = "SELECT tool, x, _offset FROM records WHERE ok" if key else FILTER
+    with ta.open(root) as log:
+        main = log.create_stream("main")
+        fill(main, 10)
+        mv = log.materialize("v", "main", query=query, key=key)
+        mv.part_policy = policy
+        counts_seen = []
+        for k in range(15):
+            fill(main, 7, 10 + 7 * k, tools=("a", "b", "c", f"t{k % 4}"))
+            mv.refresh()
+            counts_seen.append(len(latest_checkpoint(root, "v", "main")["parts"]))
+            if key:
+                assert_same(mv.read(), _expected(log, "latest", log.stream("main").read()))
+            else:
+                assert_view(mv, "main", ordered=True)
+        assert max(counts_seen) <= 3 * 3  # fanin - 1 parts per tier, plus the tier above
+        assert min(counts_seen[5:]) < max(counts_seen)  # merges happened
+        side = log.branch("side", at=f"main@{main.next_offset - 5}")
+        fill(side, 9, 5000)
+        report = mv.refresh("side")
+        # resumed from main's checkpoint one append (7 records) before main's head: 3 + 9
+        assert report.records_processed == 3 + 9
+        want = log.stream("side").read()
+        if key:
+            assert_same(mv.read("side"), _expected(log, "latest", want))
+        else:
+            assert_view(mv, "side", ordered=True)
+
+
+def test_a_branch_references_its_parents_parts_and_gc_keeps_them(mlog: ta.Log, root: Path) -> None:
+    """A branch's first refresh lists the parent's parts by reference (one new part of its
+    own); gc keeps every listed part and removes a part no checkpoint lists (a refresh
+    interrupted between the part and the checkpoint)."""
+    mv = mlog.materialize("v", "main", query=FILTER)
+    mv.refresh()
+    fill(mlog.stream("main"), 10, 100)
+    mv.refresh()
+    parent = latest_checkpoint(root, "v", "main")["parts"]
+    branch = mlog.branch("b", at="main@109")
+    fill(branch, 10, 500)
+    assert mv.refresh("b").records_processed == 10
+    own = latest_checkpoint(root, "v", "b")["parts"]
+    assert own[:2] == parent and len(own) == 3
+    assert own[2]["path"].startswith(f"materializations/v/state/{encode_stream_name('b')}/")
+    orphan = root / "materializations/v/state/main/00000000000000099999-0123456789abcdef.parquet"
+    orphan.write_bytes((root / own[0]["path"]).read_bytes())
+    report = mlog.gc(min_age=0)
+    assert [p for p in report.removed if "materializations" in p] == [
+        "materializations/v/state/main/00000000000000099999-0123456789abcdef.parquet"
+    ]
+    assert not orphan.exists()
+    assert_view(mv, "b", ordered=True)
+    assert_view(mv, "main", ordered=True)
+
+
+def test_a_damaged_part_fails_the_read_and_the_refresh_rebuilds(mlog: ta.Log, root: Path) -> None:
+    """A part whose bytes changed raises IntegrityError naming it and both hashes on read;
+    the next refresh notices it (BLAKE3 of the changed file) and rebuilds from scratch."""
+    mv = mlog.materialize("v", "main", query=FILTER)
+    mv.refresh()
+    fill(mlog.stream("main"), 10, 100)
+    mv.refresh()
+    part = latest_checkpoint(root, "v", "main")["parts"][0]
+    flip_byte(root / part["path"])
+    with pytest.raises(ta.IntegrityError) as info:
+        mv.read()
+    assert part["path"] in str(info.value) and part["blake3"] in str(info.value)
+    fill(mlog.stream("main"), 5, 110)
+    report = mv.refresh()
+    assert report.reused_checkpoint is None and report.records_processed == 115
+    assert "unusable" in report.reason and "rebuilt" in report.reason
+    assert_view(mv, "main", ordered=True)
+
+
+def test_an_edited_parts_list_is_not_resumed_from(mlog: ta.Log, root: Path) -> None:
+    """The parts list is covered by the checkpoint's hash: dropping a part is an edit."""
+    mv = mlog.materialize("v", "main", query=FILTER)
+    mv.refresh()
+    fill(mlog.stream("main"), 10, 100)
+    mv.refresh()
+    latest = checkpoint_files(root, "v", "main")[-1]
+    data = json.loads(latest.read_text())
+    rewrite_json(latest, parts=data["parts"][1:])
+    with pytest.raises(ta.IntegrityError, match="was edited"):
+        mv.read()
+    fill(mlog.stream("main"), 5, 110)
+    report = mv.refresh()
+    assert report.reused_checkpoint is not None and report.reused_checkpoint.startswith("main@99 ")
+    assert "was edited" in report.reason
+    assert_view(mv, "main", ordered=True)
+
+
+def test_filter_views_written_with_one_state_file_still_read_and_refresh(tmp_path: Path) -> None:
+    """`fixtures/mv_filter_v1` (plain and keyed filter views, one state file per checkpoint,
+    on a stream and a branch) reads the same; a refresh resumes from the old checkpoint, reads
+    only the new records and lists the old state file as its first part."""
+    root = tmp_path / "log"
+    shutil.copytree(FIXTURES / "mv_filter_v1", root)
+    with ta.open(root) as log:
+        plain, keyed = log.materialization("fails"), log.materialization("latest")
+        latest = "SELECT tool, x, _offset FROM records WHERE ok"
+        for branch in ("main", "side"):
+            assert "parts" not in latest_checkpoint(root, "fails", branch)
+            assert_view(plain, branch)
+            assert_same(keyed.read(branch), _expected_keyed(log, branch, latest))
+        main = log.stream("main")
+        main.append([{"tool": "abe"[i % 3], "x": i, "ok": i % 4 != 0} for i in range(40, 52)])
+        main.flush()
+        for mv in (plain, keyed):
+            old = latest_checkpoint(root, mv.name, "main")["state_path"]
+            report = mv.refresh()
+            assert report.records_processed == 12
+            assert report.reused_checkpoint is not None
+            assert report.reused_checkpoint.startswith("main@39 ")
+            assert latest_checkpoint(root, mv.name, "main")["parts"][0]["path"] == old
+        assert_view(plain, "main")
+        assert_same(keyed.read(), _expected_keyed(log, "main", latest))
+        assert log.verify("main", deep=True).ok
+
+
+def _expected_keyed(log: ta.Log, branch: str, query: str) -> pa.Table:
+    return recompute(
+        log,
+        branch,
+        f"SELECT * FROM ({query}) QUALIFY row_number() OVER "
+        "(PARTITION BY tool ORDER BY _offset DESC) = 1",
+    )
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 
@@ -1068,8 +1246,12 @@ def _check_checkpoints(
             newest: dict[str, Any] | None = None
             for path in files:
                 data = json.loads(path.read_text())
-                state = (root / data["state_path"]).read_bytes()
-                assert blake3.blake3(state).hexdigest() == data["state_blake3"], (context, path)
+                stored = [(p["path"], p["blake3"]) for p in data.get("parts") or []]
+                if "parts" not in data:
+                    stored = [(data["state_path"], data["state_blake3"])]
+                for file, digest in stored:
+                    state = (root / file).read_bytes()
+                    assert blake3.blake3(state).hexdigest() == digest, (context, path, file)
                 source = mv.log.stream(data["stream"]).at(generation=data["generation"])
                 assert source.root == data["root"], (context, path)
                 assert data["definition_hash"] == mv.definition_hash, (context, path)

@@ -22,6 +22,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -33,12 +34,14 @@ from hypothesis.stateful import (
 )
 
 import transit_arrow as ta
+from transit_arrow.materialize import PartPolicy
 
 SCHEMA = pa.schema([("g", pa.string()), ("i", pa.int64()), ("f", pa.float64()), ("b", pa.bool_())])
 
 #: name -> (query, compare in order?)
 QUERIES: dict[str, tuple[str, bool]] = {
     "filter": ("SELECT _offset, g, i, f FROM records WHERE b OR i % 3 = 0", False),
+    "latest": ("SELECT g, i, _offset FROM records WHERE i % 2 = 0", False),
     "agg": (
         "SELECT g, count(*) AS n, count(f) AS nf, sum(i) AS si, sum(f) AS sf, min(i) AS lo, "
         "max(f) AS hi, avg(f) AS af, avg(i) AS ai, bool_and(b) AS ba, bool_or(b) AS bo, "
@@ -65,8 +68,13 @@ QUERIES: dict[str, tuple[str, bool]] = {
         False,
     ),
 }
+#: Upserting views: name -> key (the last row per key by `_offset`).
+KEYS = {"latest": ["g"]}
+#: Parts merge at 2 tiny ones, so histories of a dozen steps go through merges.
+POLICY = PartPolicy(fanin=2, base_rows=3, max_tier=3)
 EXPECTED_MODES = {
     "filter": "filter",
+    "latest": "filter",
     "agg": "aggregate",
     "two_keys": "aggregate",
     "no_group": "aggregate",
@@ -96,8 +104,14 @@ rows_strategy = st.lists(
 _CON = duckdb.connect()
 
 
-def recompute(log: ta.Log, branch: str, query: str) -> pa.Table:
-    """The query computed from scratch by DuckDB over the branch's whole replay."""
+def recompute(log: ta.Log, branch: str, query: str, key: list[str] | None = None) -> pa.Table:
+    """The query computed from scratch by DuckDB over the branch's whole replay (the last row
+    per `key` by `_offset` for an upserting view)."""
+    if key:
+        query = (
+            f"SELECT * FROM ({query}) QUALIFY row_number() OVER "
+            f"(PARTITION BY {', '.join(key)} ORDER BY _offset DESC) = 1"
+        )
     _CON.register("records", log.stream(branch).read())
     try:
         return _CON.sql(query).to_arrow_table()
@@ -144,9 +158,11 @@ class MaterializeMachine(RuleBasedStateMachine):
         #: stream -> offsets of the checkpoints every incremental view holds
         self.checkpoints: dict[str, set[int]] = {"main": set()}
         self.views = {
-            name: self.log.materialize(name, "main", query=query)
+            name: self.log.materialize(name, "main", query=query, key=KEYS.get(name))
             for name, (query, _) in QUERIES.items()
         }
+        for mv in self.views.values():
+            mv.part_policy = POLICY  # filter views' parts merge every few refreshes
 
     def teardown(self) -> None:
         self.log.close()
@@ -260,9 +276,8 @@ class MaterializeMachine(RuleBasedStateMachine):
                 assert report.records_processed == last - resumed, what
                 expected_from = resumed + 1 if last > resumed else None
                 assert report.from_offset == expected_from, what
-            assert_same(
-                mv.read(branch), recompute(self.log, branch, query), ordered=ordered, what=what
-            )
+            want = recompute(self.log, branch, query, KEYS.get(name))
+            assert_same(mv.read(branch), want, ordered=ordered, what=what)
         self.checkpoints[branch].add(last)
 
     @invariant()
@@ -273,10 +288,24 @@ class MaterializeMachine(RuleBasedStateMachine):
             assert mv.branches() == refreshed
 
 
+class ThoroughMaterializeMachine(MaterializeMachine):
+    """The same machine, run with many more examples (marked slow)."""
+
+
+#: The default run: a few examples (each is a dozen steps of every kind). The slow variant
+#: below runs the same rules with 5x the examples.
 MaterializeMachine.TestCase.settings = settings(
-    max_examples=25,
+    max_examples=10,
     stateful_step_count=12,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestMaterializeMachine = MaterializeMachine.TestCase
+
+ThoroughMaterializeMachine.TestCase.settings = settings(
+    max_examples=50,
+    stateful_step_count=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestThoroughMaterializeMachine = pytest.mark.slow(ThoroughMaterializeMachine.TestCase)

@@ -11,10 +11,12 @@ from .core import (
     load,
     materialized_tables,
 )
+from .parts import PartPolicy
 from .plan import SqlPlan, plan_sql
 
 __all__ = [
     "Materialization",
+    "PartPolicy",
     "Reducer",
     "RefreshReport",
     "SqlPlan",

@@ -17,7 +17,9 @@ checkpoints form hash chains like commits. Before a checkpoint is used its bytes
 canonical and hash to `hash`, its predecessor must still hash to `prev_hash`, the source
 commit at `generation` must have `root` and end at `offset`, and the state file must hash to
 `state_blake3`; otherwise the refresh rebuilds (or resumes from an earlier checkpoint) and its
-report says why. Materialization SQL runs on DuckDB connections without file system access.
+report says why. A filter view's state is instead a list of immutable part files (`parts`
+field, `parts.py`): a refresh writes one new part for the new records and lists the earlier
+ones by reference. Materialization SQL runs on DuckDB connections without file system access.
 """
 
 from __future__ import annotations
@@ -47,11 +49,14 @@ from ..errors import (
 )
 from ..layout import materialization_folder
 from ..manifest import Manifest
-from ..names import decode_stream_name, encode_stream_name, quote_ident, validate_stream_name
+from ..names import decode_stream_name, encode_stream_name, validate_stream_name
+from .partials import dask_partials
+from .parts import Part, PartPolicy, local_part, merge_tail, read_part, write_part
+from .parts import combine as combine_parts
 from .plan import SqlPlan, plan_sql
+from .sandbox import sandbox
 
 if TYPE_CHECKING:
-    import duckdb
     import polars as pl
 
 __all__ = ["Materialization", "Reducer", "RefreshReport"]
@@ -103,15 +108,19 @@ class _Checkpoint:
     prev_hash: str | None = None
     prev_path: str | None = None
     hash: str | None = None  # None: written before checkpoints were hash-chained
+    #: A filter view's state as part files (`Part.to_json` entries); None: one state file.
+    parts: list[dict[str, Any]] | None = None
     path: str = field(default="", compare=False)  # where it was read from (not stored)
 
     def describe(self) -> str:
         return f"{self.stream}@{self.offset} (generation {self.generation})"
 
     def body(self) -> dict[str, Any]:
-        """The stored fields (with `hash` when set)."""
+        """The stored fields (with `hash` when set, `parts` when the state is parts)."""
         data = asdict(self)
         del data["path"]
+        if self.parts is None:  # one state file: exactly the fields such checkpoints have
+            del data["parts"]
         if self.hash is None:  # a legacy checkpoint: exactly the fields it was written with
             for name in ("prev_hash", "prev_path", "hash"):
                 del data[name]
@@ -121,11 +130,20 @@ class _Checkpoint:
         """BLAKE3 of a context line and the canonical JSON of every stored field but `hash`."""
         data = asdict(self)
         del data["path"], data["hash"]
+        if self.parts is None:
+            del data["parts"]
         return blake3.blake3(_MV_CONTEXT + canonical(data)).hexdigest()
+
+    def state_parts(self) -> list[Part] | None:
+        """The parts of a parts checkpoint (None for one state file)."""
+        if self.parts is None:
+            return None
+        return [Part.from_json(p, f"checkpoint {self.path}") for p in self.parts]
 
 
 _MV_CONTEXT = b"transit-arrow materialization checkpoint v1\n"
-_CHAINED_FIELDS = frozenset(f.name for f in fields(_Checkpoint)) - {"path"}
+_PARTS_FIELDS = frozenset(f.name for f in fields(_Checkpoint)) - {"path"}
+_CHAINED_FIELDS = _PARTS_FIELDS - {"parts"}
 _LEGACY_FIELDS = _CHAINED_FIELDS - {"prev_hash", "prev_path", "hash"}
 _INT_FIELDS = ("offset", "generation")
 
@@ -137,15 +155,22 @@ def _parse_checkpoint(raw: bytes, path: str) -> tuple[_Checkpoint, str | None]:
         data = json.loads(raw)
     except (ValueError, RecursionError):
         raise IntegrityError(f"checkpoint {path} is not valid JSON") from None
-    if not isinstance(data, dict) or set(data) not in (_CHAINED_FIELDS, _LEGACY_FIELDS):
+    if not isinstance(data, dict) or set(data) not in (
+        _PARTS_FIELDS,
+        _CHAINED_FIELDS,
+        _LEGACY_FIELDS,
+    ):
         raise IntegrityError(f"checkpoint {path} does not have the fields of a checkpoint")
     for name, value in data.items():
         want: type | tuple[type, ...] = int if name in _INT_FIELDS else str
         if name in ("prev_hash", "prev_path"):
             want = (str, type(None))
+        if name == "parts":
+            want = list
         if not isinstance(value, want) or isinstance(value, bool):
             raise IntegrityError(f"checkpoint {path}: field {name!r} has a wrong type")
     cp = _Checkpoint(**data, path=path)
+    cp.state_parts()  # every entry is a part
     if cp.hash is None:
         return cp, None
     found = cp.computed_hash()
@@ -185,6 +210,8 @@ class Materialization:
             plan_sql(definition["query"]) if definition["kind"] == "sql" else None
         )
         self._folder = materialization_folder(self.name)
+        #: When a filter view's last part files are merged into one (`parts.PartPolicy`).
+        self.part_policy = PartPolicy()
 
     def __repr__(self) -> str:
         return f"<Materialization {self.name!r} of {self.source!r} ({self.mode})>"
@@ -324,19 +351,26 @@ class Materialization:
     def _save(
         self,
         manifest: Manifest,
-        state: pa.Table,
+        state: pa.Table | list[Part],
         mode: str,
         prev: _Checkpoint | None,
     ) -> _Checkpoint:
+        """Record a checkpoint of `branch` at the manifest's head: `state` is a table (written
+        as one state file first) or the parts of a filter view (written already)."""
         branch = manifest.stream
         offset = manifest.next_offset - 1
-        sink = io.BytesIO()
-        pq.write_table(state, sink, compression="zstd")
-        data = sink.getvalue()
-        digest = blake3.blake3(data).hexdigest()
-        enc = encode_stream_name(branch)
-        path = f"{self._folder}/state/{enc}/{offset + 1:020d}-{digest[:16]}.parquet"
-        self.catalog.put_segment(path, data)
+        parts: list[dict[str, Any]] | None = None
+        if isinstance(state, list):
+            parts = [p.to_json() for p in state]
+            path, digest = "", blake3.blake3(canonical({"parts": parts})).hexdigest()
+        else:
+            sink = io.BytesIO()
+            pq.write_table(state, sink, compression="zstd")
+            data = sink.getvalue()
+            digest = blake3.blake3(data).hexdigest()
+            enc = encode_stream_name(branch)
+            path = f"{self._folder}/state/{enc}/{offset + 1:020d}-{digest[:16]}.parquet"
+            self.catalog.put_segment(path, data)
         cp = _Checkpoint(
             materialization=self.name,
             definition_hash=self.definition_hash,
@@ -350,6 +384,7 @@ class Materialization:
             mode=mode,
             prev_hash=prev.hash if prev is not None else None,
             prev_path=prev.path if prev is not None else None,
+            parts=parts,
         )
         cp = dataclasses.replace(cp, hash=cp.computed_hash())
         # The state digest is part of the name: a rebuild after an invalid checkpoint at the
@@ -373,12 +408,26 @@ class Materialization:
 
     # --- refresh --------------------------------------------------------------------------
 
-    def refresh(self, branch: str | None = None) -> RefreshReport:
+    def refresh(self, branch: str | None = None, *, dask: Any = None) -> RefreshReport:
         """Bring the view up to date on `branch` (default: the source stream).
 
         Only records after the furthest usable checkpoint are processed: the branch's own, or
         an ancestor's at or before the fork. Covers committed records (this process's unsealed
-        head of the branch is sealed first).
+        head of the branch is sealed first). A filter view's refresh writes only the new
+        records' output (one new part file), however large the view is.
+
+        Args:
+            branch: the stream to refresh the view on.
+            dask: a `distributed.Client`: the new records' partial results (per-group partial
+                aggregates, or a filter view's rows) are computed by Dask tasks, one per
+                segment span of the scan plan, each verifying its segment's BLAKE3; they are
+                checked to cover the new records exactly once and combined here, exactly as
+                a local refresh combines them. Only incremental SQL views ("filter",
+                "aggregate") can be refreshed this way.
+
+        Raises:
+            InvalidInputError: a reducer view opened without its reducer, or `dask=` for a
+                view that is not an incremental SQL view.
         """
         started = time.perf_counter()
         self.catalog.check_open()
@@ -389,6 +438,11 @@ class Materialization:
             raise InvalidInputError(
                 f"materialization {self.name!r} uses a Python reducer; open it with "
                 f"log.materialization({self.name!r}, reducer=...) to refresh"
+            )
+        if dask is not None and self.mode not in ("filter", "aggregate"):
+            raise InvalidInputError(
+                f"materialization {self.name!r} is a {self.mode!r} view: only incremental SQL "
+                "views (filter, aggregate) are refreshed with dask=; refresh it without"
             )
         manifest = self.catalog.flush(branch)
         through = manifest.next_offset - 1
@@ -411,17 +465,38 @@ class Materialization:
                 mode,
                 reason,
             )
-        state = None
+        state: pa.Table | list[Part] | None = None
         if cp is not None and not full:
             try:
-                state = self._load_state(cp)
+                state = self._resume(cp)
             except (IntegrityError, FileNotFoundError) as e:  # damaged state: rebuild
                 unusable = f"the state of checkpoint {cp.describe()} is unusable ({e})"
                 reason = f"{reason}; {unusable}: rebuilt"
-                cp, start = None, 0
-        reader = plan_at(self.catalog, branch, manifest).reader(start=start, end=through + 1)
-        state, processed = self._apply(state, reader)
-        self._save(manifest, state, mode, cp)
+                cp, start, state = None, 0, None
+        if dask is not None and start <= through:
+            assert self._plan is not None
+            partials, processed = dask_partials(
+                dask, self.catalog, manifest, start, through, self._plan.partial_sql
+            )
+            reason = f"{reason}; partials of {len(partials)} segment spans computed on Dask"
+            new = self._run(lambda: self._gathered(self._plan, state, partials))
+        else:
+            reader = plan_at(self.catalog, branch, manifest).reader(start=start, end=through + 1)
+            new, processed = self._apply(state, reader)
+        if mode == "filter":
+            parts = [*(state if isinstance(state, list) else []), self._write_part(manifest, new)]
+            new_state: pa.Table | list[Part] = merge_tail(
+                self.catalog,
+                parts,
+                self.part_policy,
+                folder=self._folder,
+                branch=branch,
+                offset=through,
+                key=self.definition.get("key"),
+            )
+        else:
+            new_state = new
+        self._save(manifest, new_state, mode, cp)
         return RefreshReport(
             branch=branch,
             records_processed=processed,
@@ -434,22 +509,50 @@ class Materialization:
             reason=reason,
         )
 
-    def _apply(self, state: pa.Table | None, reader: pa.RecordBatchReader) -> tuple[pa.Table, int]:
+    def _resume(self, cp: _Checkpoint) -> pa.Table | list[Part]:
+        """The state a refresh builds on: a table, or a filter view's parts (each checked
+        intact; a state file written before parts becomes the first part)."""
+        if self.mode != "filter":
+            return self._load_state(cp)
+        parts = cp.state_parts()
+        if parts is None:  # one state file (written before parts): verified, then referenced
+            rows = self._load_state(cp).num_rows
+            size = self.catalog.store.head(cp.state_path).size
+            return [Part(cp.state_path, cp.state_blake3, size, rows)]
+        for part in parts:
+            local_part(self.catalog, part)  # intact (a `stat` once verified in this process)
+        return parts
+
+    def _write_part(self, manifest: Manifest, table: pa.Table) -> Part:
+        return write_part(
+            self.catalog, self._folder, manifest.stream, manifest.next_offset - 1, table
+        )
+
+    def _apply(
+        self, state: pa.Table | list[Part] | None, reader: pa.RecordBatchReader
+    ) -> tuple[pa.Table, int]:
+        """The next state (a filter view: the new records' output) and the records read."""
         if self._plan is None:
-            if self._reducer is None:
-                raise InvalidInputError(
-                    f"materialization {self.name!r} uses a Python reducer; open it with "
-                    f"log.materialization({self.name!r}, reducer=...) to refresh"
-                )
-            processed = 0
-            for batch in reader:
-                processed += batch.num_rows
-                out = self._call_reducer(state, pa.Table.from_batches([batch]))
-                state = _as_table(out, f"reducer of {self.name!r}")
-            if state is None:
-                state = _as_table(self._call_reducer(None, reader.schema.empty_table()), "reducer")
-            return state, processed
-        return self._apply_sql(self._plan, state, reader)
+            assert not isinstance(state, list)
+            return self._reduce(state, reader)
+        plan = self._plan
+        records = reader.read_all()
+        return self._run(lambda: self._fold(plan, state, records)), records.num_rows
+
+    def _reduce(self, state: pa.Table | None, reader: pa.RecordBatchReader) -> tuple[pa.Table, int]:
+        if self._reducer is None:
+            raise InvalidInputError(
+                f"materialization {self.name!r} uses a Python reducer; open it with "
+                f"log.materialization({self.name!r}, reducer=...) to refresh"
+            )
+        processed = 0
+        for batch in reader:
+            processed += batch.num_rows
+            out = self._call_reducer(state, pa.Table.from_batches([batch]))
+            state = _as_table(out, f"reducer of {self.name!r}")
+        if state is None:
+            state = _as_table(self._call_reducer(None, reader.schema.empty_table()), "reducer")
+        return state, processed
 
     def _call_reducer(self, state: pa.Table | None, batch: pa.Table) -> Any:
         assert self._reducer is not None
@@ -460,41 +563,42 @@ class Materialization:
                 f"the reducer of materialization {self.name!r} raised {e!r}; nothing was saved"
             ) from e
 
-    def _apply_sql(
-        self, plan: SqlPlan, state: pa.Table | None, reader: pa.RecordBatchReader
-    ) -> tuple[pa.Table, int]:
+    def _run(self, compute: Callable[[], pa.Table]) -> pa.Table:
+        """`compute()`, with DuckDB errors as `InvalidInputError` naming this view."""
         import duckdb
 
-        records = reader.read_all()
-        con = _sandbox()
+        try:
+            return compute()
+        except duckdb.Error as e:
+            raise InvalidInputError(f"materialization {self.name!r}: {e}") from e
+
+    def _fold(
+        self, plan: SqlPlan, state: pa.Table | list[Part] | None, records: pa.Table
+    ) -> pa.Table:
+        """The full query's result, a filter view's new rows, or the combined aggregate state."""
+        con = sandbox()
         try:
             con.register("records", records)
-            try:
-                if plan.mode == "full":
-                    return con.sql(plan.query).to_arrow_table(), records.num_rows
-                new = con.sql(plan.partial_sql).to_arrow_table()
-                if state is not None:
-                    order = new.column_names
-                    con.register("__state", state)
-                    con.register("__new", new)
-                    new = con.sql(plan.combine_sql).to_arrow_table()
-                    # UNION BY NAME appends columns the state lacked: keep the query's order.
-                    rest = [c for c in new.column_names if c not in order]
-                    new = new.select([*order, *rest])
-                key = self.definition.get("key")
-                if key and plan.mode == "filter":
-                    # Keep the last row per key, by source offset (an upserting view).
-                    con.register("__rows", new)
-                    cols = ", ".join(quote_ident(k) for k in key)
-                    new = con.sql(
-                        f"SELECT * FROM __rows QUALIFY row_number() OVER "
-                        f"(PARTITION BY {cols} ORDER BY _offset DESC) = 1 ORDER BY _offset"
-                    ).to_arrow_table()
-                return new, records.num_rows
-            except duckdb.Error as e:
-                raise InvalidInputError(f"materialization {self.name!r}: {e}") from e
+            sql = plan.query if plan.mode == "full" else plan.partial_sql
+            new: pa.Table = con.sql(sql).to_arrow_table()
         finally:
             con.close()
+        if plan.mode != "aggregate" or state is None:
+            return new
+        assert not isinstance(state, list)
+        return _combine(plan, state, new)
+
+    def _gathered(
+        self, plan: SqlPlan | None, state: pa.Table | list[Part] | None, partials: list[pa.Table]
+    ) -> pa.Table:
+        """A filter view's new rows (the partials in replay order), or the aggregate state
+        combined with every partial."""
+        assert plan is not None
+        new = combine_parts(partials, None)
+        if plan.mode == "filter":
+            return new
+        assert not isinstance(state, list)
+        return _combine(plan, new.schema.empty_table() if state is None else state, new)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -526,6 +630,10 @@ class Materialization:
                 f"{branch!r}) rebuilds it"
             )
         assert cp is not None
+        parts = cp.state_parts()
+        if parts is not None:  # a filter view's parts, each read verified
+            tables = [read_part(self.catalog, p) for p in parts]
+            return combine_parts(tables, self.definition.get("key"))
         state = self._load_state(cp)
         if self._plan is None or self._plan.mode != "aggregate":
             return state
@@ -534,7 +642,7 @@ class Materialization:
     def _final(self, plan: SqlPlan, state: pa.Table) -> pa.Table:
         import duckdb
 
-        con = _sandbox()
+        con = sandbox()
         try:
             con.register("__state", state)
             out = con.sql(plan.final_sql).to_arrow_table()
@@ -568,13 +676,18 @@ class Materialization:
         return sorted(out)
 
 
-def _sandbox() -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection for materialization SQL: in memory and without access to files or
-    the network, so a definition (stored in the log, so written by anyone who can write it)
-    can only read the tables registered on the connection."""
-    import duckdb
-
-    return duckdb.connect(config={"enable_external_access": False})
+def _combine(plan: SqlPlan, state: pa.Table, new: pa.Table) -> pa.Table:
+    """An aggregate view's state combined with new partials (`plan.combine_sql`)."""
+    con = sandbox()
+    try:
+        con.register("__state", state)
+        con.register("__new", new)
+        out = con.sql(plan.combine_sql).to_arrow_table()
+    finally:
+        con.close()
+    order = new.column_names
+    combined: pa.Table = out.select([*order, *(c for c in out.column_names if c not in order)])
+    return combined
 
 
 def _one_select(query: str) -> None:
@@ -662,7 +775,7 @@ def define(
 def _check_sql(catalog: Catalog, source: str, query: str) -> list[str]:
     import duckdb
 
-    con = _sandbox()
+    con = sandbox()
     try:
         con.register("records", live_plan(catalog, source).schema.empty_table())
         return list(con.sql(query).columns)  # binding the query catches unknown columns
