@@ -178,6 +178,7 @@ class FastPath:
 
 
 _ack: Callable[[type[Ack], tuple[int, int, Durability]], Ack] = tuple.__new__
+_time_ns = time.time_ns
 
 
 def _same_schema(a: pa.Schema | None, b: pa.Schema | None) -> bool:
@@ -235,6 +236,9 @@ class Writer:
         self.pending: collections.deque[Head] = collections.deque()
         self.durable_next = 0
         self.fast: FastPath | None = None
+        #: `fast` while the per-record path may add a record without further checks (no
+        #: error, not closed, no backpressure); None otherwise. Kept by `_refresh_fast`.
+        self.fast_ok: FastPath | None = None
         self._appended_since_check = False
         options = catalog.options
         self._max_records = options.segment_max_records
@@ -274,11 +278,16 @@ class Writer:
         self.sealer.start()
 
     def _release_locks(self) -> None:
+        """Drop the liveness and local locks. When the lease was refused, nothing of this
+        writer's is left in the local dir (a refusal changes nothing)."""
         lease: Lease | None = getattr(self, "lease", None)
         if lease is not None:
             lease.release_lock()
         if self.local_lock is not None:
-            self.local_lock.release()
+            if lease is None:
+                self.local_lock.discard()
+            else:
+                self.local_lock.release()
 
     def _open(self, take_over: bool) -> None:
         catalog = self.catalog
@@ -499,6 +508,7 @@ class Writer:
         user = schema or pa.schema([])
         if self.fast is None or not _same_schema(self.fast.schema, user):
             self.fast = FastPath.for_schema(user)
+        self._refresh_fast()
         return Head(self.heads_dir, start, user, self.manifest.generation, self.epoch)
 
     # --- appending ------------------------------------------------------------------------
@@ -522,25 +532,18 @@ class Writer:
 
     def append(self, data: Any, durability: Durability) -> Ack:
         """Append one call's records, all or nothing, and wait for `durability`."""
-        if self.error is not None or self.closed:
-            self.check_usable()
-        fast = self.fast
+        fast = self.fast_ok
         if fast is not None and type(data) is dict:
             checked = fast.values(data)
             if checked is not None:
                 with self.lock:
-                    head = self.active
-                    added = (
-                        self.fast is fast
-                        and self.error is None
-                        and not self.closed
-                        and len(self.pending) <= self._max_pending
-                    )
+                    added = self.fast_ok is fast
                     if added:
-                        first = head.start_offset + head.records
                         # Head.add_row, inlined: this is the per-record hot path.
+                        head = self.active
+                        first = head.start_offset + head.records
                         head.rows.append(checked[0])
-                        head.row_stamps.append(time.time_ns() // 1000)
+                        head.row_stamps.append(_time_ns() // 1000)
                         head.records += 1
                         head.nbytes += checked[1]
                         if (
@@ -555,9 +558,15 @@ class Writer:
                     if durability == "memory":
                         return _ack(Ack, (first, first, "memory"))  # Ack(...) minus a frame
                     return self._finish(first, first, durability)
+        self.check_usable()
         first, last = self._append_table(coerce_input(data, self.user_schema), durability)
         self.catalog.notify_changed(self.name)
         return self._finish(first, last, durability)
+
+    def _refresh_fast(self) -> None:
+        """Recompute `fast_ok` (caller holds `lock`, or is the constructor)."""
+        usable = self.error is None and not self.closed and len(self.pending) <= self._max_pending
+        self.fast_ok = self.fast if usable else None
 
     def _append_table(self, table: pa.Table, durability: Durability) -> tuple[int, int]:
         """Add a coerced input table to the active head: every check and conversion first,
@@ -904,6 +913,7 @@ class Writer:
                 f"Log.orphaned_heads(); Log.reappend_orphaned() re-appends them to a branch): "
                 f"{where}"
             )
+            self._refresh_fast()
             self.cond.notify_all()
 
     def _seal(self, head: Head) -> None:
@@ -932,6 +942,7 @@ class Writer:
         with self.sync_lock, self.lock:
             self.manifest = self.catalog.remember(self.name, commit)
             self.pending.popleft()
+            self._refresh_fast()
             if self.spare is None and head.fd is not None and not self.closed:
                 self.spare = head.recycle(self.heads_dir / spare_name(self.epoch, self._spares))
                 self._spares += 1
@@ -984,6 +995,7 @@ class Writer:
             if self.error is None:
                 self._roll()
             self.closed = True
+            self._refresh_fast()
             self._attempts_at_close = self.seal_attempts
             self._poke()
         self.sealer.join()
