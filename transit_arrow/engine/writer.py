@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import logging
 import operator
 import os
@@ -32,6 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -578,7 +580,10 @@ class Writer:
             user = conform(table, evolved)
             check_parquet(user)
             _, stamps, headers = system_columns(table, 0)
-            columns = [_single(stamps), _single(headers), *map(_single, user.columns)]
+            pieces = self._bulk_pieces(n, user.nbytes) if durability == "tiered" else 1
+            columns = [stamps, headers, *user.columns]
+            if pieces == 1:
+                columns = list(map(_single, columns))
             schema = head_schema(evolved)
             with self.lock:
                 self.check_usable()
@@ -587,6 +592,10 @@ class Writer:
                     continue  # another append evolved the schema meanwhile: convert again
                 first = self.active.next_offset
                 offsets = pa.array(np.arange(first, first + n, dtype=np.int64))
+                if pieces > 1:
+                    whole = pa.Table.from_arrays([offsets, *columns], schema=schema)
+                    self._add_bulk(whole, evolved, pieces)  # nothing in it can fail
+                    return first, first + n - 1
                 batch = pa.RecordBatch.from_arrays([offsets, *columns], schema=schema)
                 # Nothing below can fail.
                 if not _same_schema(current, evolved):
@@ -602,6 +611,33 @@ class Writer:
                 ):
                     self._roll()
                 return first, first + n - 1
+
+    def _bulk_pieces(self, records: int, nbytes: int) -> int:
+        """Into how many segments a `tiered` append of this size goes straight (1: it joins
+        the active head as usual). An append that fills a segment by itself is sealed as
+        segments of at most `segment_max_records` / `segment_max_bytes` each, encoded in
+        parallel and committed by one commit; it never goes through an IPC head."""
+        if records < self._max_records and nbytes < self._max_bytes:
+            return 1
+        return max(-(-records // self._max_records), -(-nbytes // self._max_bytes), 2)
+
+    def _add_bulk(self, table: pa.Table, user: pa.Schema, pieces: int) -> None:
+        """Queue a bulk append as `pieces` heads of one seal group, after the active head
+        (caller holds `lock`). They live in memory only (readers of this process see them);
+        `tiered` waits for their one commit, which makes them durable."""
+        if self.active.records:
+            self._roll()
+        first = self.active.start_offset
+        size = -(-table.num_rows // pieces)
+        for at in range(0, table.num_rows, size):
+            head = Head(self.heads_dir, first + at, user, self.manifest.generation, self.epoch)
+            for batch in table.slice(at, size).to_batches():
+                head.add(batch)
+            head.group = first
+            self.pending.append(head)
+        self.active = self._new_head(first + table.num_rows, user)
+        self._appended_since_check = True
+        self.cond.notify_all()
 
     def _admit(self) -> None:
         """Backpressure (caller holds `lock`): wait while too many heads wait to be sealed;
@@ -765,9 +801,12 @@ class Writer:
         self._poked = False
         self.sealing = True
         head = self.pending[0]
+        heads = [head]
+        if head.group is not None:
+            heads = list(itertools.takewhile(lambda h: h.group == head.group, self.pending))
         self.lock.release()
         try:
-            ok = self._attempt(head)
+            ok = self._attempt(heads)
         finally:
             self.lock.acquire()
             self.sealing = False
@@ -843,10 +882,12 @@ class Writer:
         """After close: the store kept failing for a fresh round of attempts (holds `lock`)."""
         return self.seal_error is not None and self.seal_attempts > self._attempts_at_close
 
-    def _attempt(self, head: Head) -> bool:
-        """One attempt to seal `head`; False if it failed (it stays pending)."""
+    def _attempt(self, heads: list[Head]) -> bool:
+        """One attempt to seal the oldest pending `heads` (one, or one bulk append's) by one
+        commit; False if it failed (they stay pending)."""
+        first, last = heads[0].start_offset, heads[-1].next_offset - 1
         try:
-            self._seal(head)
+            self._seal(heads)
         except FencedError as e:
             self._fenced(str(e))
             return True
@@ -857,8 +898,8 @@ class Writer:
                 attempts = self.seal_failures
                 if attempts > self.catalog.options.seal_retries:
                     error = StorageError(
-                        f"sealing stream {self.name!r} offsets {head.start_offset}.."
-                        f"{head.next_offset - 1} failed after {attempts} attempts: {e}"
+                        f"sealing stream {self.name!r} offsets {first}..{last} failed after "
+                        f"{attempts} attempts: {e}"
                     )
                     error.__cause__ = e
                     self.seal_error = error
@@ -866,8 +907,8 @@ class Writer:
             _log.warning(
                 "stream %r: sealing offsets %d..%d failed (attempt %d, retrying): %s",
                 self.name,
-                head.start_offset,
-                head.next_offset - 1,
+                first,
+                last,
                 attempts,
                 e,
             )
@@ -916,7 +957,44 @@ class Writer:
             self._refresh_fast()
             self.cond.notify_all()
 
-    def _seal(self, head: Head) -> None:
+    def _seal(self, heads: list[Head]) -> None:
+        """Seal `heads` (the oldest pending ones) into one segment each and commit them by
+        one commit; several are encoded in parallel (Parquet encoding releases the GIL)."""
+        tables = [self._checked_table(head) for head in heads]
+        if len(tables) == 1:
+            segs = [self._write_segment(tables[0])]
+        else:
+            with ThreadPoolExecutor(min(len(tables), os.cpu_count() or 1)) as pool:
+                segs = list(pool.map(self._write_segment, tables))
+        actions: list[dict[str, Any]] = []
+        user = heads[0].user_schema
+        if not _same_schema(user, self.manifest.schema):
+            actions.append({"type": "evolve_schema", "schema": schema_to_json(user)})
+        actions.extend(seg.to_action() for seg in segs)
+        generation = self.manifest.generation + 1
+        try:
+            commit = self.commit_log.create(
+                generation, self.manifest.root, actions, self._identity()
+            )
+        except CommitConflictError:
+            commit = self._resolve_conflict(generation, segs)
+        with self.sync_lock, self.lock:
+            self.manifest = self.catalog.remember(self.name, commit)
+            for head in heads:
+                self.pending.popleft()
+                if self.spare is None and head.fd is not None and not self.closed:
+                    spare = self.heads_dir / spare_name(self.epoch, self._spares)
+                    self.spare = head.recycle(spare)
+                    self._spares += 1
+                else:
+                    head.discard_files()
+            self._refresh_fast()
+            self.cond.notify_all()
+        self.catalog.notify_changed(self.name)
+
+    def _checked_table(self, head: Head) -> pa.Table:
+        """The head's records as a table, after re-checking a recovered head's frames and that
+        the offsets are the head's, without a gap."""
         if head.recovered is not None:
             head.recovered.recheck()
         table = head.table()
@@ -927,29 +1005,7 @@ class Writer:
             != (head.start_offset, head.next_offset - 1)
         ):
             raise IntegrityError(f"head of stream {self.name!r} at {head.start_offset} is torn")
-        seg = self._write_segment(table)
-        actions: list[dict[str, Any]] = []
-        if not _same_schema(head.user_schema, self.manifest.schema):
-            actions.append({"type": "evolve_schema", "schema": schema_to_json(head.user_schema)})
-        actions.append(seg.to_action())
-        generation = self.manifest.generation + 1
-        try:
-            commit = self.commit_log.create(
-                generation, self.manifest.root, actions, self._identity()
-            )
-        except CommitConflictError:
-            commit = self._resolve_conflict(generation, seg)
-        with self.sync_lock, self.lock:
-            self.manifest = self.catalog.remember(self.name, commit)
-            self.pending.popleft()
-            self._refresh_fast()
-            if self.spare is None and head.fd is not None and not self.closed:
-                self.spare = head.recycle(self.heads_dir / spare_name(self.epoch, self._spares))
-                self._spares += 1
-            else:
-                head.discard_files()
-            self.cond.notify_all()
-        self.catalog.notify_changed(self.name)
+        return table
 
     def _write_segment(self, table: pa.Table) -> SegmentRef:
         """Encode a head table as a Parquet segment and store it; return its reference."""
@@ -960,12 +1016,11 @@ class Writer:
         self.catalog.put_segment(path, data)
         return SegmentRef(path=path, **meta)
 
-    def _resolve_conflict(self, generation: int, seg: SegmentRef) -> dict[str, Any]:
+    def _resolve_conflict(self, generation: int, segs: list[SegmentRef]) -> dict[str, Any]:
         """Our commit slot was taken: by ourselves (a retried request), or by a fencing writer."""
         existing = self.commit_log.read(generation, self.manifest.root)
-        if (
-            existing["writer"].get("id") == self.writer_id
-            and seg.to_action() in existing["actions"]
+        if existing["writer"].get("id") == self.writer_id and all(
+            seg.to_action() in existing["actions"] for seg in segs
         ):
             return existing
         if any(a.get("type") == "fence" for a in existing["actions"]):
