@@ -14,7 +14,10 @@ better for throughputs, lower for latencies):
    synchronous writers, 8 / (one fdatasync, measured on the same disk in the same run);
 5. `w1`: the W1 workload, 500 x (append 1,000 records + flush) on one stream, vs
    `pq.write_table` of the same rows + fsync; median and p99 latency, and the medians of the
-   first and the last 50 commits (flat: no growth with history).
+   first and the last 50 commits (flat: no growth with history);
+6. `w2`: the W2 workload (issue 16), one 2,000,000-record `append(table, durability="tiered")`
+   into a fresh log (written straight to Parquet segments, one commit), vs `pq.write_table`
+   of the same table (defaults) + fsync of the file.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import blake3
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -303,7 +307,59 @@ def bench_w1(rows: list[dict[str, object]], commits: int, batch: int, work: Work
     )
 
 
-BENCHES = ("batch", "seal", "dict", "threads", "w1")
+def make_bulk_table(n: int, seed: int = 11) -> pa.Table:
+    """`n` records shaped like the peers benchmark's (model, task id, score, latency and a
+    200-character JSON payload), built column-wise."""
+    rng = np.random.default_rng(seed)
+    models = np.array(["gpt-4o", "claude-3-5-sonnet", "llama-3-70b", "mistral-large"])
+    runs = rng.integers(0, 2**63 - 1, n, dtype=np.int64)
+    payload = [f'{{"task":{i},"run":"{r:016x}","note":"'.ljust(198, ".") + '"}' for i, r in
+               enumerate(runs.tolist())]  # fmt: skip
+    return pa.table(
+        {
+            "model": pa.array(models[rng.integers(0, len(models), n)]),
+            "task_id": pa.array(np.arange(n, dtype=np.int64)),
+            "score": pa.array(rng.random(n)),
+            "latency_ms": pa.array(rng.integers(20, 5000, n, dtype=np.int32)),
+            "payload": pa.array(payload, pa.string()),
+        }
+    )
+
+
+def bench_w2(table: pa.Table, runs: int, work: Workdir) -> None:
+    cpu: dict[str, list[float]] = {"raw": [], "ours": []}
+
+    def raw() -> float:
+        path = work.fresh("w2-raw") / "bulk.parquet"
+        t0, c0 = time.perf_counter(), time.process_time()
+        pq.write_table(table, path)
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+        cpu["raw"].append(time.process_time() - c0)
+        return time.perf_counter() - t0
+
+    def ours() -> float:
+        log = ta.open(work.fresh("w2") / "log")
+        stream = log.create_stream("bulk")
+        t0, c0 = time.perf_counter(), time.process_time()
+        stream.append(table, durability="tiered")
+        elapsed = time.perf_counter() - t0
+        cpu["ours"].append(time.process_time() - c0)
+        log.close()
+        return elapsed
+
+    t_raw, t_ours = _alternate(raw, ours, runs)
+    c_raw, c_ours = statistics.median(cpu["raw"]), statistics.median(cpu["ours"])
+    n = table.num_rows
+    print(
+        f"W2 (one append of {n:,} records, tiered): write_table + fsync {n / t_raw / 1e6:.2f} M "
+        f"rec/s ({t_raw:.2f} s), transit {n / t_ours / 1e6:.2f} M rec/s ({t_ours:.2f} s), "
+        f"ratio {t_raw / t_ours:.2f} (target >= 0.6); CPU seconds (all threads) {c_raw:.2f} "
+        f"vs {c_ours:.2f}"
+    )
+
+
+BENCHES = ("batch", "seal", "dict", "threads", "w1", "w2")
 
 
 def main() -> None:
@@ -312,16 +368,20 @@ def main() -> None:
     parser.add_argument("--dict-records", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--bulk-records", type=int, default=2_000_000)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--only", nargs="*", choices=BENCHES, default=list(BENCHES))
     args = parser.parse_args()
     runs = max(5, args.runs)
-    rows = make_rows(max(args.records, args.dict_records, 500_000))
-    table = pa.Table.from_pylist(rows[: args.records])
-    print(
-        f"data: {table.num_rows:,} records, {table.nbytes / table.num_rows:.0f} B/record in "
-        f"Arrow, medians of {runs} runs"
-    )
+    rows: list[dict[str, object]] = []
+    table = pa.table({})
+    if set(args.only) - {"w2"}:
+        rows = make_rows(max(args.records, args.dict_records, 500_000))
+        table = pa.Table.from_pylist(rows[: args.records])
+        print(
+            f"data: {table.num_rows:,} records, {table.nbytes / table.num_rows:.0f} B/record in "
+            f"Arrow, medians of {runs} runs"
+        )
     work = Workdir()
     try:
         if "batch" in args.only:
@@ -334,6 +394,8 @@ def main() -> None:
             bench_threads(rows, args.seconds, runs, work)
         if "w1" in args.only:
             bench_w1(rows, 500, 1_000, work)
+        if "w2" in args.only:
+            bench_w2(make_bulk_table(args.bulk_records), runs, work)
     finally:
         work.cleanup()
 

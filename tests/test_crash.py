@@ -844,6 +844,29 @@ def test_sigkill_during_tiered_wait(tmp_path: Path, zygote: Zygote) -> None:
     assert harness.committed_next > 0, harness.context
 
 
+def _bulk_cfg(rng: random.Random) -> dict[str, Any]:
+    return {
+        "scenario": "tiered",
+        "segment_max_records": rng.choice((4, 9)),
+        "segment_max_bytes": rng.choice((64 << 20, 24 << 10)),
+        "segment_max_age": 60.0,
+        "max_batch": 40,
+    }
+
+
+@pytest.mark.crash
+def test_sigkill_during_bulk_tiered_appends(tmp_path: Path, zygote: Zygote) -> None:
+    """Kills land while `tiered` appends that fill a segment by themselves are written
+    straight to Parquet (several segments encoded in parallel, one commit, no IPC head).
+
+    Proves every acknowledged bulk append is present after the crash, the in-flight one is
+    entirely committed or entirely absent, and segment files of an interrupted commit are
+    never part of the stream.
+    """
+    harness = _run(tmp_path, zygote, _kills(15), _bulk_cfg, _tiered_plan, full_check_every=5)
+    assert harness.committed_next > 0, harness.context
+
+
 # --- take-overs ---------------------------------------------------------------------------------
 
 B_SEQ = 1_000_000  # the fencing writer's sequence numbers start here

@@ -684,3 +684,31 @@ def test_transit_verify_lists_orphaned_heads(tmp_path: Path) -> None:
     )
     report = json.loads(done.stdout)
     assert report["ok"] and [o["kind"] for o in report["orphaned_heads"]] == ["fenced"]
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def test_a_busy_writer_refusal_leaves_no_lock_file(tmp_path: Path) -> None:
+    """A regression test: an append refused with `WriterBusyError` (another live writer holds
+    the lease) left `writer.lock` and its folders in the refused writer's local dir."""
+    root = tmp_path / "log"
+    with ta.open(root, local_dir=tmp_path / "a", segment_max_age=3600) as log_a:
+        log_a.create_stream("s").append({"n": 1}, durability="local")
+        with ta.open(root, local_dir=tmp_path / "b") as log_b:
+            before = _tree(tmp_path / "b")
+            for _ in range(2):
+                with pytest.raises(ta.WriterBusyError):
+                    log_b.stream("s").append({"n": 2})
+                assert _tree(tmp_path / "b") == before
+            # the holder's own lock is untouched: a second writer of its dir is still refused
+            with (
+                ta.open(root, local_dir=tmp_path / "a") as log_a2,
+                pytest.raises(ta.WriterBusyError, match="same local dir"),
+            ):
+                log_a2.stream("s").append({"n": 3})
+        log_a.stream("s").append({"n": 4}, durability="local")
+    with ta.open(root, local_dir=tmp_path / "b") as log_b:
+        log_b.stream("s").append({"n": 5})
+        assert _values(log_b.stream("s")) == [1, 4, 5]

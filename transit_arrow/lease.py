@@ -37,22 +37,36 @@ __all__ = ["EpochLock", "Lease", "LocalLock", "epoch_lock_path"]
 
 
 class LocalLock:
-    """An exclusive, non-blocking `flock` on `<folder>/writer.lock`."""
+    """An exclusive, non-blocking `flock` on `<folder>/writer.lock`.
+
+    A writer whose open is refused (`discard`) removes the lock file and the folders it
+    created for it, so a refusal leaves the local dir as it was. The file is removed while
+    locked; whoever opened it just before locks a removed file, notices (its inode is not the
+    path's any more) and opens again.
+    """
 
     def __init__(self, folder: Path, stream: str) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        self.created = _make_dirs(folder)
         self.path = folder / "writer.lock"
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 200, 0).decode(errors="replace").strip()
-            os.close(self._fd)
-            raise WriterBusyError(
-                f"stream {stream!r} is being written by another process on this machine "
-                f"({holder or 'unknown'}) using the same local dir {folder}; close it first, "
-                "or take over from a process with a different local_dir"
-            ) from None
+        self.created_file = False
+        while True:
+            fd, created = _open_lock_file(self.path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                os.close(fd)
+                self._remove_dirs()
+                raise WriterBusyError(
+                    f"stream {stream!r} is being written by another process on this machine "
+                    f"({holder or 'unknown'}) using the same local dir {folder}; close it "
+                    "first, or take over from a process with a different local_dir"
+                ) from None
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # its holder removed it meanwhile: lock the path's file
+        self._fd = fd
+        self.created_file = created
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"pid {os.getpid()}".encode(), 0)
 
@@ -61,6 +75,51 @@ class LocalLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = -1
+
+    def discard(self) -> None:
+        """Release after a refused open: remove the lock file and folders this lock created."""
+        if self._fd >= 0 and self.created_file:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        self.release()
+        self._remove_dirs()
+
+    def _remove_dirs(self) -> None:
+        for folder in reversed(self.created):
+            with contextlib.suppress(OSError):  # not empty: something else uses it now
+                folder.rmdir()
+        self.created = []
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return those created, outermost first."""
+    missing = []
+    at = folder
+    while not at.exists() and at.parent != at:
+        missing.append(at)
+        at = at.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def _open_lock_file(path: Path) -> tuple[int, bool]:
+    """Open (creating it if needed) a lock file: `(fd, whether this call created it)`."""
+    while True:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            pass
+        try:
+            return os.open(path, os.O_RDWR), False
+        except FileNotFoundError:
+            continue  # removed meanwhile
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def epoch_lock_path(heads_dir: Path, epoch: int) -> Path:

@@ -15,7 +15,7 @@ from .compaction import AutoCompactor, CompactReport, RetainReport, compact, ret
 from .engine.catalog import Catalog
 from .engine.read import ReplayPlan, live_plan
 from .engine.tail import Tail, check_tail_args
-from .engine.writer import Ack, close_writer, writer_for
+from .engine.writer import Ack, Writer, close_writer, writer_for
 from .errors import InvalidInputError, LogClosedError, TransitError
 from .integrity import (
     Checkpoint,
@@ -120,8 +120,22 @@ class Stream(Readable):
             SchemaMismatchError: a column changes type incompatibly (nothing is appended).
             FencedError: another writer took over this stream.
         """
-        self.check_open()
         catalog = self.catalog
+        if (
+            type(data) is dict
+            and producer is None
+            and sequence is None
+            and not self.closed
+            and not catalog.closed
+            and "_headers" not in data
+        ):
+            # The per-record hot path: a plain record to this process's writer.
+            writer = catalog.writers.get(self.name)
+            if type(writer) is Writer:
+                level = catalog.options.durability if durability is None else durability
+                if level in DURABILITY_LEVELS:
+                    return writer.append(data, level)
+        self.check_open()
         level = catalog.options.durability if durability is None else durability
         if level not in DURABILITY_LEVELS:
             raise InvalidInputError(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import logging
 import operator
 import os
@@ -32,6 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -178,6 +180,7 @@ class FastPath:
 
 
 _ack: Callable[[type[Ack], tuple[int, int, Durability]], Ack] = tuple.__new__
+_time_ns = time.time_ns
 
 
 def _same_schema(a: pa.Schema | None, b: pa.Schema | None) -> bool:
@@ -235,6 +238,9 @@ class Writer:
         self.pending: collections.deque[Head] = collections.deque()
         self.durable_next = 0
         self.fast: FastPath | None = None
+        #: `fast` while the per-record path may add a record without further checks (no
+        #: error, not closed, no backpressure); None otherwise. Kept by `_refresh_fast`.
+        self.fast_ok: FastPath | None = None
         self._appended_since_check = False
         options = catalog.options
         self._max_records = options.segment_max_records
@@ -274,11 +280,16 @@ class Writer:
         self.sealer.start()
 
     def _release_locks(self) -> None:
+        """Drop the liveness and local locks. When the lease was refused, nothing of this
+        writer's is left in the local dir (a refusal changes nothing)."""
         lease: Lease | None = getattr(self, "lease", None)
         if lease is not None:
             lease.release_lock()
         if self.local_lock is not None:
-            self.local_lock.release()
+            if lease is None:
+                self.local_lock.discard()
+            else:
+                self.local_lock.release()
 
     def _open(self, take_over: bool) -> None:
         catalog = self.catalog
@@ -499,6 +510,7 @@ class Writer:
         user = schema or pa.schema([])
         if self.fast is None or not _same_schema(self.fast.schema, user):
             self.fast = FastPath.for_schema(user)
+        self._refresh_fast()
         return Head(self.heads_dir, start, user, self.manifest.generation, self.epoch)
 
     # --- appending ------------------------------------------------------------------------
@@ -522,25 +534,18 @@ class Writer:
 
     def append(self, data: Any, durability: Durability) -> Ack:
         """Append one call's records, all or nothing, and wait for `durability`."""
-        if self.error is not None or self.closed:
-            self.check_usable()
-        fast = self.fast
+        fast = self.fast_ok
         if fast is not None and type(data) is dict:
             checked = fast.values(data)
             if checked is not None:
                 with self.lock:
-                    head = self.active
-                    added = (
-                        self.fast is fast
-                        and self.error is None
-                        and not self.closed
-                        and len(self.pending) <= self._max_pending
-                    )
+                    added = self.fast_ok is fast
                     if added:
-                        first = head.start_offset + head.records
                         # Head.add_row, inlined: this is the per-record hot path.
+                        head = self.active
+                        first = head.start_offset + head.records
                         head.rows.append(checked[0])
-                        head.row_stamps.append(time.time_ns() // 1000)
+                        head.row_stamps.append(_time_ns() // 1000)
                         head.records += 1
                         head.nbytes += checked[1]
                         if (
@@ -555,9 +560,15 @@ class Writer:
                     if durability == "memory":
                         return _ack(Ack, (first, first, "memory"))  # Ack(...) minus a frame
                     return self._finish(first, first, durability)
+        self.check_usable()
         first, last = self._append_table(coerce_input(data, self.user_schema), durability)
         self.catalog.notify_changed(self.name)
         return self._finish(first, last, durability)
+
+    def _refresh_fast(self) -> None:
+        """Recompute `fast_ok` (caller holds `lock`, or is the constructor)."""
+        usable = self.error is None and not self.closed and len(self.pending) <= self._max_pending
+        self.fast_ok = self.fast if usable else None
 
     def _append_table(self, table: pa.Table, durability: Durability) -> tuple[int, int]:
         """Add a coerced input table to the active head: every check and conversion first,
@@ -569,7 +580,10 @@ class Writer:
             user = conform(table, evolved)
             check_parquet(user)
             _, stamps, headers = system_columns(table, 0)
-            columns = [_single(stamps), _single(headers), *map(_single, user.columns)]
+            pieces = self._bulk_pieces(n, user.nbytes) if durability == "tiered" else 1
+            columns = [stamps, headers, *user.columns]
+            if pieces == 1:
+                columns = list(map(_single, columns))
             schema = head_schema(evolved)
             with self.lock:
                 self.check_usable()
@@ -578,6 +592,10 @@ class Writer:
                     continue  # another append evolved the schema meanwhile: convert again
                 first = self.active.next_offset
                 offsets = pa.array(np.arange(first, first + n, dtype=np.int64))
+                if pieces > 1:
+                    whole = pa.Table.from_arrays([offsets, *columns], schema=schema)
+                    self._add_bulk(whole, evolved, pieces)  # nothing in it can fail
+                    return first, first + n - 1
                 batch = pa.RecordBatch.from_arrays([offsets, *columns], schema=schema)
                 # Nothing below can fail.
                 if not _same_schema(current, evolved):
@@ -593,6 +611,33 @@ class Writer:
                 ):
                     self._roll()
                 return first, first + n - 1
+
+    def _bulk_pieces(self, records: int, nbytes: int) -> int:
+        """Into how many segments a `tiered` append of this size goes straight (1: it joins
+        the active head as usual). An append that fills a segment by itself is sealed as
+        segments of at most `segment_max_records` / `segment_max_bytes` each, encoded in
+        parallel and committed by one commit; it never goes through an IPC head."""
+        if records < self._max_records and nbytes < self._max_bytes:
+            return 1
+        return max(-(-records // self._max_records), -(-nbytes // self._max_bytes), 2)
+
+    def _add_bulk(self, table: pa.Table, user: pa.Schema, pieces: int) -> None:
+        """Queue a bulk append as `pieces` heads of one seal group, after the active head
+        (caller holds `lock`). They live in memory only (readers of this process see them);
+        `tiered` waits for their one commit, which makes them durable."""
+        if self.active.records:
+            self._roll()
+        first = self.active.start_offset
+        size = -(-table.num_rows // pieces)
+        for at in range(0, table.num_rows, size):
+            head = Head(self.heads_dir, first + at, user, self.manifest.generation, self.epoch)
+            for batch in table.slice(at, size).to_batches():
+                head.add(batch)
+            head.group = first
+            self.pending.append(head)
+        self.active = self._new_head(first + table.num_rows, user)
+        self._appended_since_check = True
+        self.cond.notify_all()
 
     def _admit(self) -> None:
         """Backpressure (caller holds `lock`): wait while too many heads wait to be sealed;
@@ -756,9 +801,12 @@ class Writer:
         self._poked = False
         self.sealing = True
         head = self.pending[0]
+        heads = [head]
+        if head.group is not None:
+            heads = list(itertools.takewhile(lambda h: h.group == head.group, self.pending))
         self.lock.release()
         try:
-            ok = self._attempt(head)
+            ok = self._attempt(heads)
         finally:
             self.lock.acquire()
             self.sealing = False
@@ -834,10 +882,12 @@ class Writer:
         """After close: the store kept failing for a fresh round of attempts (holds `lock`)."""
         return self.seal_error is not None and self.seal_attempts > self._attempts_at_close
 
-    def _attempt(self, head: Head) -> bool:
-        """One attempt to seal `head`; False if it failed (it stays pending)."""
+    def _attempt(self, heads: list[Head]) -> bool:
+        """One attempt to seal the oldest pending `heads` (one, or one bulk append's) by one
+        commit; False if it failed (they stay pending)."""
+        first, last = heads[0].start_offset, heads[-1].next_offset - 1
         try:
-            self._seal(head)
+            self._seal(heads)
         except FencedError as e:
             self._fenced(str(e))
             return True
@@ -848,8 +898,8 @@ class Writer:
                 attempts = self.seal_failures
                 if attempts > self.catalog.options.seal_retries:
                     error = StorageError(
-                        f"sealing stream {self.name!r} offsets {head.start_offset}.."
-                        f"{head.next_offset - 1} failed after {attempts} attempts: {e}"
+                        f"sealing stream {self.name!r} offsets {first}..{last} failed after "
+                        f"{attempts} attempts: {e}"
                     )
                     error.__cause__ = e
                     self.seal_error = error
@@ -857,8 +907,8 @@ class Writer:
             _log.warning(
                 "stream %r: sealing offsets %d..%d failed (attempt %d, retrying): %s",
                 self.name,
-                head.start_offset,
-                head.next_offset - 1,
+                first,
+                last,
                 attempts,
                 e,
             )
@@ -904,9 +954,47 @@ class Writer:
                 f"Log.orphaned_heads(); Log.reappend_orphaned() re-appends them to a branch): "
                 f"{where}"
             )
+            self._refresh_fast()
             self.cond.notify_all()
 
-    def _seal(self, head: Head) -> None:
+    def _seal(self, heads: list[Head]) -> None:
+        """Seal `heads` (the oldest pending ones) into one segment each and commit them by
+        one commit; several are encoded in parallel (Parquet encoding releases the GIL)."""
+        tables = [self._checked_table(head) for head in heads]
+        if len(tables) == 1:
+            segs = [self._write_segment(tables[0])]
+        else:
+            with ThreadPoolExecutor(min(len(tables), os.cpu_count() or 1)) as pool:
+                segs = list(pool.map(self._write_segment, tables))
+        actions: list[dict[str, Any]] = []
+        user = heads[0].user_schema
+        if not _same_schema(user, self.manifest.schema):
+            actions.append({"type": "evolve_schema", "schema": schema_to_json(user)})
+        actions.extend(seg.to_action() for seg in segs)
+        generation = self.manifest.generation + 1
+        try:
+            commit = self.commit_log.create(
+                generation, self.manifest.root, actions, self._identity()
+            )
+        except CommitConflictError:
+            commit = self._resolve_conflict(generation, segs)
+        with self.sync_lock, self.lock:
+            self.manifest = self.catalog.remember(self.name, commit)
+            for head in heads:
+                self.pending.popleft()
+                if self.spare is None and head.fd is not None and not self.closed:
+                    spare = self.heads_dir / spare_name(self.epoch, self._spares)
+                    self.spare = head.recycle(spare)
+                    self._spares += 1
+                else:
+                    head.discard_files()
+            self._refresh_fast()
+            self.cond.notify_all()
+        self.catalog.notify_changed(self.name)
+
+    def _checked_table(self, head: Head) -> pa.Table:
+        """The head's records as a table, after re-checking a recovered head's frames and that
+        the offsets are the head's, without a gap."""
         if head.recovered is not None:
             head.recovered.recheck()
         table = head.table()
@@ -917,28 +1005,7 @@ class Writer:
             != (head.start_offset, head.next_offset - 1)
         ):
             raise IntegrityError(f"head of stream {self.name!r} at {head.start_offset} is torn")
-        seg = self._write_segment(table)
-        actions: list[dict[str, Any]] = []
-        if not _same_schema(head.user_schema, self.manifest.schema):
-            actions.append({"type": "evolve_schema", "schema": schema_to_json(head.user_schema)})
-        actions.append(seg.to_action())
-        generation = self.manifest.generation + 1
-        try:
-            commit = self.commit_log.create(
-                generation, self.manifest.root, actions, self._identity()
-            )
-        except CommitConflictError:
-            commit = self._resolve_conflict(generation, seg)
-        with self.sync_lock, self.lock:
-            self.manifest = self.catalog.remember(self.name, commit)
-            self.pending.popleft()
-            if self.spare is None and head.fd is not None and not self.closed:
-                self.spare = head.recycle(self.heads_dir / spare_name(self.epoch, self._spares))
-                self._spares += 1
-            else:
-                head.discard_files()
-            self.cond.notify_all()
-        self.catalog.notify_changed(self.name)
+        return table
 
     def _write_segment(self, table: pa.Table) -> SegmentRef:
         """Encode a head table as a Parquet segment and store it; return its reference."""
@@ -949,12 +1016,11 @@ class Writer:
         self.catalog.put_segment(path, data)
         return SegmentRef(path=path, **meta)
 
-    def _resolve_conflict(self, generation: int, seg: SegmentRef) -> dict[str, Any]:
+    def _resolve_conflict(self, generation: int, segs: list[SegmentRef]) -> dict[str, Any]:
         """Our commit slot was taken: by ourselves (a retried request), or by a fencing writer."""
         existing = self.commit_log.read(generation, self.manifest.root)
-        if (
-            existing["writer"].get("id") == self.writer_id
-            and seg.to_action() in existing["actions"]
+        if existing["writer"].get("id") == self.writer_id and all(
+            seg.to_action() in existing["actions"] for seg in segs
         ):
             return existing
         if any(a.get("type") == "fence" for a in existing["actions"]):
@@ -984,6 +1050,7 @@ class Writer:
             if self.error is None:
                 self._roll()
             self.closed = True
+            self._refresh_fast()
             self._attempts_at_close = self.seal_attempts
             self._poke()
         self.sealer.join()
