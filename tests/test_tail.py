@@ -324,15 +324,25 @@ def test_a_read_that_races_a_seal_in_another_process_is_retried_not_served(
         w.append([{"i": i} for i in range(5, 10)])
         _, heads_after = catalog.live_state("s")  # only the head starting at 5
         assert heads_after and heads_after[0][0] == 5
-        real = catalog.live_state
-        calls = []
+        # The tail of a stream another process writes reads the heads folder, then the
+        # manifest, then chains them: make its first read see the old manifest and the new
+        # head (a state with a hole at 0..4).
+        real_manifest, real_chain = catalog.manifest, tail_module.chain
+        calls: list[int] = []
 
-        def racy(name: str) -> Any:
-            calls.append(name)
-            return (before, heads_after) if len(calls) == 1 else real(name)
+        def racy_manifest(name: str, *, refresh: bool = True) -> Any:
+            return before if not calls else real_manifest(name, refresh=refresh)
 
-        monkeypatch.setattr(catalog, "live_state", racy)
-        got = list(reader_log.stream("s").tail(0, timeout=0))
+        def racy_chain(readers: Any, next_offset: int, fenced: int, position: int) -> Any:
+            calls.append(next_offset)
+            if len(calls) == 1:
+                return heads_after
+            return real_chain(readers, next_offset, fenced, position)
+
+        tail = reader_log.stream("s").tail(0, timeout=0)
+        monkeypatch.setattr(catalog, "manifest", racy_manifest)
+        monkeypatch.setattr(tail_module, "chain", racy_chain)
+        got = list(tail)
         assert len(calls) >= 2
         assert _offsets(got) == list(range(10))
 

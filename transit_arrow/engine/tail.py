@@ -19,8 +19,10 @@ Waiting is never a busy poll:
   inotify) the watcher checks the stream's commit log every `poll_interval` seconds (default
   0.1 s), without waking tails unless the stream changed.
 
-Across processes a tail sees what `read()` would: records counted by a head's marker (durable)
-and committed segments. In the writer's own process it sees records once they are in the
+Across processes a tail sees what `read()` would: the verified frames of the head files and
+committed segments. It reads each head file incrementally (`segments.head_reader`): a wake-up
+reads and hashes only the frames written since the last one, so the cost of a new record does
+not grow with the head. In the writer's own process it sees records once they are in the
 in-memory head, like `read()`.
 """
 
@@ -44,7 +46,9 @@ import pyarrow as pa
 
 from ..errors import IntegrityError, InvalidInputError, LogClosedError, StorageError
 from ..layout import commits_folder, heads_dir, stream_folder
-from ..segments.head import HeadBatches
+from ..manifest import Manifest
+from ..segments.head import HeadBatches, fenced_epoch
+from ..segments.head_reader import HeadsReader, chain
 from .catalog import Catalog
 from .read import ReplayPlan
 
@@ -430,6 +434,9 @@ class _Follower:
         # Where the head holding `position` was last cut: (head start, batches skipped, the
         # offset after them), so a long head is not walked from its start on every read.
         self._cut = (-1, 0, 0)
+        # The heads another process writes, each read from where the last read stopped.
+        self._files = HeadsReader(heads_dir(catalog.local_dir, name))
+        self._fenced = (-1, 0)  # (generation, the epoch fenced as of it)
 
     def close(self) -> None:
         with self.catalog.changed:
@@ -499,10 +506,13 @@ class _Follower:
         if self.closed:
             raise _Stop
         try:
-            manifest, heads = self.catalog.live_state(self.name)
+            if self.catalog.has_writer(self.name):
+                manifest, heads = self.catalog.live_state(self.name)
+                heads = self._cut_heads(heads)
+            else:
+                manifest, heads = self._files_state()
         except LogClosedError:
             raise _Stop from None
-        heads = self._cut_heads(heads)
         end = manifest.next_offset
         if heads:
             start, _, batches = heads[-1]
@@ -510,6 +520,22 @@ class _Follower:
         if end <= self.position:
             return None
         return ReplayPlan.of(self.catalog, self.name, manifest, heads), end
+
+    def _files_state(self) -> tuple[Manifest, HeadBatches]:
+        """`Catalog.live_state` for a stream another process writes, reading only what its
+        head files gained since the last call, and only the batches from `position` on."""
+        catalog = self.catalog
+        catalog.check_open()
+        # Heads first, then the manifest: a head sealed meanwhile is either read here or (its
+        # file is removed only after its commit exists) in the manifest: no gap; one in both
+        # is dropped by `chain`, which starts at the manifest's end: no duplicate.
+        readers = self._files.refresh()
+        manifest = catalog.manifest(self.name, refresh=True)
+        if not readers:
+            return manifest, []
+        if self._fenced[0] != manifest.generation:
+            self._fenced = manifest.generation, fenced_epoch(catalog.commits(self.name))
+        return manifest, chain(readers, manifest.next_offset, self._fenced[1], self.position)
 
     def _cut_heads(self, heads: HeadBatches) -> HeadBatches:
         """The heads without the batches wholly before `position` (remembering the cut)."""
