@@ -20,6 +20,7 @@ import pytest
 
 import transit_arrow as ta
 from transit_arrow.engine import tail as tail_module
+from transit_arrow.engine.tail import Tail
 
 # Generous bounds: a tail that works answers in milliseconds; these only stop a broken one.
 LONG = 60.0
@@ -406,3 +407,32 @@ def test_a_tail_sees_commits_of_a_writer_elsewhere_on_a_remote_store(tmp_path: P
             w.flush()
             got = collector.result()
             assert _offsets(got) == list(range(6))
+
+
+def test_a_tail_yields_only_records_durable_at_the_level_it_asks(tmp_path: Path) -> None:
+    with ta.open(tmp_path / "log") as log:
+        s = log.create_stream("s")
+        s.append([{"i": i} for i in range(3)], durability="memory")
+
+        def offsets(durability: Any) -> list[int]:
+            return _offsets(list(Tail(log.catalog, "s", 0, timeout=0, durability=durability)))
+
+        assert offsets("memory") == [0, 1, 2]
+        assert offsets("local") == []
+        s.append({"i": 3}, durability="local")  # its sync writes the records before it too
+        s.append({"i": 4}, durability="memory")
+        assert offsets("local") == [0, 1, 2, 3]
+        assert offsets("tiered") == []
+        s.flush()
+        assert offsets("tiered") == [0, 1, 2, 3, 4]
+        assert offsets("local") == [0, 1, 2, 3, 4]  # committed is durable too
+        # A held-back tail yields the records once they are synced.
+        s.append({"i": 5}, durability="memory")
+        collector_tail = Tail(log.catalog, "s", 5, timeout=LONG, durability="local")
+        got: list[pa.RecordBatch] = []
+        thread = threading.Thread(target=lambda: got.append(next(collector_tail)))
+        thread.start()
+        s.append({"i": 6}, durability="local")
+        thread.join(LONG)
+        collector_tail.close()
+        assert _offsets(got)[0] == 5
