@@ -61,8 +61,10 @@ _log = logging.getLogger("transit_arrow")
 DEFAULT_POLL_INTERVAL = 0.1
 
 # A tail held back by its durability (records appended in this process, not yet durable at the
-# level asked) looks again this often: the writer notifies appends and commits, not syncs.
+# level asked) looks again after this long, doubling up to the maximum while nothing new comes:
+# the writer notifies appends and commits, not syncs.
 _DURABLE_POLL = 0.002
+_DURABLE_POLL_MAX = 0.1
 
 # A read that raced a seal in another process (a head removed between listing and reading it,
 # or a manifest older than the heads) is retried this many times before waiting for a change.
@@ -466,6 +468,7 @@ class _Follower:
         sub = _HUB.subscribe(self._subscription())
         try:
             idle_since = time.monotonic()
+            hold = _DURABLE_POLL
             while True:
                 seen = self.catalog.version(self.name)
                 got = False
@@ -477,6 +480,7 @@ class _Follower:
                     return
                 if got:
                     idle_since = time.monotonic()
+                    hold = _DURABLE_POLL
                     if self.catalog.version(self.name) != seen:
                         continue  # changed while we read: read again at once
                 remaining = None
@@ -485,7 +489,8 @@ class _Follower:
                     if remaining <= 0:
                         return
                 if self.held_back:
-                    remaining = min(remaining or _DURABLE_POLL, _DURABLE_POLL)
+                    remaining = hold if remaining is None else min(remaining, hold)
+                    hold = min(2 * hold, _DURABLE_POLL_MAX)
                 if not self._wait(seen, remaining):
                     return
         finally:
