@@ -20,6 +20,7 @@ import pytest
 
 import transit_arrow as ta
 from transit_arrow.engine import tail as tail_module
+from transit_arrow.engine.tail import Tail
 
 # Generous bounds: a tail that works answers in milliseconds; these only stop a broken one.
 LONG = 60.0
@@ -324,15 +325,25 @@ def test_a_read_that_races_a_seal_in_another_process_is_retried_not_served(
         w.append([{"i": i} for i in range(5, 10)])
         _, heads_after = catalog.live_state("s")  # only the head starting at 5
         assert heads_after and heads_after[0][0] == 5
-        real = catalog.live_state
-        calls = []
+        # The tail of a stream another process writes reads the heads folder, then the
+        # manifest, then chains them: make its first read see the old manifest and the new
+        # head (a state with a hole at 0..4).
+        real_manifest, real_chain = catalog.manifest, tail_module.chain
+        calls: list[int] = []
 
-        def racy(name: str) -> Any:
-            calls.append(name)
-            return (before, heads_after) if len(calls) == 1 else real(name)
+        def racy_manifest(name: str, *, refresh: bool = True) -> Any:
+            return before if not calls else real_manifest(name, refresh=refresh)
 
-        monkeypatch.setattr(catalog, "live_state", racy)
-        got = list(reader_log.stream("s").tail(0, timeout=0))
+        def racy_chain(readers: Any, next_offset: int, fenced: int, position: int) -> Any:
+            calls.append(next_offset)
+            if len(calls) == 1:
+                return heads_after
+            return real_chain(readers, next_offset, fenced, position)
+
+        tail = reader_log.stream("s").tail(0, timeout=0)
+        monkeypatch.setattr(catalog, "manifest", racy_manifest)
+        monkeypatch.setattr(tail_module, "chain", racy_chain)
+        got = list(tail)
         assert len(calls) >= 2
         assert _offsets(got) == list(range(10))
 
@@ -396,3 +407,32 @@ def test_a_tail_sees_commits_of_a_writer_elsewhere_on_a_remote_store(tmp_path: P
             w.flush()
             got = collector.result()
             assert _offsets(got) == list(range(6))
+
+
+def test_a_tail_yields_only_records_durable_at_the_level_it_asks(tmp_path: Path) -> None:
+    with ta.open(tmp_path / "log") as log:
+        s = log.create_stream("s")
+        s.append([{"i": i} for i in range(3)], durability="memory")
+
+        def offsets(durability: Any) -> list[int]:
+            return _offsets(list(Tail(log.catalog, "s", 0, timeout=0, durability=durability)))
+
+        assert offsets("memory") == [0, 1, 2]
+        assert offsets("local") == []
+        s.append({"i": 3}, durability="local")  # its sync writes the records before it too
+        s.append({"i": 4}, durability="memory")
+        assert offsets("local") == [0, 1, 2, 3]
+        assert offsets("tiered") == []
+        s.flush()
+        assert offsets("tiered") == [0, 1, 2, 3, 4]
+        assert offsets("local") == [0, 1, 2, 3, 4]  # committed is durable too
+        # A held-back tail yields the records once they are synced.
+        s.append({"i": 5}, durability="memory")
+        collector_tail = Tail(log.catalog, "s", 5, timeout=LONG, durability="local")
+        got: list[pa.RecordBatch] = []
+        thread = threading.Thread(target=lambda: got.append(next(collector_tail)))
+        thread.start()
+        s.append({"i": 6}, durability="local")
+        thread.join(LONG)
+        collector_tail.close()
+        assert _offsets(got)[0] == 5

@@ -77,3 +77,22 @@ def test_follow_ticket_for_a_plain_flight_client(server: ServerProcess, remote: 
     assert metadata[-1] == {"next": 3, "end": "timeout"} and chunks[-1].data.num_rows == 0
     assert metadata[0]["next"] == 3
     assert chunks[0].data.column("_offset").to_pylist() == [1, 2]
+
+
+def test_a_follower_sees_only_records_durable_at_the_level_it_asks(remote: RemoteLog) -> None:
+    """The server's log acknowledges `local` by default: a default follower never sees a
+    record before it is synced (a crash could take it back); `memory` sees it at once."""
+    stream = remote.create_stream("live-durable")
+    stream.append([{"k": 0}, {"k": 1}], durability="memory")
+
+    def offsets(**kwargs: object) -> list[int]:
+        batches = list(stream.tail(0, timeout=0.3, **kwargs))  # type: ignore[arg-type]
+        return [o for b in batches for o in b.column("_offset").to_pylist()]
+
+    assert offsets() == []
+    assert offsets(durability="memory") == [0, 1]
+    stream.append({"k": 2})  # `local`: its sync writes the records before it too
+    assert offsets() == [0, 1, 2]
+    assert offsets(durability="tiered") == []
+    stream.flush()
+    assert offsets(durability="tiered") == [0, 1, 2]

@@ -647,17 +647,21 @@ class RemoteStream(_RemoteReadable):
         timeout: float | None = None,
         end: int | None = None,
         columns: list[str] | None = None,
+        durability: Durability | None = None,
     ) -> RemoteTail:
         """Record batches from offset `start` (default 0) on, as they are appended.
 
         Ends after `timeout` seconds without a new record (None: never), at `end` (an
         offset, exclusive), or on `close()`. The returned `RemoteTail`'s `position` is the
-        offset to resume from, after an error too.
+        offset to resume from, after an error too. Records are sent once they reached
+        `durability` (default: the server's append default; `memory` shows records
+        appended with `durability="memory"` at once, before they are synced).
 
         Raises (while iterating):
             UnavailableError: the server went away (resume with `tail(tail.position)`).
         """
-        return RemoteTail(self._channel, self.name, start or 0, timeout, end, columns)
+        request = (timeout, end, columns, durability)
+        return RemoteTail(self._channel, self.name, start or 0, request)
 
     def flush(self) -> int:
         """Seal the head into a segment and wait until it is committed; returns the generation."""
@@ -735,14 +739,12 @@ class RemoteTail:
         channel: _Channel,
         name: str,
         start: int,
-        timeout: float | None,
-        end: int | None,
-        columns: list[str] | None,
+        request: tuple[float | None, int | None, list[str] | None, Durability | None],
     ) -> None:
         self.name = name
         self.position = start
         self._channel = channel
-        self._request = (timeout, end, columns)
+        self._request = request  # timeout, end, columns, durability
         self._reader: flight.FlightStreamReader | None = None
         self._closed = False
         self._batches = self._run()
@@ -770,12 +772,12 @@ class RemoteTail:
             reader.cancel()
 
     def _run(self) -> Iterator[pa.RecordBatch]:
-        timeout, end, columns = self._request
+        timeout, end, columns, durability = self._request
         restarts = 0
         while not self._closed:
             ticket = ReadTicket(
                 stream=self.name, start=self.position, end=end, columns=columns, follow=True,
-                timeout=timeout,
+                timeout=timeout, durability=durability,
             )  # fmt: skip
             self._reader = self._channel.get(ticket, live=True)
             ended = None
@@ -845,7 +847,7 @@ class RemoteCursor:
     def tail(self, *, timeout: float | None = None) -> RemoteTail:
         """The stream's records from `position` on, as they are appended (see `Stream.tail`).
         Commit `tail.position` once they are processed."""
-        return RemoteTail(self._channel, self.stream, self.position, timeout, None, None)
+        return RemoteTail(self._channel, self.stream, self.position, (timeout, None, None, None))
 
     def commit(self, offset: int) -> int:
         """Record that every record before `offset` is processed; return the new generation.

@@ -383,6 +383,9 @@ class ReadTicket:
             each batch with app metadata `{"next": offset}`, and a last empty batch with
             `{"next": offset, "end": reason}` (`timeout`, `end`, `schema` or `shutdown`).
         timeout: for `follow`, end after this many seconds without a new record.
+        durability: for `follow`, the level a record must have reached before it is sent
+            (`memory`, `local`, `tiered`; default: the server's append default, so a follower
+            sees only what appenders are acknowledged for).
     """
 
     stream: str
@@ -394,11 +397,13 @@ class ReadTicket:
     as_of: str | None = None
     follow: bool = False
     timeout: float | None = None
+    durability: Durability | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ticket's JSON object (null fields left out)."""
         out: dict[str, Any] = {"stream": self.stream}
-        for key in ("start", "end", "columns", "generation", "checkpoint", "as_of", "timeout"):
+        keys = ("start", "end", "columns", "generation", "checkpoint", "as_of", "timeout")
+        for key in (*keys, "durability"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -423,14 +428,16 @@ class ReadTicket:
             as_of=body.opt_str("as_of"),
             follow=body.bool("follow"),
             timeout=body.opt_number("timeout"),
+            durability=body.opt_durability("durability"),
         )
         pinned = [k for k in ("generation", "checkpoint", "as_of") if body.data.get(k) is not None]
         if len(pinned) > 1:
             raise InvalidInputError(f"{body.what}: give at most one of {pinned}")
         if ticket.follow and pinned:
             raise InvalidInputError(f"{body.what}: 'follow' reads the live stream, not {pinned[0]}")
-        if ticket.timeout is not None and not ticket.follow:
-            raise InvalidInputError(f"{body.what}: 'timeout' needs 'follow'")
+        for key in ("timeout", "durability"):
+            if getattr(ticket, key) is not None and not ticket.follow:
+                raise InvalidInputError(f"{body.what}: {key!r} needs 'follow'")
         return ticket
 
     @classmethod

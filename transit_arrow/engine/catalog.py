@@ -97,6 +97,10 @@ class LiveWriter(Protocol):
     def snapshot(self) -> tuple[Manifest, HeadBatches]:
         """The committed manifest and the unsealed heads after it, consistently."""
 
+    @property
+    def durable_next(self) -> int:
+        """Every record below this offset is durable in the local head files."""
+
     def flush(self) -> Manifest:
         """Seal and commit everything appended so far."""
 

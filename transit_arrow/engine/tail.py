@@ -19,8 +19,10 @@ Waiting is never a busy poll:
   inotify) the watcher checks the stream's commit log every `poll_interval` seconds (default
   0.1 s), without waking tails unless the stream changed.
 
-Across processes a tail sees what `read()` would: records counted by a head's marker (durable)
-and committed segments. In the writer's own process it sees records once they are in the
+Across processes a tail sees what `read()` would: the verified frames of the head files and
+committed segments. It reads each head file incrementally (`segments.head_reader`): a wake-up
+reads and hashes only the frames written since the last one, so the cost of a new record does
+not grow with the head. In the writer's own process it sees records once they are in the
 in-memory head, like `read()`.
 """
 
@@ -44,7 +46,10 @@ import pyarrow as pa
 
 from ..errors import IntegrityError, InvalidInputError, LogClosedError, StorageError
 from ..layout import commits_folder, heads_dir, stream_folder
-from ..segments.head import HeadBatches
+from ..manifest import Manifest
+from ..segments.head import HeadBatches, fenced_epoch
+from ..segments.head_reader import HeadsReader, chain
+from ..typing import Durability
 from .catalog import Catalog
 from .read import ReplayPlan
 
@@ -54,6 +59,12 @@ _log = logging.getLogger("transit_arrow")
 
 #: Seconds between checks of a stream's commit log where no inotify watch can see it.
 DEFAULT_POLL_INTERVAL = 0.1
+
+# A tail held back by its durability (records appended in this process, not yet durable at the
+# level asked) looks again after this long, doubling up to the maximum while nothing new comes:
+# the writer notifies appends and commits, not syncs.
+_DURABLE_POLL = 0.002
+_DURABLE_POLL_MAX = 0.1
 
 # A read that raced a seal in another process (a head removed between listing and reading it,
 # or a manifest older than the heads) is retried this many times before waiting for a change.
@@ -353,7 +364,15 @@ class Tail:
     """An iterator of a stream's record batches from an offset on, as they are appended.
 
     Get one from `Stream.tail` (or `Cursor.tail`). Batches have the stream's read schema as of
-    when they were read (a column added later appears in later batches). Iteration ends after
+    when they were read (a column added later appears in later batches).
+
+    `durability` is the level a record must have reached before the tail yields it:
+    `memory` (the default) yields what this process's writer holds as soon as it is appended,
+    like `read()`; `local` only records synced to the head files (or committed), `tiered`
+    only committed ones. A tail that serves other machines (the Flight server) asks for the
+    level its appenders are acknowledged at, so it never shows a record that a crash could
+    take back. Records another process writes are seen once written to its head files
+    (`memory` and `local`) or committed (`tiered`). Iteration ends after
     `timeout` seconds without a new record (never when `timeout` is None), when the tail is
     closed (`close()`, from any thread, or leaving a `with` block) or when its log is closed.
     A tail dropped without closing releases its watch when it is garbage collected.
@@ -367,10 +386,11 @@ class Tail:
         *,
         timeout: float | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        durability: Durability = "memory",
     ) -> None:
         # The generator references the follower, never this object: dropping the last
         # reference to a tail frees it at once (no cycle), which releases its watch.
-        self._follower = _Follower(catalog, name, start, timeout, poll_interval)
+        self._follower = _Follower(catalog, name, start, timeout, poll_interval, durability)
         self._runner: Generator[pa.RecordBatch, None, None] = self._follower.run()
 
     @property
@@ -420,16 +440,22 @@ class _Follower:
         start: int,
         timeout: float | None,
         poll_interval: float,
+        durability: Durability,
     ) -> None:
         self.catalog = catalog
         self.name = name
         self.position = start
         self.timeout = timeout
         self.poll_interval = poll_interval
+        self.durability = durability
+        self.held_back = False  # the last read stopped at the durable end, short of the end
         self.closed = False
         # Where the head holding `position` was last cut: (head start, batches skipped, the
         # offset after them), so a long head is not walked from its start on every read.
         self._cut = (-1, 0, 0)
+        # The heads another process writes, each read from where the last read stopped.
+        self._files = HeadsReader(heads_dir(catalog.local_dir, name))
+        self._fenced = (-1, 0)  # (generation, the epoch fenced as of it)
 
     def close(self) -> None:
         with self.catalog.changed:
@@ -442,6 +468,7 @@ class _Follower:
         sub = _HUB.subscribe(self._subscription())
         try:
             idle_since = time.monotonic()
+            hold = _DURABLE_POLL
             while True:
                 seen = self.catalog.version(self.name)
                 got = False
@@ -453,6 +480,7 @@ class _Follower:
                     return
                 if got:
                     idle_since = time.monotonic()
+                    hold = _DURABLE_POLL
                     if self.catalog.version(self.name) != seen:
                         continue  # changed while we read: read again at once
                 remaining = None
@@ -460,6 +488,9 @@ class _Follower:
                     remaining = idle_since + self.timeout - time.monotonic()
                     if remaining <= 0:
                         return
+                if self.held_back:
+                    remaining = hold if remaining is None else min(remaining, hold)
+                    hold = min(2 * hold, _DURABLE_POLL_MAX)
                 if not self._wait(seen, remaining):
                     return
         finally:
@@ -498,18 +529,47 @@ class _Follower:
         """A plan of the records from `position` on and the offset after them (None: none)."""
         if self.closed:
             raise _Stop
+        durable: int | None = None  # the end of what may be yielded (None: all of it)
         try:
-            manifest, heads = self.catalog.live_state(self.name)
+            writer = self.catalog.writers.get(self.name)
+            if writer is not None:
+                if self.durability == "local":
+                    durable = writer.durable_next  # read first: it only grows
+                manifest, heads = self.catalog.live_state(self.name)
+                heads = self._cut_heads(heads)
+            else:
+                manifest, heads = self._files_state()
         except LogClosedError:
             raise _Stop from None
-        heads = self._cut_heads(heads)
+        if self.durability == "tiered":
+            durable, heads = manifest.next_offset, []
         end = manifest.next_offset
         if heads:
             start, _, batches = heads[-1]
             end = start + sum(b.num_rows for b in batches)  # only batches after the cut
+        self.held_back = durable is not None and end > max(durable, manifest.next_offset)
+        if self.held_back:
+            assert durable is not None
+            end = max(durable, manifest.next_offset)
         if end <= self.position:
             return None
         return ReplayPlan.of(self.catalog, self.name, manifest, heads), end
+
+    def _files_state(self) -> tuple[Manifest, HeadBatches]:
+        """`Catalog.live_state` for a stream another process writes, reading only what its
+        head files gained since the last call, and only the batches from `position` on."""
+        catalog = self.catalog
+        catalog.check_open()
+        # Heads first, then the manifest: a head sealed meanwhile is either read here or (its
+        # file is removed only after its commit exists) in the manifest: no gap; one in both
+        # is dropped by `chain`, which starts at the manifest's end: no duplicate.
+        readers = self._files.refresh()
+        manifest = catalog.manifest(self.name, refresh=True)
+        if not readers:
+            return manifest, []
+        if self._fenced[0] != manifest.generation:
+            self._fenced = manifest.generation, fenced_epoch(catalog.commits(self.name))
+        return manifest, chain(readers, manifest.next_offset, self._fenced[1], self.position)
 
     def _cut_heads(self, heads: HeadBatches) -> HeadBatches:
         """The heads without the batches wholly before `position` (remembering the cut)."""
@@ -546,7 +606,7 @@ class _Follower:
             if state is None:
                 return
             plan, end = state
-            _, batches = plan.batches(self.position, None, None)
+            _, batches = plan.batches(self.position, end, None)
             for batch in batches:
                 n = batch.num_rows
                 if not n:

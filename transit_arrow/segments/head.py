@@ -1052,3 +1052,36 @@ def update_set_aside(path: Path, changes: dict[str, Any]) -> None:
     except (FileNotFoundError, ValueError):
         info = {}
     write_file_atomic(sidecar, canonical({**info, **changes}))
+
+
+# --- for readers that follow a head file as it grows (`segments.head_reader`) -----------------
+
+__all__ += ["FRAME_MARKER", "frame_digest", "frame_trailer", "head_header"]
+
+#: The bytes every frame trailer's value starts with.
+FRAME_MARKER = _MARKER
+
+
+def frame_trailer(message: pa.ipc.Message) -> tuple[int, int, str, int] | bool:
+    """A frame trailer's value: (first byte of the frame's data, its length, its BLAKE3-64,
+    the trailer's own length); False for a data message; True for a trailer that does not
+    read."""
+    return _frame_value(message)
+
+
+def frame_digest(data: Any) -> str:
+    """The BLAKE3-64 (hex) a trailer records for a frame's data bytes."""
+    return _digest([data])
+
+
+def head_header(schema: pa.Schema) -> tuple[pa.Schema, dict[str, Any]]:
+    """The user schema and the head info (`start_offset`, `generation`, `epoch`) of the schema
+    message a head file starts with.
+
+    Raises:
+        KeyError, ValueError: it is not a head's schema.
+    """
+    info = json.loads((schema.metadata or {})[_HEAD_KEY])
+    if not isinstance(info, dict):
+        raise ValueError("the head info is not an object")
+    return _user_of(schema), info

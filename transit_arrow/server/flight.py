@@ -60,6 +60,7 @@ from ..client.protocol import (
     stream_of_path,
     table_to_bytes,
 )
+from ..engine.tail import Tail
 from ..errors import (
     AlreadyExistsError,
     CommitConflictError,
@@ -71,6 +72,7 @@ from ..integrity import Checkpoint
 from ..log import Log
 from ..query import QueryError
 from ..stream import Ack, Stream
+from ..typing import Durability
 from ..view import StreamView
 
 __all__ = ["TransitFlightServer"]
@@ -210,7 +212,9 @@ class _Inbox:
             self._room.wait(_DRAIN_POLL)
         if self.stopped:
             return False
-        size = batch.nbytes
+        # Not `nbytes`, which walks every buffer's referenced range (tens of microseconds a
+        # batch): a received batch owns its buffers, so their sizes are what it holds.
+        size = batch.get_total_buffer_size()
         self._put_bytes += size
         self._queue.put((batch, size))
         return True
@@ -304,7 +308,10 @@ class _Upload:
             self.writer.write(pa.py_buffer(json_bytes(message)))
 
     def _append(self, batches: list[pa.RecordBatch]) -> None:
-        table = pa.Table.from_batches(batches)  # the engine makes each column contiguous
+        # One copy into contiguous columns, in one call that releases the GIL (the engine
+        # would otherwise combine each column of a many-chunk table itself).
+        batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)  # type: ignore[attr-defined]
+        table = pa.Table.from_batches([batch])
         data: Any = table
         if self.command.input == "rows":
             rows = table.to_pylist()
@@ -664,7 +671,9 @@ class TransitFlightServer(flight.FlightServerBase):
         reason = "end"
         if end is None or position < end:
             reason = "timeout"
-            for batch in _tail(stream, position, read_columns, request.timeout, stop):
+            durability = request.durability or self.log.catalog.options.durability
+            tail = _tail(stream, position, read_columns, (request.timeout, durability), stop)
+            for batch in tail:
                 if stop():
                     break
                 first = batch.column("_offset")[0].as_py()  # offsets are dense in a replay
@@ -917,19 +926,26 @@ def _tail(
     stream: Stream,
     start: int,
     columns: list[str] | None,
-    idle_timeout: float | None,
+    limits: tuple[float | None, Durability],
     stop: Callable[[], bool],
 ) -> Iterator[pa.RecordBatch]:
-    """`stream.tail(start)`, in slices of at most `_TAIL_SLICE` seconds without a record, so
-    that `stop()` (a cancelled call, a shutdown) is checked at least that often; it ends
-    after `idle_timeout` seconds without a new record, or when the log closes."""
+    """`stream.tail(start)` of the records that reached `durability`, in slices of at most
+    `_TAIL_SLICE` seconds without a record, so that `stop()` (a cancelled call, a shutdown)
+    is checked at least that often; it ends after `idle_timeout` seconds without a new
+    record, or when the log closes."""
+    idle_timeout, durability = limits
     position, idle_since = start, time.monotonic()
     while not stop():
         left = None if idle_timeout is None else idle_since + idle_timeout - time.monotonic()
         if left is not None and left <= 0:
             return
-        with stream.tail(
-            position, timeout=_TAIL_SLICE if left is None else min(left, _TAIL_SLICE)
+        stream.check_open()
+        with Tail(
+            stream.catalog,
+            stream.name,
+            position,
+            timeout=_TAIL_SLICE if left is None else min(left, _TAIL_SLICE),
+            durability=durability,
         ) as tail:
             for batch in tail:
                 yield batch if columns is None else batch.select(columns)
