@@ -602,7 +602,9 @@ class AutoCompactor:
     def _loop(self) -> None:
         seen = -1
         while not self._stop.is_set():
-            version = self.catalog.wait_changed(self.name, seen, self.interval)
+            version = self.catalog.wait_changed(
+                self.name, seen, self.interval, stop=self._stop.is_set
+            )
             if self._stop.is_set() or self.catalog.closed:
                 return
             if version == seen:
@@ -624,8 +626,7 @@ class AutoCompactor:
     def stop(self) -> None:
         """Stop compacting (waits for a compaction in progress to finish)."""
         self._stop.set()
-        with self.catalog.changed:
-            self.catalog.changed.notify_all()
+        self.catalog.wake_all()
         if self._thread is not threading.current_thread():
             self._thread.join()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import itertools
 import json
 import os
 import tempfile
@@ -164,6 +165,11 @@ class Catalog:
         #: Notified whenever this process appends to or commits a stream (see `wait_changed`).
         self.changed = threading.Condition()
         self._versions: dict[str, int] = {}
+        # Change counters come from one sequence, so a change always gives a new value even
+        # when two threads change one stream at once (no lock on the append path).
+        self._sequence = itertools.count(1)
+        # How many threads wait in `wait_changed`: with none, a change takes no lock.
+        self._waiting = 0
         self.closed = False
         self._close_hooks: list[Callable[[], None]] = []
 
@@ -589,23 +595,50 @@ class Catalog:
         return writer.flush()
 
     def notify_changed(self, name: str) -> None:
-        """Wake whoever waits for `name` to change (this process appended or committed)."""
+        """Wake whoever waits for `name` to change (this process appended or committed).
+
+        Costs one dictionary store when nobody waits (the per-record append path calls it).
+        The store happens before the waiter count is read, and a waiter counts itself before
+        it reads the counter, so a change is never missed.
+        """
+        self._versions[name] = next(self._sequence)
+        if self._waiting:
+            with self.changed:
+                self.changed.notify_all()
+
+    def wake_all(self) -> None:
+        """Wake every `wait_changed` so that it re-checks its `stop` condition."""
         with self.changed:
-            self._versions[name] = self._versions.get(name, 0) + 1
             self.changed.notify_all()
 
     def version(self, name: str) -> int:
-        """A counter of this process's changes to `name` (for `wait_changed`)."""
-        with self.changed:
-            return self._versions.get(name, 0)
+        """A token of this process's changes to `name`: it differs after each change (for
+        `wait_changed`; compare with `!=` only)."""
+        return self._versions.get(name, 0)
 
-    def wait_changed(self, name: str, seen: int, timeout: float | None) -> int:
-        """Block until `name`'s change counter differs from `seen` (or `timeout` seconds, or
-        the catalog closes); return the counter."""
+    def wait_changed(
+        self,
+        name: str,
+        seen: int,
+        timeout: float | None,
+        stop: Callable[[], bool] | None = None,
+    ) -> int:
+        """Block until `name`'s change token differs from `seen`, `stop()` is true (checked
+        when woken, e.g. by `wake_all`), `timeout` seconds pass or the catalog closes; return
+        the token."""
         with self.changed:
-            self.changed.wait_for(
-                lambda: self._versions.get(name, 0) != seen or self.closed, timeout
-            )
+            self._waiting += 1
+            try:
+                self.changed.wait_for(
+                    lambda: (
+                        self._versions.get(name, 0) != seen
+                        or self.closed
+                        or (stop is not None and stop())
+                    ),
+                    timeout,
+                )
+            finally:
+                self._waiting -= 1
             return self._versions.get(name, 0)
 
     def has_writer(self, name: str) -> bool:

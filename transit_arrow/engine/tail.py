@@ -458,9 +458,8 @@ class _Follower:
         self._fenced = (-1, 0)  # (generation, the epoch fenced as of it)
 
     def close(self) -> None:
-        with self.catalog.changed:
-            self.closed = True
-            self.catalog.changed.notify_all()
+        self.closed = True
+        self.catalog.wake_all()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -499,12 +498,8 @@ class _Follower:
     def _wait(self, seen: int, timeout: float | None) -> bool:
         """Wait for a change of the stream; False when the tail or its log was closed."""
         catalog = self.catalog
-        with catalog.changed:
-            catalog.changed.wait_for(
-                lambda: self.closed or catalog.closed or catalog.version(self.name) != seen,
-                timeout,
-            )
-            return not (self.closed or catalog.closed)
+        catalog.wait_changed(self.name, seen, timeout, stop=lambda: self.closed)
+        return not (self.closed or catalog.closed)
 
     def _subscription(self) -> _Subscription:
         catalog, name = self.catalog, self.name

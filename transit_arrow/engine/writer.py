@@ -720,6 +720,8 @@ class Writer:
                 self.durable_next = max(self.durable_next, upto)
                 self.last_group, self.group = self.group, 1
                 self.sync_cond.notify_all()
+        # Tails that wait for `local` durability see the newly durable records at once.
+        self.catalog.notify_changed(self.name)
 
     def _collect(self) -> None:
         """The leader's short wait for the appenders of the previous group (holds
