@@ -34,7 +34,7 @@ import duckdb
 import pyarrow as pa
 
 from ..cursors import cursors_table
-from ..engine.catalog import Catalog
+from ..engine.catalog import Catalog, bulk
 from ..engine.read import ReplayPlan, plan_at
 from ..engine.replay import own_start
 from ..errors import IntegrityError, InvalidInputError, StorageError, TransitError
@@ -446,7 +446,7 @@ def connect(
         QueryError: DuckDB could not build a view.
         InvalidInputError: `at` is not a time.
     """
-    with _LOCK, _duckdb_errors():
+    with _LOCK, _duckdb_errors(), bulk():
         if con is None:
             con = _new_connection()
         _sync(con, catalog, at)
@@ -604,7 +604,8 @@ def sql(catalog: Catalog, query: str, /, **params: Any) -> duckdb.DuckDBPyRelati
     con = _session(catalog)
     words = _referenced(query)
     with _LOCK, _duckdb_errors():
-        broken = _sync(con, catalog, None, failing_views=False, words=words)
+        with bulk():
+            broken = _sync(con, catalog, None, failing_views=False, words=words)
         _time_travel_references(con, catalog, query)
         try:
             return con.sql(query, params=params or None)
