@@ -49,7 +49,7 @@ from ..layout import (
     tombstone_path,
 )
 from ..manifest import (
-    SNAPSHOT_INTERVAL,
+    SMALL_SNAPSHOT_INTERVAL,
     Manifest,
     SegmentRef,
     Snapshot,
@@ -57,6 +57,7 @@ from ..manifest import (
     decode_snapshot,
     encode_snapshot,
     segment_paths_added,
+    snapshot_due,
 )
 from ..names import decode_stream_name
 from ..segments import verified
@@ -294,7 +295,7 @@ class Catalog:
             manifest = Manifest.initial(commit) if last is None else last.apply(commit)
             history.append(manifest)
             self._commit_cache.setdefault(name, []).append(commit)
-            if g and g % SNAPSHOT_INTERVAL == 0:
+            if snapshot_due(manifest):
                 self._write_snapshot(name, manifest, commit["prev_root"])
             return manifest
 
@@ -338,7 +339,7 @@ class Catalog:
             return False
         self._history[name] = [Manifest.initial(first)]
         self._commit_cache[name] = [first]
-        if self.store.exists(log.path(1)) and self.store.exists(log.path(SNAPSHOT_INTERVAL)):
+        if self.store.exists(log.path(1)) and self.store.exists(log.path(SMALL_SNAPSHOT_INTERVAL)):
             self._open_snapshot(name, log, first)
         self._advance(name, log)
         return True
