@@ -79,7 +79,8 @@ _SESSIONS: weakref.WeakKeyDictionary[Catalog, duckdb.DuckDBPyConnection] = (
 _QUOTED = re.compile(r'"((?:[^"]|"")+)"')
 _GENERATION = re.compile(r"g(\d+)")
 _MISSING = re.compile(r"Table with name (.+?) does not exist")
-_WORDS = re.compile(r'"((?:[^"]|"")*)"|\'((?:[^\']|\'\')*)\'|([^\W\d][\w$#]*)')
+_BARE = re.compile(r"[^\W\d][\w$#]*")
+_QUOTES = re.compile(r'"((?:[^"]|"")*)"|\'((?:[^\']|\'\')*)\'')
 _CATALOG_WORDS = frozenset(
     {"show", "pragma", "information_schema", "pg_catalog", "sqlite_master", "sqlite_schema"}
 )
@@ -194,13 +195,15 @@ def _reconcile(con: duckdb.DuckDBPyConnection) -> None:
 
 def _referenced(query: str) -> set[str] | None:
     """Every name `query` may read, lowercased: its identifiers, quoted identifiers and string
-    literals (more than it reads, never less, views of views aside). None when it lists the
-    catalog (`SHOW TABLES`, `duckdb_views()`, `information_schema`, ...): then it must see
-    every view."""
-    words = set()
-    for quoted, text, bare in _WORDS.findall(query):
-        word = quoted.replace('""', '"') if quoted else text.replace("''", "'") if text else bare
-        words.add(word.lower())
+    literals, and every word and every run between two quotes anywhere (a quote in a comment
+    cannot hide a name): more than it reads, never less, views of views aside. None when it
+    lists the catalog (`SHOW TABLES`, `duckdb_views()`, `information_schema`, ...): then it
+    must see every view."""
+    words = {w.lower() for w in _BARE.findall(query)}
+    for quoted, text in _QUOTES.findall(query):
+        words.add((quoted.replace('""', '"') or text.replace("''", "'")).lower())
+    for quote in "\"'":
+        words.update(part.lower() for part in query.split(quote)[1::2])
     if words & _CATALOG_WORDS or any(w.startswith("duckdb_") for w in words):
         return None
     return words
