@@ -4,6 +4,7 @@ bound to the root of the commit it folds; a damaged one is never used and `verif
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,17 @@ import pytest
 import transit_arrow as ta
 from transit_arrow.commit import CommitLog, writer_identity
 from transit_arrow.engine.catalog import Catalog
-from transit_arrow.manifest import SNAPSHOT_INTERVAL, Snapshot, decode_snapshot, encode_snapshot
+from transit_arrow.manifest import (
+    SMALL_SNAPSHOT_INTERVAL,
+    SMALL_SNAPSHOT_SEGMENTS,
+    SNAPSHOT_INTERVAL,
+    Manifest,
+    SegmentRef,
+    Snapshot,
+    decode_snapshot,
+    encode_snapshot,
+    snapshot_due,
+)
 from transit_arrow.storage.local import LocalStore
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -65,10 +76,22 @@ def long_log(tmp_path: Path) -> Path:
 
 
 def test_a_writer_records_a_snapshot_every_interval(long_log: Path) -> None:
-    assert _snapshots(long_log) == [
-        f"{SNAPSHOT_INTERVAL:020d}.parquet",
-        f"{2 * SNAPSHOT_INTERVAL:020d}.parquet",
-    ]
+    # A small manifest: every SMALL_SNAPSHOT_INTERVAL generations, through the latest (296).
+    latest = 2 * SNAPSHOT_INTERVAL + 40
+    step = SMALL_SNAPSHOT_INTERVAL
+    assert _snapshots(long_log) == [f"{g:020d}.parquet" for g in range(step, latest + 1, step)]
+
+
+def test_a_large_manifest_gets_a_snapshot_every_long_interval_only() -> None:
+    commit = {"stream": "s", "root": "r", "time": "t", "actions": [{"type": "create"}]}
+    small = Manifest.initial(commit)
+    seg = SegmentRef("p", 0, 0, 1, 1, "b", 0, 0)
+    large = replace(small, segments=(seg,) * (SMALL_SNAPSHOT_SEGMENTS + 1))
+    for manifest, due in ((small, True), (large, False)):
+        assert snapshot_due(replace(manifest, generation=SMALL_SNAPSHOT_INTERVAL)) is due
+        assert snapshot_due(replace(manifest, generation=SNAPSHOT_INTERVAL))
+        assert not snapshot_due(replace(manifest, generation=SMALL_SNAPSHOT_INTERVAL + 1))
+        assert not snapshot_due(manifest)
 
 
 def test_opening_reads_o1_commit_files_and_reads_the_same(long_log: Path) -> None:

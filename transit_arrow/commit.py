@@ -83,9 +83,7 @@ class CommitLog:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise IntegrityError(f"commit {self.store.uri}/{path} is not valid JSON: {e}") from e
         where = f"{self.store.uri}/{path}"
-        check_commit(entry, self.stream, generation, prev_root, where)
-        if canonical(entry) != data:
-            raise IntegrityError(f"commit {where} is not in canonical JSON form (bytes changed)")
+        check_commit(entry, self.stream, generation, prev_root, where, data)
         return entry  # type: ignore[no-any-return]
 
     def create(
@@ -120,9 +118,15 @@ class CommitLog:
 
 
 def check_commit(
-    entry: Any, stream: str, generation: int, prev_root: str | None, where: str
+    entry: Any,
+    stream: str,
+    generation: int,
+    prev_root: str | None,
+    where: str,
+    data: bytes | None = None,
 ) -> None:
-    """Raise `IntegrityError` unless `entry` is a well-formed commit at this chain position."""
+    """Raise `IntegrityError` unless `entry` is a well-formed commit at this chain position
+    (and, given the `data` it was parsed from, unless those are its canonical bytes)."""
     if not isinstance(entry, dict):
         raise IntegrityError(f"commit {where} is not a JSON object")
     for key, expected in (
@@ -138,10 +142,31 @@ def check_commit(
     if not isinstance(entry.get("actions"), list):
         raise IntegrityError(f"commit {where} has no action list")
     try:
-        found = compute_root(entry, prev_root)
+        canon = canonical(entry) if data is not None else None
+        found = _root_of(canon, entry, prev_root) if canon == data else None
+        if found is None:
+            found = compute_root(entry, prev_root)
     except (ValueError, TypeError) as e:  # NaN, Infinity: not canonical JSON
         raise IntegrityError(f"commit {where} holds values canonical JSON cannot: {e}") from e
     if entry.get("root") != found:
         raise IntegrityError(
             f"commit {where}: root mismatch, expected {entry.get('root')!r}, found {found!r}"
         )
+    if data is not None and canon != data:
+        raise IntegrityError(f"commit {where} is not in canonical JSON form (bytes changed)")
+
+
+def _root_of(data: bytes | None, entry: Commit, prev_root: str | None) -> str | None:
+    """`compute_root(entry, prev_root)` from `data`, the canonical bytes of `entry`, without
+    serializing the entry again: canonical JSON sorts keys, so the body's bytes are `data`
+    without the top-level `"root"` member, its last occurrence (the members after it, stream,
+    time and writer, cannot hold that root: it hashes them). None when it does not apply."""
+    root = entry.get("root")
+    if data is None or not isinstance(root, str):
+        return None
+    member = b',"root":' + canonical(root)
+    at = data.rfind(member)
+    if at < 0:
+        return None
+    body = data[:at] + data[at + len(member) :]
+    return blake3.blake3(bytes.fromhex(prev_root or "") + body).hexdigest()

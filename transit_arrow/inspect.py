@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .engine.catalog import Catalog
+from .engine.catalog import Catalog, bulk
 from .errors import TransitError
 from .integrity import list_checkpoints
 from .record import TIMESTAMP_TYPE
@@ -88,8 +88,9 @@ def stream_row(catalog: Catalog, name: str) -> dict[str, Any]:
 
 def streams_table(catalog: Catalog) -> pa.Table:
     """One row per stream (see `Log.streams`)."""
-    rows = [stream_row(catalog, name) for name in catalog.names()]
-    return pa.Table.from_pylist(rows, schema=STREAMS_SCHEMA)
+    with bulk():
+        rows = [stream_row(catalog, name) for name in catalog.names()]
+        return pa.Table.from_pylist(rows, schema=STREAMS_SCHEMA)
 
 
 def checkpoints_table(catalog: Catalog, name: str | None = None) -> pa.Table:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .engine.catalog import Catalog
+from .engine.catalog import Catalog, bulk
 from .engine.replay import Position, references
 from .errors import AlreadyExistsError, InvalidInputError
 from .manifest import Manifest, check_metadata, create_action
@@ -199,8 +199,9 @@ def lineage_row(manifest: Manifest, next_offset: int) -> dict[str, Any]:
 def lineage_table(catalog: Catalog) -> pa.Table:
     """One row per stream (see `Log.lineage`)."""
     manifests, _ = catalog.manifests()  # a damaged stream is reported by streams()/verify()
-    rows = [lineage_row(m, catalog.next_offset(name, m)) for name, m in manifests.items()]
-    return pa.Table.from_pylist(rows, schema=LINEAGE_SCHEMA)
+    with bulk():
+        rows = [lineage_row(m, catalog.next_offset(name, m)) for name, m in manifests.items()]
+        return pa.Table.from_pylist(rows, schema=LINEAGE_SCHEMA)
 
 
 _RELATION_SCHEMA = pa.schema(

@@ -14,6 +14,8 @@ from .errors import IntegrityError, InvalidInputError
 from .record import schema_from_json, schema_to_json
 
 __all__ = [
+    "SMALL_SNAPSHOT_INTERVAL",
+    "SMALL_SNAPSHOT_SEGMENTS",
     "SNAPSHOT_INTERVAL",
     "Manifest",
     "SegmentRef",
@@ -26,6 +28,7 @@ __all__ = [
     "encode_snapshot",
     "retain_action",
     "segment_paths_added",
+    "snapshot_due",
 ]
 
 
@@ -304,8 +307,12 @@ class Manifest:
 
 # --- folded manifest snapshots (DESIGN §5) -----------------------------------------------------
 
-#: A snapshot is written at every generation that is a multiple of this.
+#: A snapshot is written at every generation that is a multiple of this...
 SNAPSHOT_INTERVAL = 128
+#: ... and of this one too while the manifest lists at most `SMALL_SNAPSHOT_SEGMENTS` segments
+#: (writing such a snapshot costs about a millisecond; opening reads at most this many commits).
+SMALL_SNAPSHOT_INTERVAL = 32
+SMALL_SNAPSHOT_SEGMENTS = 4096
 _SNAPSHOT_KEY = b"transit.snapshot"
 _SEGMENT_SCHEMA = pa.schema(
     [  # type: ignore[arg-type]
@@ -335,6 +342,14 @@ class Snapshot:
     manifest: Manifest
     prev_root: str | None
     released: tuple[str, ...] = ()
+
+
+def snapshot_due(manifest: Manifest) -> bool:
+    """Whether the writer records a snapshot at this manifest's generation."""
+    g = manifest.generation
+    if g == 0 or g % SMALL_SNAPSHOT_INTERVAL:
+        return False
+    return g % SNAPSHOT_INTERVAL == 0 or len(manifest.segments) <= SMALL_SNAPSHOT_SEGMENTS
 
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:

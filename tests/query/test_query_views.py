@@ -15,6 +15,7 @@ from branchy_log import STREAMS, Branchy
 
 import transit_arrow as ta
 from transit_arrow.query import connect, sql
+from transit_arrow.segments.verified import registry
 
 
 def same(got: pa.Table, want: pa.Table) -> None:
@@ -361,3 +362,45 @@ def test_deep_branch_reads_whole_segments_in_one_call_and_cut_ones_in_another(
         deepest = con.sql("SELECT sql FROM duckdb_views() WHERE view_name = 'l3'").fetchall()
         # The three cut segments drop offsets no other one keeps: one call reads them all.
         assert deepest[0][0].count("read_parquet(") == 2
+
+
+def test_sql_builds_only_what_the_query_names(tmp_path: Path) -> None:
+    with ta.open(tmp_path / "log") as log:
+        for name in ("a", "b", "c"):
+            s = log.create_stream(name)
+            s.append({"v": 1})
+            s.flush()
+        registry.forget()  # every segment is hashed again on its first use
+        before = registry.hashed_files
+        assert log.sql('SELECT count(*) FROM "a"').fetchall() == [(1,)]
+        assert registry.hashed_files == before + 1  # b's and c's files are not even checked
+        assert log.sql("SELECT count(*) FROM b").fetchall() == [(1,)]
+        assert registry.hashed_files == before + 2
+        # A quote in a comment does not hide the names after it.
+        query = "-- the view's rows\nSELECT count(*) FROM c WHERE 'x' = 'x'"
+        assert log.sql(query).fetchall() == [(1,)]
+        assert registry.hashed_files == before + 3
+        # A query listing the catalog sees every stream and table.
+        shown = {name for (name,) in log.sql("SHOW TABLES").fetchall()}
+        assert {"a", "b", "c", "transit_records", "transit_streams"} <= shown
+
+
+def test_sql_keeps_views_of_views_current_and_rebuilds_dropped_ones(tmp_path: Path) -> None:
+    with ta.open(tmp_path / "log") as log:
+        a = log.create_stream("a")
+        a.append({"v": 1})
+        other = log.create_stream("other")
+        other.append({"v": 7})
+        other.close()
+        log.sql('CREATE VIEW total AS SELECT sum(v) AS t FROM "a"')
+        a.append({"v": 5})
+        assert log.sql("SELECT t FROM total").fetchall() == [(6,)]
+        log.sql('DROP VIEW "a"')
+        assert log.sql('SELECT sum(v) FROM "a"').fetchall() == [(6,)]
+        assert log.sql("SELECT t FROM total").fetchall() == [(6,)]
+        assert log.sql("SELECT count(*) FROM transit_streams").fetchall() == [(2,)]
+        assert log.sql("SELECT v FROM other").fetchall() == [(7,)]
+        log.delete_stream("other")
+        with pytest.raises(ta.QueryError, match="other does not exist"):
+            log.sql("SELECT * FROM other")
+        assert log.sql("SELECT count(*) FROM transit_streams").fetchall() == [(1,)]

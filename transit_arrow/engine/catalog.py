@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import gc
 import itertools
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +50,7 @@ from ..layout import (
     tombstone_path,
 )
 from ..manifest import (
-    SNAPSHOT_INTERVAL,
+    SMALL_SNAPSHOT_INTERVAL,
     Manifest,
     SegmentRef,
     Snapshot,
@@ -57,6 +58,7 @@ from ..manifest import (
     decode_snapshot,
     encode_snapshot,
     segment_paths_added,
+    snapshot_due,
 )
 from ..names import decode_stream_name
 from ..segments import verified
@@ -67,7 +69,7 @@ from ..storage.base import Bytes
 from ..storage.guarded import guarded
 from ..typing import Durability
 
-__all__ = ["FORMAT", "Catalog", "LiveWriter", "Options", "as_utc"]
+__all__ = ["FORMAT", "Catalog", "LiveWriter", "Options", "as_utc", "bulk"]
 
 FORMAT = 1
 _MEMORY_LOCAL_DIRS: dict[str, str] = {}
@@ -121,6 +123,21 @@ def as_utc(value: datetime | str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+@contextlib.contextmanager
+def bulk() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a loop builds many small objects (a
+    manifest, a commit and a table row per stream): with thousands of streams alive, its full
+    passes cost as much as the work itself. Reference counting still frees everything; the
+    collector runs again after (left off if the caller had turned it off)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def default_local_dir(store: ObjectStore) -> Path:
     """`<root>/_local` for a local root, a per-process temp dir for `memory://`, else a
     per-URI folder in the user's cache dir."""
@@ -161,6 +178,7 @@ class Catalog:
         self._history: dict[str, list[Manifest | None]] = {}
         self._commit_cache: dict[str, list[Commit | None]] = {}
         self._snapshots: dict[str, Snapshot] = {}
+        self._folders: dict[str, str] = {}
         self.lock = threading.RLock()
         #: Notified whenever this process appends to or commits a stream (see `wait_changed`).
         self.changed = threading.Condition()
@@ -241,7 +259,10 @@ class Catalog:
 
     def stream_folder(self, name: str) -> str:
         """The store folder of stream `name`."""
-        return stream_folder(name)
+        folder = self._folders.get(name)
+        if folder is None:
+            folder = self._folders[name] = stream_folder(name)
+        return folder
 
     def local_stream_dir(self, name: str) -> Path:
         """The local folder of stream `name`."""
@@ -284,47 +305,64 @@ class Catalog:
             manifest = Manifest.initial(commit) if last is None else last.apply(commit)
             history.append(manifest)
             self._commit_cache.setdefault(name, []).append(commit)
-            if g and g % SNAPSHOT_INTERVAL == 0:
+            if snapshot_due(manifest):
                 self._write_snapshot(name, manifest, commit["prev_root"])
             return manifest
 
     def manifest(self, name: str, *, refresh: bool = True) -> Manifest:
-        """The latest manifest of `name` (listing the commit log when `refresh`)."""
+        """The latest manifest of `name` (reading the commits after the known ones when
+        `refresh`)."""
+        found = self._load(name, refresh)
+        if found is None:
+            raise self.not_found(name)
+        return found
+
+    def _load(self, name: str, refresh: bool) -> Manifest | None:
+        """`manifest`, or None when the stream has no commit 0."""
         with self.lock:
-            history = self._history.setdefault(name, [])
+            history = self._history.get(name)
             if history and not refresh:
                 return self._last(history)
-            log = CommitLog(self.store, name, stream_folder(name))
-            if not history:
-                self._open_snapshot(name, log)  # folded state: O(1) files (DESIGN §5)
-                history = self._history[name]
+            log = CommitLog(self.store, name, self.stream_folder(name))
+            if history:
+                self._advance(name, log)
+                return self._last(history)
             try:
-                # After a known generation, probing the next commit (one read, or one miss)
-                # replaces listing a commit log that may hold 100,000 names (DESIGN §5).
-                generations = (
-                    log.generations(after=len(history) - 1)
-                    if not history
-                    else self._probe(log, history)
-                )
+                if not self._open(name, log):
+                    return None
             except BaseException:
-                if not history:
-                    del self._history[name]
+                self._history.pop(name, None)
+                self._commit_cache.pop(name, None)
                 raise
-            if not history and not generations:
-                del self._history[name]
-                raise self.not_found(name)
-            commits = self._commit_cache.setdefault(name, [])
-            for g in generations:
-                if g != len(history):
-                    break  # a gap means a commit is being written; stop at the contiguous end
-                last = history[-1] if history else None
-                commit = log.read(g, last.root if last is not None else None)
-                history.append(Manifest.initial(commit) if last is None else last.apply(commit))
-                commits.append(commit)
-            if not history:
-                del self._history[name]
-                raise self.not_found(name)
-            return self._last(history)
+            return self._last(self._history[name])
+
+    def _open(self, name: str, log: CommitLog) -> bool:
+        """Load `name`'s history: commit 0, then its latest snapshot if it has one, then the
+        commits after. False when there is no commit 0.
+
+        A stream of one commit costs two requests (commit 0, and the probe of commit 1); one
+        with a snapshot reads O(1) files (DESIGN §5): no listing of a commit log that may hold
+        100,000 names."""
+        try:
+            first = log.read(0, None)
+        except FileNotFoundError:
+            return False
+        self._history[name] = [Manifest.initial(first)]
+        self._commit_cache[name] = [first]
+        if self.store.exists(log.path(1)) and self.store.exists(log.path(SMALL_SNAPSHOT_INTERVAL)):
+            self._open_snapshot(name, log, first)
+        self._advance(name, log)
+        return True
+
+    def _advance(self, name: str, log: CommitLog) -> None:
+        """Read and fold the commits after `name`'s known history, probing each before reading
+        it, up to the first missing one (a listing would also stop at a gap)."""
+        history, commits = self._history[name], self._commit_cache[name]
+        while self.store.exists(log.path(len(history))):
+            last = self._last(history)
+            commit = log.read(len(history), last.root)
+            history.append(last.apply(commit))
+            commits.append(commit)
 
     def manifest_at(self, name: str, generation: int | None) -> Manifest:
         """The manifest of `name` at `generation` (the latest when None)."""
@@ -392,30 +430,17 @@ class Catalog:
     # --- snapshots (DESIGN §5) ------------------------------------------------------------
 
     @staticmethod
-    def _probe(log: CommitLog, history: list[Manifest | None]) -> list[int]:
-        """The generations after `history` present now, by reading until the first missing
-        (the contiguous end, as a listing stops at a gap)."""
-        found = []
-        g = len(history)
-        while log.store.exists(log.path(g)):
-            found.append(g)
-            g += 1
-        return found
-
-    @staticmethod
     def _last(history: list[Manifest | None]) -> Manifest:
         last = history[-1]
         assert last is not None
         return last
 
-    def _open_snapshot(self, name: str, log: CommitLog) -> None:
+    def _open_snapshot(self, name: str, log: CommitLog, first: Commit) -> None:
         """Start `name`'s history at its latest snapshot, when it has a usable one: its bytes
-        parse, commit 0 holds its create action and its generation's commit has its root. An
-        unusable snapshot is skipped (the commits are folded from generation 0 instead)."""
-        folder = snapshots_folder(stream_folder(name))
+        parse, commit 0 (`first`) holds its create action and its generation's commit has its
+        root. An unusable snapshot is skipped (the commits are folded from generation 0)."""
+        folder = snapshots_folder(self.stream_folder(name))
         try:
-            if not self.store.exists(log.path(SNAPSHOT_INTERVAL)):
-                return  # too short to have a snapshot: one stat, not a listing
             entries = sorted(
                 (int(e.split(".")[0]), e)
                 for e in self.store.list(folder)
@@ -428,9 +453,8 @@ class Catalog:
                 snapshot, _ = decode_snapshot(self.store.get(f"{folder}/{entry}"), name)
                 if snapshot.manifest.generation != generation:
                     continue
-                commit = log.read(generation, snapshot.prev_root)
+                commit = log.read(generation, snapshot.prev_root) if generation else first
                 bind_snapshot(snapshot, commit)
-                first = log.read(0, None) if generation else commit
                 if first["actions"][0] != snapshot.manifest.create:
                     continue
             except (IntegrityError, StorageError, FileNotFoundError, ValueError):
@@ -445,7 +469,7 @@ class Catalog:
         generation `upto` (all of them when None: `commits()`), for time travel to them. They
         chain from generation 0, as when no snapshot is used; folding through the snapshot's
         generation also checks the chain reaches the snapshot's root."""
-        log = CommitLog(self.store, name, stream_folder(name))
+        log = CommitLog(self.store, name, self.stream_folder(name))
         history, commits = self._history[name], self._commit_cache[name]
         manifest: Manifest | None = None
         last = len(history) - 1 if upto is None else upto
@@ -473,7 +497,7 @@ class Catalog:
         so a concurrent writer of the same snapshot writes the same file)."""
         released = self.referenced_segments(name) - {s.path for s in manifest.segments}
         data = encode_snapshot(Snapshot(manifest, prev_root, tuple(sorted(released))))
-        path = snapshot_path(stream_folder(name), manifest.generation)
+        path = snapshot_path(self.stream_folder(name), manifest.generation)
         with contextlib.suppress(FileExistsError, StorageError):  # optional: never fails a commit
             self.store.put_if_absent(path, data)
 
@@ -489,8 +513,12 @@ class Catalog:
             f"(create it with create_stream; {len(names)} streams exist)"
         )
 
-    def names(self) -> list[str]:
-        """Every stream's name, sorted."""
+    def names(
+        self, within: Callable[[str], bool] | None = None, *, checked: bool = True
+    ) -> list[str]:
+        """Every stream's name, sorted; with `within`, only the names it accepts (the others
+        cost nothing beyond the listing). Without `checked`, a stream being created (its
+        folder made, its first commit not yet) may be listed too."""
         names = []
         deleted = set(self.store.list(DELETED))
         for folder in self.store.list("streams"):
@@ -501,6 +529,8 @@ class Catalog:
             if f"{component}.json" in deleted:
                 continue  # deleted (Log.delete_stream)
             name = decode_stream_name(component)
+            if name is not None and within is not None and not within(name):
+                continue
             if name is None:
                 try:
                     name = json.loads(self.store.get(first))["stream"]
@@ -508,8 +538,10 @@ class Catalog:
                     continue
                 except (ValueError, KeyError, TypeError):
                     continue  # a damaged first commit: `verify` reports it
-            elif not self.store.exists(first):
-                continue
+                if within is not None and not within(name):
+                    continue
+            elif checked and name not in self._history and not self.store.exists(first):
+                continue  # being created (a loaded stream's first commit exists for good)
             names.append(name)
         return sorted(names)
 
@@ -520,18 +552,22 @@ class Catalog:
         why not: one damaged stream never hides the rest."""
         found: dict[str, Manifest] = {}
         errors: dict[str, IntegrityError | StorageError] = {}
-        for name in self.names():
-            try:
-                found[name] = self.manifest(name, refresh=refresh or not self.known(name))
-            except (IntegrityError, StorageError) as e:
-                errors[name] = e
+        with bulk():
+            for name in self.names(checked=False):  # reading commit 0 checks it exists
+                try:
+                    manifest = self._load(name, refresh or not self.known(name))
+                except (IntegrityError, StorageError) as e:
+                    errors[name] = e
+                    continue
+                if manifest is not None:
+                    found[name] = manifest
         return found, errors
 
     def exists(self, name: str) -> bool:
         """Whether stream `name` exists (and was not deleted)."""
         if name in self._history:
             return True
-        if not self.store.exists(commit_path(stream_folder(name), 0)):
+        if not self.store.exists(commit_path(self.stream_folder(name), 0)):
             return False
         return not self.store.exists(tombstone_path(name))
 
@@ -551,7 +587,7 @@ class Catalog:
         self, name: str, create: dict[str, Any], extra_actions: list[dict[str, Any]] | None = None
     ) -> Manifest:
         """Write generation 0 of a new stream (put-if-absent) and return its manifest."""
-        log = CommitLog(self.store, name, stream_folder(name))
+        log = CommitLog(self.store, name, self.stream_folder(name))
         try:
             actions = [create, *(extra_actions or [])]
             commit = log.create(0, None, actions, writer_identity("creator", 0))

@@ -24,7 +24,7 @@ import functools
 import re
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,7 +34,7 @@ import duckdb
 import pyarrow as pa
 
 from ..cursors import cursors_table
-from ..engine.catalog import Catalog
+from ..engine.catalog import Catalog, bulk
 from ..engine.read import ReplayPlan, plan_at
 from ..engine.replay import own_start
 from ..errors import IntegrityError, InvalidInputError, StorageError, TransitError
@@ -46,7 +46,7 @@ from .errors import QueryError
 from .filesystem import ensure_registered, segment_url
 from .replay_sql import Source, quote_ident, quote_str, records_select, replay_select, span_rows
 from .snapshot import At, StreamPlan, plan_for_sql, records_schema, take_snapshot
-from .tables import checkpoints_table, history_tables
+from .tables import HISTORY_TABLES, checkpoints_table, history_tables
 
 __all__ = [
     "RECORDS_VIEW",
@@ -79,6 +79,13 @@ _SESSIONS: weakref.WeakKeyDictionary[Catalog, duckdb.DuckDBPyConnection] = (
 _QUOTED = re.compile(r'"((?:[^"]|"")+)"')
 _GENERATION = re.compile(r"g(\d+)")
 _MISSING = re.compile(r"Table with name (.+?) does not exist")
+_BARE = re.compile(r"[^\W\d][\w$#]*")
+_QUOTES = re.compile(r'"((?:[^"]|"")*)"|\'((?:[^\']|\'\')*)\'')
+_CATALOG_WORDS = frozenset(
+    {"show", "pragma", "information_schema", "pg_catalog", "sqlite_master", "sqlite_schema"}
+)
+# Statements after which a log's own connection may hold other objects than `sql` built.
+_DDL = re.compile(r"\b(drop|create|alter|replace|rename|attach|detach|use)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,11 @@ _CATALOG_SCHEMA = pa.schema(
 )
 
 
+def _temp_views(con: duckdb.DuckDBPyConnection) -> set[str]:
+    query = "SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal"
+    return {n for (n,) in con.sql(query).fetchall()}
+
+
 @dataclass
 class _Views:
     """The views of ours a connection holds (with what they were built from) and the names of
@@ -117,12 +129,7 @@ class _Views:
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection) -> _Views:
-        names = {
-            n
-            for (n,) in con.sql(
-                "SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal"
-            ).fetchall()
-        }
+        names = _temp_views(con)
         views: dict[str, dict[str, Any]] = {}
         tables = con.sql(
             f"SELECT 1 FROM duckdb_tables() WHERE temporary AND table_name = '{_CATALOG}'"
@@ -159,10 +166,47 @@ class _Views:
         for name in self.registered - used:
             con.unregister(name)
         self.registered &= used
-        if self.changed:
+        if self.changed and con not in _STATE:  # a session's state is kept in Python
             rows = [{"name": n, **v} for n, v in self.views.items()]
             _replace_tables(con, {_CATALOG: pa.Table.from_pylist(rows, schema=_CATALOG_SCHEMA)})
             self.changed = False
+
+
+_FOOTERS = "SET parquet_metadata_cache = {}"
+#: Connections this module made (`connect()` without one, and each log's own).
+_OURS: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+_STATE: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, _Views] = weakref.WeakKeyDictionary()
+
+
+def _views_of(con: duckdb.DuckDBPyConnection) -> _Views:
+    """What views of ours `con` holds: kept in Python for a log's own connection (nothing else
+    changes it but `sql`, which forgets it after DDL), read from DuckDB for any other."""
+    return _STATE.get(con) or _Views.read(con)
+
+
+def _reconcile(con: duckdb.DuckDBPyConnection) -> None:
+    """Forget the views of ours a log's own connection no longer holds."""
+    state = _STATE.get(con)
+    if state is not None:
+        present = _temp_views(con)
+        state.views = {n: e for n, e in state.views.items() if n in present}
+        state.registered &= present
+
+
+def _referenced(query: str) -> set[str] | None:
+    """Every name `query` may read, lowercased: its identifiers, quoted identifiers and string
+    literals, and every word and every run between two quotes anywhere (a quote in a comment
+    cannot hide a name): more than it reads, never less, views of views aside. None when it
+    lists the catalog (`SHOW TABLES`, `duckdb_views()`, `information_schema`, ...): then it
+    must see every view."""
+    words = {w.lower() for w in _BARE.findall(query)}
+    for quoted, text in _QUOTES.findall(query):
+        words.add((quoted.replace('""', '"') or text.replace("''", "'")).lower())
+    for quote in "\"'":
+        words.update(part.lower() for part in query.split(quote)[1::2])
+    if words & _CATALOG_WORDS or any(w.startswith("duckdb_") for w in words):
+        return None
+    return words
 
 
 def _source(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> Source:
@@ -213,9 +257,23 @@ def _duckdb_errors() -> Iterator[None]:
 def _run(con: duckdb.DuckDBPyConnection, statements: list[str], what: str) -> None:
     if not statements:
         return
+    # Many statements run in one transaction (DuckDB then creates views about twice as fast),
+    # unless the caller has one open on `con`: then they run in that one.
+    began = False
+    if len(statements) > 1:
+        try:
+            con.execute("BEGIN TRANSACTION")
+            began = True
+        except duckdb.TransactionException:
+            pass
     try:
         con.execute(";\n".join(statements))
+        if began:
+            con.execute("COMMIT")
     except duckdb.Error as e:
+        if began:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
         raise QueryError(f"building {what} failed: {e}") from e
 
 
@@ -239,24 +297,34 @@ def _view_names(streams: list[str]) -> list[str]:
 
 
 def _replace_metadata(
-    con: duckdb.DuckDBPyConnection, catalog: Catalog, plans: list[StreamPlan]
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    plans: list[StreamPlan],
+    only: Collection[str] = _TABLES,
 ) -> None:
-    """Replace the `transit_*` tables; those derived from the plans only when they changed
-    (the key of the plans they were built from is `transit_streams`' comment)."""
-    key = blake3.blake3("\0".join(p.state_key() for p in plans).encode()).hexdigest()[:32]
-    built = con.sql(
-        "SELECT comment FROM duckdb_tables() WHERE temporary AND table_name = 'transit_streams'"
-    ).fetchall()
-    if built != [(key,)]:
-        _replace_tables(con, history_tables(plans))
-        _run(con, [f"COMMENT ON TABLE temp.main.transit_streams IS {quote_str(key)}"], "tables")
-    _replace_tables(
-        con,
-        {
-            "transit_checkpoints": checkpoints_table(catalog, plans),
-            "transit_cursors": cursors_table(catalog),
-        },
-    )
+    """Replace the `transit_*` tables named in `only`; those derived from the plans only when
+    they changed (the key of the plans each was built from is its comment)."""
+    history = [t for t in HISTORY_TABLES if t in only]
+    if history:
+        key = blake3.blake3("\0".join(p.state_key() for p in plans).encode()).hexdigest()[:32]
+        listed = ", ".join(quote_str(t) for t in history)
+        built = dict(
+            con.sql(
+                "SELECT table_name, comment FROM duckdb_tables() "
+                f"WHERE temporary AND table_name IN ({listed})"
+            ).fetchall()
+        )
+        stale = [t for t in history if built.get(t) != key]
+        if stale:
+            _replace_tables(con, history_tables(plans, stale))
+            comments = [f"COMMENT ON TABLE temp.main.{t} IS {quote_str(key)}" for t in stale]
+            _run(con, comments, "tables")
+    tables = {}
+    if "transit_checkpoints" in only:
+        tables["transit_checkpoints"] = checkpoints_table(catalog, plans)
+    if "transit_cursors" in only:
+        tables["transit_cursors"] = cursors_table(catalog)
+    _replace_tables(con, tables)
 
 
 def _replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table]) -> None:
@@ -291,23 +359,49 @@ def _failing(what: str, error: TransitError) -> _Built:
 
 
 def _sync(
-    con: duckdb.DuckDBPyConnection, catalog: Catalog, at: At, *, failing_views: bool = True
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    at: At,
+    *,
+    failing_views: bool = True,
+    words: set[str] | None = None,
 ) -> dict[str, tuple[str, TransitError]]:
     """Bring `con`'s views up to date; return, by view name, what cannot be read and why.
 
     What cannot be read gets a view that raises DuckDB's error naming it and the cause when a
     query reads it (`failing_views`), or no view at all (for `sql`, which then raises the
     `IntegrityError` / `StorageError` itself).
+
+    With `words` (the lowercased names a query may read, see `_referenced`), only what those
+    name is built or refreshed: the views of the streams they name, `transit_records`, the
+    `transit_*` tables and `mv_*` views they name, and every stream view built before (a view
+    of the caller's may read it). Otherwise everything is.
     """
-    plans, broken_streams = take_snapshot(catalog, at)
-    views = _Views.read(con)
+    views = _views_of(con)
+    tables: Collection[str] = _TABLES
+    records = mv = True
+    names: list[str] | None = None
+    if words is not None and at is None:
+        tables = [t for t in _TABLES if t in words]
+        records = RECORDS_VIEW in words
+        mv = any(w.startswith("mv_") for w in words)
+        if not (records or tables):
+            # Names compare case-insensitively in SQL: take whole groups of such names, so
+            # that `_view_names` ranks them as it would among every stream.
+            keys = {w.partition(_RANK)[0] for w in words} | {
+                v.partition(_RANK)[0].lower()
+                for v, e in views.views.items()
+                if e["kind"] in ("stream", "broken")
+            }
+            names = catalog.names(lambda name: name.lower() in keys)
+    plans, broken_streams = take_snapshot(catalog, at, names)
     source = _source(con, catalog)
     kind = "stream" if at is None else "as_of"
     built = [_build(plan, kind, source) for plan in plans]
     named = dict(zip([p.name for p in plans], built, strict=True))
     streams = sorted([*named, *broken_streams])  # names stay put when a stream breaks
     statements: list[str] = []
-    wanted = {RECORDS_VIEW}
+    wanted = {RECORDS_VIEW} if records else set()
     broken: dict[str, tuple[str, TransitError]] = {}
     for view, stream in zip(_view_names(streams), streams, strict=True):
         if stream in broken_streams:
@@ -320,8 +414,9 @@ def _sync(
             b = named[stream]
         statements += views.define(con, view, b)
         wanted.add(view)
-    statements += views.define(con, RECORDS_VIEW, _build_records(plans, built, source))
-    if at is None:
+    if records:
+        statements += views.define(con, RECORDS_VIEW, _build_records(plans, built, source))
+    if at is None and mv:
         for view, b in _materialized(catalog).items():
             try:
                 statements += views.define(con, view, b)
@@ -333,13 +428,18 @@ def _sync(
                 statements += views.define(con, view, _failing(what, e))
             wanted.add(view)
     # Other views of ours show streams this snapshot does not (or another `at`); views of
-    # past generations (`create_view`) never change, so they stay.
+    # past generations (`create_view`) never change, so they stay. A partial refresh looked
+    # at every stream that has a view, but keeps the kinds of view it did not build.
+    examined = {"stream", "broken"} | ({"mv"} if mv else set())
     for name, entry in list(views.views.items()):
-        if name not in wanted and entry["kind"] != "at":
+        if name in wanted or entry["kind"] == "at":
+            continue
+        if words is None or at is not None or entry["kind"] in examined:
             statements += views.drop(name)
-    _run(con, statements, f"the views of {catalog.uri}")
+    with _creating(con):
+        _run(con, statements, f"the views of {catalog.uri}")
     views.save(con)
-    _replace_metadata(con, catalog, plans)
+    _replace_metadata(con, catalog, plans, tables)
     return broken
 
 
@@ -367,7 +467,7 @@ def connect(
         QueryError: DuckDB could not build a view.
         InvalidInputError: `at` is not a time.
     """
-    with _LOCK, _duckdb_errors():
+    with _LOCK, _duckdb_errors(), bulk():
         if con is None:
             con = _new_connection()
         _sync(con, catalog, at)
@@ -377,8 +477,24 @@ def connect(
 def _new_connection() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     # Segments are immutable files: their footers can be cached for good.
-    con.execute("SET parquet_metadata_cache = true")
+    con.execute(_FOOTERS.format("true"))
+    _OURS.add(con)
     return con
+
+
+@contextlib.contextmanager
+def _creating(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Create views with DuckDB's footer cache off on a connection of ours: with it on,
+    binding each view's `read_parquet` looks its files up (creating a thousand views takes
+    about 1.5x as long); queries run with it on again."""
+    if con not in _OURS:
+        yield
+        return
+    con.execute(_FOOTERS.format("false"))
+    try:
+        yield
+    finally:
+        con.execute(_FOOTERS.format("true"))
 
 
 def _session(catalog: Catalog) -> duckdb.DuckDBPyConnection:
@@ -387,6 +503,7 @@ def _session(catalog: Catalog) -> duckdb.DuckDBPyConnection:
         con = _SESSIONS.get(catalog)
         if con is None:
             con = _SESSIONS[catalog] = _new_connection()
+            _STATE[con] = _Views({}, set())
             catalog.on_close(functools.partial(_close_session, catalog))
         return con
 
@@ -412,7 +529,7 @@ def _at_view(con: duckdb.DuckDBPyConnection, catalog: Catalog, plan: ReplayPlan,
     plan.check_files()  # the view reads these files directly: verify them first
     with _LOCK, _duckdb_errors():
         built = _build(plan_for_sql(plan), "at", _source(con, catalog))
-        views = _Views.read(con)
+        views = _views_of(con)
         _run(con, views.define(con, name, built), f"view {name!r}")
         views.save(con)
     return name
@@ -522,14 +639,19 @@ def sql(catalog: Catalog, query: str, /, **params: Any) -> duckdb.DuckDBPyRelati
         NotFoundError: a `"stream@g…"` name refers to a generation that does not exist.
     """
     con = _session(catalog)
+    words = _referenced(query)
     with _LOCK, _duckdb_errors():
-        broken = _sync(con, catalog, None, failing_views=False)
+        with bulk():
+            broken = _sync(con, catalog, None, failing_views=False, words=words)
         _time_travel_references(con, catalog, query)
         try:
             return con.sql(query, params=params or None)
         except duckdb.CatalogException as e:
             _raise_broken(e, broken)
             raise
+        finally:
+            if _DDL.search(query):
+                _reconcile(con)  # the query may have dropped views of ours
 
 
 def _raise_broken(
@@ -574,7 +696,7 @@ def to_duckdb(
         plan.check_files()  # the view reads these files directly: verify them first
         with _LOCK, _duckdb_errors():
             built = _build(plan_for_sql(plan), "stream", _source(con, catalog))
-            views = _Views.read(con)
+            views = _views_of(con)
             _run(con, views.define(con, view, built), f"the view of {view!r}")
             views.save(con)
     with _duckdb_errors():

@@ -48,16 +48,17 @@ def _sql_names(schema: pa.Schema) -> pa.Schema:
 
 
 def take_snapshot(
-    catalog: Catalog, at: At = None
+    catalog: Catalog, at: At = None, names: list[str] | None = None
 ) -> tuple[list[ReplayPlan], dict[str, TransitError]]:
-    """Every readable stream's plan, sorted by name, and the error of each stream whose history
-    cannot be read or whose segment files do not match their commits (so one damaged stream
-    never fails queries about the others). With `at`, each stream as of that time (streams
-    created later are left out, and unsealed records are not part of any past)."""
+    """Every readable stream's plan (of `names` only, when given), sorted by name, and the error
+    of each stream whose history cannot be read or whose segment files do not match their
+    commits (so one damaged stream never fails queries about the others). With `at`, each
+    stream as of that time (streams created later are left out, and unsealed records are not
+    part of any past)."""
     catalog.check_open()
     plans = []
     broken: dict[str, TransitError] = {}
-    for name in catalog.names():
+    for name in catalog.names() if names is None else sorted(names):
         try:
             if at is None:
                 plan = live_plan(catalog, name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
 import pyarrow as pa
 
 from ..engine.catalog import Catalog
@@ -11,7 +13,7 @@ from ..integrity import list_checkpoints
 from ..lineage import LINEAGE_SCHEMA, lineage_row
 from .snapshot import StreamPlan
 
-__all__ = ["checkpoints_table", "history_tables"]
+__all__ = ["HISTORY_TABLES", "checkpoints_table", "history_tables"]
 
 _COMMITS = pa.schema([pa.field("stream", pa.string()), *COMMITS_SCHEMA])
 
@@ -40,7 +42,8 @@ def _commits(plans: list[StreamPlan]) -> pa.Table:
         commits = plan.commits()
         stream = pa.repeat(pa.scalar(plan.name), commits.num_rows)
         tables.append(commits.add_column(0, _COMMITS.field("stream"), stream))
-    return pa.concat_tables(tables) if tables else _COMMITS.empty_table()
+    # One chunk: DuckDB copies a table of thousands of small chunks many times slower.
+    return pa.concat_tables(tables).combine_chunks() if tables else _COMMITS.empty_table()
 
 
 def _segments(plans: list[StreamPlan]) -> pa.Table:
@@ -48,16 +51,27 @@ def _segments(plans: list[StreamPlan]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SEGMENTS_SCHEMA)
 
 
-def history_tables(plans: list[StreamPlan]) -> dict[str, pa.Table]:
-    """`transit_streams`, `transit_lineage`, `transit_commits` and `transit_segments` for the
-    streams of `plans`, each at its planned generation (they change only with the plans)."""
-    lineage = [lineage_row(p.manifest, p.next_offset) for p in plans]
-    return {
-        "transit_streams": _streams(plans),
-        "transit_lineage": pa.Table.from_pylist(lineage, schema=LINEAGE_SCHEMA),
-        "transit_commits": _commits(plans),
-        "transit_segments": _segments(plans),
+HISTORY_TABLES = ("transit_streams", "transit_lineage", "transit_commits", "transit_segments")
+
+
+def history_tables(
+    plans: list[StreamPlan], names: Collection[str] = HISTORY_TABLES
+) -> dict[str, pa.Table]:
+    """`transit_streams`, `transit_lineage`, `transit_commits` and `transit_segments` (those of
+    them in `names`) for the streams of `plans`, each at its planned generation (they change
+    only with the plans)."""
+    makers: dict[str, Callable[[list[StreamPlan]], pa.Table]] = {
+        "transit_streams": _streams,
+        "transit_lineage": _lineage,
+        "transit_commits": _commits,
+        "transit_segments": _segments,
     }
+    return {name: makers[name](plans) for name in HISTORY_TABLES if name in names}
+
+
+def _lineage(plans: list[StreamPlan]) -> pa.Table:
+    rows = [lineage_row(p.manifest, p.next_offset) for p in plans]
+    return pa.Table.from_pylist(rows, schema=LINEAGE_SCHEMA)
 
 
 def checkpoints_table(catalog: Catalog, plans: list[StreamPlan]) -> pa.Table:
