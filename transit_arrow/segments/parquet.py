@@ -106,8 +106,11 @@ def iter_segment(
     columns: list[str] | None,
     batch_size: int = ROW_GROUP_SIZE,
 ) -> Iterator[pa.RecordBatch]:
-    """Yield the segment's rows with `start <= _offset < end`, skipping row groups outside."""
-    pf = pq.ParquetFile(source)
+    """Yield the segment's rows with `start <= _offset < end`, skipping row groups outside.
+
+    Pages are read as the batches need them (no pre-buffering of every row group the range
+    covers), so the first batch of a large segment arrives after one row group's work."""
+    pf = pq.ParquetFile(source, memory_map=isinstance(source, str), pre_buffer=False)
     groups, names = _plan(pf, start, end, columns)
     if not groups:
         return
