@@ -235,12 +235,15 @@ class ReplayPlan:
         ]
         catalog = self.catalog
 
+        opened: list[pa.NativeFile] = []
+
         def plan(item: tuple[SegmentRef, Span]) -> list[_Task]:
             seg, span = item
             source = catalog.segment_file(seg, span.origin)  # verified against its BLAKE3
             with _reading(catalog, seg, span):
-                meta, tasks, names = plan_segment(source, span.lo, span.hi, read_columns)
-            return [_Task(source, meta, groups, names, seg, span) for groups in tasks]
+                file, meta, tasks, names = plan_segment(source, span.lo, span.hi, read_columns)
+            opened.append(file)  # held open until decoded: a cache eviction cannot remove it
+            return [_Task(file, meta, groups, names, seg, span) for groups in tasks]
 
         def decode(task: _Task) -> list[pa.RecordBatch]:
             seg, span = task.seg, task.span
@@ -250,9 +253,13 @@ class ReplayPlan:
                 )
             return [shape(b, schema, span) for b in table.to_batches()]
 
-        with ThreadPoolExecutor(READ_WORKERS, "transit-read") as pool:
-            tasks = [t for ts in pool.map(plan, pieces) for t in ts]
-            parts = list(pool.map(decode, tasks))
+        try:
+            with ThreadPoolExecutor(READ_WORKERS, "transit-read") as pool:
+                tasks = [t for ts in pool.map(plan, pieces) for t in ts]
+                parts = list(pool.map(decode, tasks))
+        finally:
+            for file in opened:
+                file.close()
         batches = [b for part in parts for b in part]
         batches += self._head_batches(lo, hi, schema)
         return pa.Table.from_batches(batches, schema=schema)
@@ -296,7 +303,7 @@ class ReplayPlan:
 class _Task:
     """Row groups of one verified segment file that one worker of `read` decodes."""
 
-    source: str
+    source: pa.NativeFile
     meta: pq.FileMetaData
     groups: list[int]
     names: list[str] | None

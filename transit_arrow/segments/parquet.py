@@ -132,18 +132,25 @@ GROUPS_PER_TASK = 2
 
 def plan_segment(
     source: str, start: int, end: int, columns: list[str] | None
-) -> tuple[pq.FileMetaData, list[list[int]], list[str] | None]:
-    """Open a segment file's footer; return its metadata, the row groups that may hold
-    offsets in `[start, end)` in tasks of `GROUPS_PER_TASK` (for `read_groups`), and the
-    file's columns to read for `columns` (None: all)."""
-    pf = pq.ParquetFile(source, memory_map=True)
-    groups, names = _plan(pf, start, end, columns)
+) -> tuple[pa.MemoryMappedFile, pq.FileMetaData, list[list[int]], list[str] | None]:
+    """Open a segment file (memory-mapped: the open file stays readable if the path is
+    removed meanwhile, e.g. evicted from the cache) and its footer; return the open file, its
+    metadata, the row groups that may hold offsets in `[start, end)` in tasks of
+    `GROUPS_PER_TASK` (for `read_groups`), and the file's columns to read for `columns`
+    (None: all). The caller closes the file."""
+    file = pa.memory_map(source)
+    try:
+        pf = pq.ParquetFile(file)
+        groups, names = _plan(pf, start, end, columns)
+    except BaseException:
+        file.close()
+        raise
     tasks = [groups[i : i + GROUPS_PER_TASK] for i in range(0, len(groups), GROUPS_PER_TASK)]
-    return pf.metadata, tasks, names
+    return file, pf.metadata, tasks, names
 
 
 def read_groups(
-    source: str,
+    source: pa.NativeFile,
     metadata: pq.FileMetaData,
     groups: list[int],
     names: list[str] | None,
@@ -154,7 +161,7 @@ def read_groups(
     """Rows `start <= _offset < end` of the given row groups of a segment (see
     `plan_segment`). A range inside the file is a zero-copy slice when the offsets read are
     consecutive (as a segment's are), a filter otherwise."""
-    pf = pq.ParquetFile(source, metadata=metadata, memory_map=True)
+    pf = pq.ParquetFile(source, metadata=metadata)
     table = pf.read_row_groups(groups, columns=names, use_threads=False)
     if (start <= seg.first_offset and end > seg.last_offset) or table.num_rows == 0:
         return table
