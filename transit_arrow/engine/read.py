@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -220,10 +220,12 @@ class ReplayPlan:
     ) -> pa.Table:
         """The records with `start <= _offset < end` as one table.
 
-        Every segment is verified against its BLAKE3 first (`Catalog.segment_file`); then
-        `READ_WORKERS` threads decode the row groups the range needs, a few at a time (so one
-        large segment spreads over every core, and many small ones overlap); the result is
-        assembled from the decoded batches in offset order without copying them.
+        Every segment is verified against its BLAKE3 first (`Catalog.segment_file`: fetched
+        into the verified cache for a remote store), `READ_WORKERS` at a time; as soon as one
+        is, `READ_WORKERS` other threads decode the row groups the range needs, a few at a
+        time (so one large segment spreads over every core, many small ones overlap, and a
+        cold read decodes while it still fetches); the result is assembled from the decoded
+        batches in offset order without copying them.
         """
         schema, spans, lo, hi, read_columns = self._clipped(start, end, columns)
         prefetch_spans(self.catalog, spans)  # remote segments: fetched in parallel first
@@ -254,9 +256,22 @@ class ReplayPlan:
             return [shape(b, schema, span) for b in table.to_batches()]
 
         try:
-            with ThreadPoolExecutor(READ_WORKERS, "transit-read") as pool:
-                tasks = [t for ts in pool.map(plan, pieces) for t in ts]
-                parts = list(pool.map(decode, tasks))
+            # Two pools: a segment's row groups start decoding as soon as it is verified
+            # (fetched, for a remote store) while later segments are still being fetched.
+            with (
+                ThreadPoolExecutor(READ_WORKERS, "transit-open") as opener,
+                ThreadPoolExecutor(READ_WORKERS, "transit-read") as decoder,
+            ):
+                planned = [opener.submit(plan, p) for p in pieces]
+                decoding: list[Future[list[pa.RecordBatch]]] = []
+                try:
+                    decoding += (decoder.submit(decode, t) for f in planned for t in f.result())
+                    parts = [f.result() for f in decoding]
+                except BaseException:  # the first failure in reading order: stop the rest
+                    pending: list[Future[Any]] = [*planned, *decoding]
+                    for f in pending:
+                        f.cancel()
+                    raise
         finally:
             for file in opened:
                 file.close()
