@@ -1,6 +1,7 @@
 """Branch cost and deep-branch replay, each measured side by side in one run (DESIGN §6).
 
-Run: `python benchmarks/bench_branch.py [--big 10000000] [--small 1000] [--runs 9]`.
+Run: `python benchmarks/bench_branch.py [--big 10000000] [--small 1000] [--runs 9] [--w3]`
+(`--only w3` for the W3 read alone).
 
 Prints medians of `--runs` runs (at least 5), each pair measured alternately in the same run:
 
@@ -13,7 +14,12 @@ Prints medians of `--runs` runs (at least 5), each pair measured alternately in 
    pair isolates history size: a `--control`-record parent (default one 1,000,000-record
    segment) vs the big one, whose first segments are laid out identically;
 3. replay throughput of a branch three levels deep (`read()`) vs `pq.read_table` of exactly
-   the Parquet segment files that replay covers; target: transit/raw >= 0.8.
+   the Parquet segment files that replay covers; target: transit/raw >= 0.8;
+4. `--w3` (alone, or with `--only w3`): the peers benchmark's W3 layout (`benchmarks/peers.py`:
+   `--w3-commits` commits of 1,000 records with `durability="tiered"`, one segment each,
+   then one bulk append of `--w3-bulk` records, a branch at the head and 1,000 records
+   appended to it, ~200-byte string payloads); `branch.read()` vs `pq.read_table` of the same
+   segment files, side by side (target: transit <= 1.2x the raw read, its time over pyarrow's).
 
 `--big` sets the big parent's record count (default 10,000,000). It is built fast: pyarrow
 tables of 1,000,000 rows appended with `memory` durability into 1,000,000-record segments
@@ -208,6 +214,59 @@ def bench_deep_replay(work: Path, level: int, runs: int) -> None:
         )
 
 
+def payload_table(n: int, first: int) -> pa.Table:
+    """`n` records shaped like the peers benchmark's (a model name, ids, a score, a latency
+    and a ~200-byte JSON-like payload), built without a Python loop per record."""
+    rng = np.random.default_rng(first)
+    models = np.array(["gpt-4o", "claude-3-5-sonnet", "llama-3-70b", "mistral-large"])
+    notes = pa.array([f'{{"prompt":"template {i}","note":"' + "." * 160 + '"}' for i in range(64)])
+    return pa.table(
+        {
+            "model": models[rng.integers(0, len(models), n)],
+            "task_id": np.arange(first, first + n, dtype=np.int64),
+            "score": rng.random(n),
+            "latency_ms": rng.integers(20, 5000, n, dtype=np.int32),
+            "payload": notes.take(pa.array(rng.integers(0, 64, n))),
+        }
+    )
+
+
+def bench_w3(work: Path, commits: int, bulk: int, runs: int) -> None:
+    root = work / "w3"
+    with ta.open(root) as log:
+        stream = log.create_stream("t")
+        for k in range(commits):
+            stream.append(payload_table(1000, k * 1000), durability="tiered")
+        stream.append(payload_table(bulk, commits * 1000), durability="tiered")
+        n = stream.next_offset
+        branch = log.branch("b", at=f"t@{n - 1}")
+        branch.append(payload_table(1000, n), durability="tiered")
+        files = segment_files(root, "t", n - 1) + segment_files(root, "b", n + 999)
+        records = n + 1000
+
+        def raw(i: int) -> float:
+            t0 = time.perf_counter()
+            table = pq.read_table([str(p) for p in files])
+            elapsed = time.perf_counter() - t0
+            assert table.num_rows == records
+            return elapsed
+
+        def ours(i: int) -> float:
+            t0 = time.perf_counter()
+            table = log.stream("b").read()
+            elapsed = time.perf_counter() - t0
+            assert table.num_rows == records
+            return elapsed
+
+        raw(0), ours(0)  # warm the page cache (and this process's verification) for both
+        t_ours, t_raw = median_pair(ours, raw, runs)
+    print(
+        f"W3 read of a branch ({records:,} records in {len(files)} files): transit read() "
+        f"{t_ours:.3f} s, pq.read_table of the same files {t_raw:.3f} s, ratio "
+        f"{t_ours / t_raw:.2f} (target <= 1.2); load average {os.getloadavg()[0]:.1f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--big", type=int, default=10_000_000, help="records of the big parent")
@@ -215,6 +274,10 @@ def main() -> None:
     parser.add_argument("--control", type=int, default=CHUNK, help="records of the control parent")
     parser.add_argument("--level", type=int, default=1_000_000, help="records per deep level")
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--w3", action="store_true", help="also run the W3 read side by side")
+    parser.add_argument("--only", choices=["w3"], help="run only this part")
+    parser.add_argument("--w3-commits", type=int, default=500)
+    parser.add_argument("--w3-bulk", type=int, default=2_000_000)
     args = parser.parse_args()
     if args.runs < 5:
         parser.error("--runs must be at least 5")
@@ -224,8 +287,11 @@ def main() -> None:
     )
     work = Path(tempfile.mkdtemp(prefix="transit-bench-branch-"))
     try:
-        bench_branching(work, args.small, args.control, args.big, args.runs)
-        bench_deep_replay(work, args.level, args.runs)
+        if args.only is None:
+            bench_branching(work, args.small, args.control, args.big, args.runs)
+            bench_deep_replay(work, args.level, args.runs)
+        if args.w3 or args.only == "w3":
+            bench_w3(work, args.w3_commits, args.w3_bulk, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import blake3
@@ -13,9 +14,12 @@ import pytest
 from transit_arrow.manifest import SegmentRef
 from transit_arrow.record import HEADERS_TYPE, TIMESTAMP_TYPE, head_schema
 from transit_arrow.segments.parquet import (
+    GROUPS_PER_TASK,
     ROW_GROUP_SIZE,
     encode_segment,
     iter_segment,
+    plan_segment,
+    read_groups,
     segment_path,
 )
 
@@ -260,3 +264,85 @@ class TestIterSegment:
         table = pa.Table.from_batches(batches)
         assert table.column_names == ["_stream", "_offset", "s"]
         assert table.column("s").to_pylist() == [f"value-{i}" for i in range(10, 20)]
+
+
+def _read_whole(path: Path, ref: SegmentRef, start: int, end: int) -> pa.Table:
+    """`plan_segment` + `read_groups` of every task, concatenated (what `read()` does)."""
+    file, meta, tasks, names = plan_segment(str(path), start, end, None)
+    try:
+        parts = [read_groups(file, meta, g, names, ref, start, end) for g in tasks]
+    finally:
+        file.close()
+    return pa.concat_tables(parts) if parts else pa.table({"_offset": pa.array([], pa.int64())})
+
+
+class TestReadGroups:
+    """`plan_segment` + `read_groups` (the parallel `read()` path) return exactly an offset
+    range, like `iter_segment`."""
+
+    @pytest.mark.parametrize(
+        ("start", "end"),
+        [
+            (FIRST + 250, FIRST + 260),
+            (FIRST + 199, FIRST + 201),
+            (FIRST + 1000, FIRST + 2000),
+            (0, FIRST + 1),
+            (0, 1 << 62),
+            (0, FIRST),
+        ],
+    )
+    def test_range(
+        self,
+        segment: tuple[bytes, dict[str, Any], SegmentRef],
+        tmp_path: Path,
+        start: int,
+        end: int,
+    ) -> None:
+        raw, _, ref = segment
+        path = tmp_path / "seg.parquet"
+        path.write_bytes(raw)
+        table = _read_whole(path, ref, start, end)
+        lo, hi = max(start, FIRST), min(end, FIRST + ROWS)
+        assert table.column("_offset").to_pylist() == list(range(lo, hi))
+        if hi > lo:
+            expected = _head_table(FIRST, ROWS).slice(lo - FIRST, hi - lo)
+            assert table.drop_columns(["_stream"]).equals(expected)
+
+    def test_tasks_cover_only_needed_groups(
+        self, segment: tuple[bytes, dict[str, Any], SegmentRef], tmp_path: Path
+    ) -> None:
+        raw, _, _ = segment
+        path = tmp_path / "seg.parquet"
+        path.write_bytes(raw)
+        file, _, tasks, _ = plan_segment(str(path), FIRST + 250, FIRST + 560, None)
+        file.close()
+        assert [g for t in tasks for g in t] == [2, 3, 4, 5]
+        assert all(len(t) <= GROUPS_PER_TASK for t in tasks)
+
+    def test_gaps_are_filtered(self, tmp_path: Path) -> None:
+        """Offsets that are not consecutive (not written by this library) are filtered, not
+        sliced by position."""
+        head = _head_table(0, 20)
+        gapped = head.set_column(0, "_offset", pa.array(range(0, 40, 2), pa.int64()))
+        data, meta = encode_segment(gapped, "x", row_group_size=8)
+        ref = SegmentRef(path="streams/x/segments/g.parquet", **meta)
+        path = tmp_path / "g.parquet"
+        path.write_bytes(bytes(data))
+        table = _read_whole(path, ref, 5, 21)
+        assert table.column("_offset").to_pylist() == [6, 8, 10, 12, 14, 16, 18, 20]
+
+    def test_open_file_survives_removal(
+        self, segment: tuple[bytes, dict[str, Any], SegmentRef], tmp_path: Path
+    ) -> None:
+        """A planned segment stays readable if its path is removed before it is decoded (a
+        cache eviction during a read)."""
+        raw, _, ref = segment
+        path = tmp_path / "seg.parquet"
+        path.write_bytes(raw)
+        file, meta, tasks, names = plan_segment(str(path), 0, 1 << 62, None)
+        path.unlink()
+        try:
+            rows = sum(read_groups(file, meta, g, names, ref, 0, 1 << 62).num_rows for g in tasks)
+        finally:
+            file.close()
+        assert rows == ROWS

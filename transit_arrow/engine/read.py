@@ -9,21 +9,34 @@ the read schema. Live streams and time-travel views differ only in how the plan 
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import blake3
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..commit import Commit
-from ..errors import InvalidInputError
-from ..manifest import Manifest
+from ..errors import IntegrityError, InvalidInputError, TransitError
+from ..manifest import Manifest, SegmentRef
 from ..record import full_schema
 from ..segments.head import HeadBatches
+from ..segments.parquet import plan_segment, read_groups
 from ..segments.prefetch import prefetch_spans
 from .catalog import Catalog
-from .replay import Span, clip, has_origin_columns, iter_spans, replay_spans, shape, union_schema
+from .replay import (
+    Span,
+    clip,
+    has_origin_columns,
+    iter_spans,
+    replay_spans,
+    shape,
+    union_schema,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -31,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMITS_SCHEMA",
     "END",
+    "READ_WORKERS",
     "ReplayPlan",
     "align_frame",
     "commits_table",
@@ -40,6 +54,9 @@ __all__ = [
 
 #: An offset past any stream's end.
 END = 1 << 62
+#: Segments `read` decodes at once (each with pyarrow's own threads as well): enough to
+#: overlap one file's opening and verification with another's decoding.
+READ_WORKERS = max(2, min(8, os.cpu_count() or 2))
 
 COMMITS_SCHEMA = pa.schema(
     [  # type: ignore[arg-type]
@@ -146,6 +163,14 @@ class ReplayPlan:
         self, start: int | None, end: int | None, columns: list[str] | None
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         """The read schema and the record batches with `start <= _offset < end`."""
+        schema, spans, lo, hi, read_columns = self._clipped(start, end, columns)
+        return schema, self._iter(spans, lo, hi, schema, read_columns)
+
+    def _clipped(
+        self, start: int | None, end: int | None, columns: list[str] | None
+    ) -> tuple[pa.Schema, list[Span], int, int, list[str] | None]:
+        """Check a read's arguments; return its schema, spans, offset range and the stored
+        columns to read (None: all)."""
         schema = self.schema
         if columns is not None:
             if isinstance(columns, str):
@@ -165,8 +190,7 @@ class ReplayPlan:
         lo = 0 if start is None else start
         hi = END if end is None else max(end, lo)
         read_columns = None if columns is None else [*columns, "_stream", "_offset"]
-        spans = clip(list(self.spans), lo, hi)
-        return schema, self._iter(spans, lo, hi, schema, read_columns)
+        return schema, clip(list(self.spans), lo, hi), lo, hi, read_columns
 
     def _iter(
         self,
@@ -178,6 +202,9 @@ class ReplayPlan:
     ) -> Iterator[pa.RecordBatch]:
         prefetch_spans(self.catalog, spans)  # remote segments: fetched in parallel first
         yield from iter_spans(self.catalog, spans, schema, columns)
+        yield from self._head_batches(lo, hi, schema)
+
+    def _head_batches(self, lo: int, hi: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         own = Span(self.name, self.manifest, 0, END)
         for start, _, batches in self.heads:
             offset = start
@@ -191,9 +218,66 @@ class ReplayPlan:
     def read(
         self, start: int | None = None, end: int | None = None, columns: list[str] | None = None
     ) -> pa.Table:
-        """The records with `start <= _offset < end` as one table."""
-        schema, batches = self.batches(start, end, columns)
-        return pa.Table.from_batches(list(batches), schema=schema)
+        """The records with `start <= _offset < end` as one table.
+
+        Every segment is verified against its BLAKE3 first (`Catalog.segment_file`: fetched
+        into the verified cache for a remote store), `READ_WORKERS` at a time; as soon as one
+        is, `READ_WORKERS` other threads decode the row groups the range needs, a few at a
+        time (so one large segment spreads over every core, many small ones overlap, and a
+        cold read decodes while it still fetches); the result is assembled from the decoded
+        batches in offset order without copying them.
+        """
+        schema, spans, lo, hi, read_columns = self._clipped(start, end, columns)
+        prefetch_spans(self.catalog, spans)  # remote segments: fetched in parallel first
+        pieces = [
+            (seg, span)
+            for span in spans
+            for seg in span.manifest.segments
+            if seg.last_offset >= span.lo and seg.first_offset < span.hi
+        ]
+        catalog = self.catalog
+
+        opened: list[pa.NativeFile] = []
+
+        def plan(item: tuple[SegmentRef, Span]) -> list[_Task]:
+            seg, span = item
+            source = catalog.segment_file(seg, span.origin)  # verified against its BLAKE3
+            with _reading(catalog, seg, span):
+                file, meta, tasks, names = plan_segment(source, span.lo, span.hi, read_columns)
+            opened.append(file)  # held open until decoded: a cache eviction cannot remove it
+            return [_Task(file, meta, groups, names, seg, span) for groups in tasks]
+
+        def decode(task: _Task) -> list[pa.RecordBatch]:
+            seg, span = task.seg, task.span
+            with _reading(catalog, seg, span):
+                table = read_groups(
+                    task.source, task.meta, task.groups, task.names, seg, span.lo, span.hi
+                )
+            return [shape(b, schema, span) for b in table.to_batches()]
+
+        try:
+            # Two pools: a segment's row groups start decoding as soon as it is verified
+            # (fetched, for a remote store) while later segments are still being fetched.
+            with (
+                ThreadPoolExecutor(READ_WORKERS, "transit-open") as opener,
+                ThreadPoolExecutor(READ_WORKERS, "transit-read") as decoder,
+            ):
+                planned = [opener.submit(plan, p) for p in pieces]
+                decoding: list[Future[list[pa.RecordBatch]]] = []
+                try:
+                    decoding += (decoder.submit(decode, t) for f in planned for t in f.result())
+                    parts = [f.result() for f in decoding]
+                except BaseException:  # the first failure in reading order: stop the rest
+                    pending: list[Future[Any]] = [*planned, *decoding]
+                    for f in pending:
+                        f.cancel()
+                    raise
+        finally:
+            for file in opened:
+                file.close()
+        batches = [b for part in parts for b in part]
+        batches += self._head_batches(lo, hi, schema)
+        return pa.Table.from_batches(batches, schema=schema)
 
     def reader(
         self, start: int | None = None, end: int | None = None, columns: list[str] | None = None
@@ -228,6 +312,32 @@ class ReplayPlan:
         if not frames:
             return target.lazy()
         return pl.concat([align_frame(f, target) for f in frames], how="vertical")
+
+
+@dataclass(frozen=True)
+class _Task:
+    """Row groups of one verified segment file that one worker of `read` decodes."""
+
+    source: pa.NativeFile
+    meta: pq.FileMetaData
+    groups: list[int]
+    names: list[str] | None
+    seg: SegmentRef
+    span: Span
+
+
+@contextlib.contextmanager
+def _reading(catalog: Catalog, seg: SegmentRef, span: Span) -> Iterator[None]:
+    """Turn a failure to read a (verified) segment file into an `IntegrityError` naming it."""
+    what = f"segment {catalog.uri}/{seg.path} of stream {span.origin!r}"
+    try:
+        yield
+    except TransitError:
+        raise
+    except FileNotFoundError as e:
+        raise IntegrityError(f"{what} is referenced by a commit but missing") from e
+    except (OSError, pa.ArrowInvalid) as e:
+        raise IntegrityError(f"{what} cannot be read: {e}") from e
 
 
 def _span_frame(frame: pl.LazyFrame, span: Span) -> pl.LazyFrame:

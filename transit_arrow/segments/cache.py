@@ -1,7 +1,7 @@
 """A bounded, verified local cache of segment files fetched from a remote store (DESIGN §3).
 
 A segment is fetched whole, its BLAKE3 and size are checked against the commit that references
-it, and only then is it written (temp + fsync + rename) and served. A mismatch raises
+it, and only then is it written (temp + rename; no fsync, see `_path`) and served. A mismatch raises
 `IntegrityError`: a corrupt object is never cached or read. A cached copy is checked again
 (`verified.check`) the first time this process uses it and whenever the file changed since: a
 damaged copy is discarded and fetched again. Least recently used files are evicted once the
@@ -92,7 +92,10 @@ class SegmentCache:
                 f"commit: expected BLAKE3 {seg.blake3} ({seg.bytes} bytes), found {found} "
                 f"({len(data)} bytes); it was not cached or served"
             )
-        write_file_atomic(local, data)
+        # No fsync: a copy torn by an OS crash fails its BLAKE3 check in the next process
+        # (`verified.check` hashes every file a process has not written itself) and is
+        # fetched again; the store keeps the durable original.
+        write_file_atomic(local, data, durable=False)
         registry.remember(str(local), found)
         with self._lock:
             sizes = self._scan()

@@ -23,14 +23,15 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def _write_temp(directory: Path, data: Bytes) -> Path:
+def _write_temp(directory: Path, data: Bytes, durable: bool = True) -> Path:
     tmp = directory / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data).cast("B")
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -39,16 +40,22 @@ def _write_temp(directory: Path, data: Bytes) -> Path:
     return tmp
 
 
-def write_file_atomic(path: Path, data: Bytes) -> None:
-    """Replace `path` with `data` durably: temp + fsync + rename + fsync of the folder."""
+def write_file_atomic(path: Path, data: Bytes, *, durable: bool = True) -> None:
+    """Replace `path` with `data` durably: temp + fsync + rename + fsync of the folder.
+
+    `durable=False` skips both fsyncs (still atomic: readers see the old file or the whole new
+    one while the machine runs), for copies that are checked before use and can be fetched
+    again, such as the segment cache's: after an OS crash such a file may be missing or torn,
+    which its check detects."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _write_temp(path.parent, data)
+    tmp = _write_temp(path.parent, data, durable)
     try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 class LocalStore(ObjectStore):
