@@ -35,7 +35,8 @@ from .engine.writer import Writer, writer_for
 from .errors import IntegrityError, InvalidInputError, TransitError
 from .layout import MATERIALIZATIONS, checkpoints_folder, segment_path, snapshots_folder
 from .manifest import Manifest, SegmentRef, compact_action, decode_snapshot, retain_action
-from .segments.parquet import encode_segment, hash_bytes
+from .segments.parquet import encode_segment
+from .segments.verified import hash_bytes
 
 __all__ = [
     "AutoCompactor",

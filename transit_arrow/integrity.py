@@ -32,6 +32,7 @@ from .engine.replay import references
 from .errors import IntegrityError, InvalidInputError, MissingExtraError
 from .layout import checkpoint_path, checkpoints_folder, commit_path, commits_folder
 from .manifest import Manifest
+from .segments.verified import hash_bytes
 
 __all__ = [
     "Checkpoint",
@@ -552,7 +553,7 @@ class _Verifier:
         except FileNotFoundError:
             self.add(VerifyEntry(name, "segment", False, path, "segment file is missing", expected))
             return
-        found = blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+        found = hash_bytes(data)
         ok = found == expected and len(data) == size
         detail = "BLAKE3 of the file bytes" + (
             "" if len(data) == size else f"; {len(data)} bytes, expected {size}"

@@ -354,5 +354,5 @@ def _upload(catalog: Catalog, name: str, table: pa.Table) -> dict[str, Any]:
     folder = catalog.stream_folder(name)
     data, meta = encode_segment(table, name, catalog.options.row_group_size)
     path = segment_path(folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
-    catalog.put_segment(path, data)
+    catalog.put_segment(path, data, meta["blake3"])
     return {"type": "add_segment", "path": path, **meta}

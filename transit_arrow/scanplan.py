@@ -34,6 +34,7 @@ from .engine.read import ReplayPlan
 from .engine.replay import own_start
 from .errors import IntegrityError, InvalidInputError, StorageError
 from .record import schema_from_json, schema_to_json
+from .segments.verified import hash_bytes
 from .storage import ObjectStore
 from .storage.memory import MemoryStore
 from .storage.s3 import s3_options
@@ -517,7 +518,7 @@ def _verified(span: FileSpan, fetch: Fetch) -> bytes:
             raise
         except OSError as e:
             raise StorageError(f"cannot fetch segment {span.url}: {e}") from e
-    found = blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+    found = hash_bytes(data)
     if found != span.blake3 or len(data) != span.bytes:
         where = span.url if span.kind == "segment" else f"inline head of {span.branch!r}"
         raise IntegrityError(

@@ -285,9 +285,18 @@ class Catalog:
         verified.check(path, seg.blake3, seg.bytes, what=f"segment {self.uri}/{seg.path}{of}")
         return path
 
-    def put_segment(self, path: str, data: Bytes) -> None:
-        """Upload a segment file (content-addressed, so overwriting is harmless)."""
+    def put_segment(self, path: str, data: Bytes, digest: str | None = None) -> None:
+        """Upload a segment file (content-addressed, so overwriting is harmless).
+
+        `digest` is the BLAKE3 the caller computed of `data`: on a local store the file just
+        written is then remembered as verified (keyed by its identity, like a file hashed on
+        first use), so this process's reads of its own segments do not hash them again.
+        """
         self.store.put(path, data)
+        if digest is not None:
+            local = self.store.local_path(path)
+            if local is not None:
+                verified.registry.remember(local, digest)
 
     # --- manifests ------------------------------------------------------------------------
 

@@ -241,9 +241,22 @@ class ReplayPlan:
 
         def plan(item: tuple[SegmentRef, Span]) -> list[_Task]:
             seg, span = item
-            source = catalog.segment_file(seg, span.origin)  # verified against its BLAKE3
-            with _reading(catalog, seg, span):
-                file, meta, tasks, names = plan_segment(source, span.lo, span.hi, read_columns)
+            for attempt in range(_EVICTED_RETRIES + 1):
+                source = catalog.segment_file(seg, span.origin)  # verified against its BLAKE3
+                try:
+                    with _reading(catalog, seg, span):
+                        file, meta, tasks, names = plan_segment(
+                            source, span.lo, span.hi, read_columns
+                        )
+                    break
+                except IntegrityError as e:
+                    # A cached copy of a remote segment evicted between its check and its
+                    # open (another thread's fetch made room): fetch and check it again.
+                    evicted = isinstance(e.__cause__, FileNotFoundError)
+                    if not evicted or catalog.store.local_path(seg.path) is not None:
+                        raise
+                    if attempt == _EVICTED_RETRIES:
+                        raise
             opened.append(file)  # held open until decoded: a cache eviction cannot remove it
             return [_Task(file, meta, groups, names, seg, span) for groups in tasks]
 
@@ -324,6 +337,10 @@ class _Task:
     names: list[str] | None
     seg: SegmentRef
     span: Span
+
+
+#: How often a read fetches again a cached segment copy evicted before it was opened.
+_EVICTED_RETRIES = 3
 
 
 @contextlib.contextmanager

@@ -1015,7 +1015,7 @@ class Writer:
         path = segment_path(self.folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
         # Always put (the name is content-addressed, so overwriting is harmless): skipping an
         # existing object would commit a partial upload left by an interrupted attempt.
-        self.catalog.put_segment(path, data)
+        self.catalog.put_segment(path, data, meta["blake3"])
         return SegmentRef(path=path, **meta)
 
     def _resolve_conflict(self, generation: int, segs: list[SegmentRef]) -> dict[str, Any]:

@@ -14,13 +14,11 @@ import os
 import threading
 from pathlib import Path
 
-import blake3
-
 from ..errors import IntegrityError, StorageError
 from ..manifest import SegmentRef
 from ..storage import ObjectStore
 from ..storage.local import write_file_atomic
-from .verified import registry
+from .verified import hash_bytes, registry
 
 __all__ = ["SegmentCache"]
 
@@ -85,7 +83,7 @@ class SegmentCache:
             ) from e
         except OSError as e:
             raise StorageError(f"cannot fetch segment {store.uri}/{seg.path}: {e}") from e
-        found = blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+        found = hash_bytes(data)
         if found != seg.blake3 or len(data) != seg.bytes:
             raise IntegrityError(
                 f"segment {store.uri}/{seg.path} fetched from the store does not match its "

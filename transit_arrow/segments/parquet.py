@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import blake3
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -13,6 +12,7 @@ import pyarrow.parquet as pq
 
 from ..layout import segment_path
 from ..manifest import SegmentRef
+from .verified import hash_bytes
 
 __all__ = [
     "GROUPS_PER_TASK",
@@ -28,11 +28,6 @@ __all__ = [
 #: segment, large enough to keep zstd effective.
 ROW_GROUP_SIZE = 65536
 _DELTA_COLUMNS = ("_offset", "_timestamp")
-
-
-def hash_bytes(data: bytes | memoryview) -> str:
-    """BLAKE3 hex digest of `data`, multithreaded for large inputs."""
-    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
 
 
 def encode_segment(
