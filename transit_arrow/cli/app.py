@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc as garbage_collector
 import sys
 from collections.abc import Iterator
 from typing import IO, Any
@@ -71,6 +72,12 @@ class _Group(click.Group):
         except Exception as e:  # never a traceback: say what failed, in one line
             click.echo(f"error: unexpected {type(e).__name__}: {one_line(e)}", err=True)
             ctx.exit(1)
+        finally:
+            # Free Arrow readers caught in reference cycles (e.g. through a traceback) now,
+            # while Arrow is alive: freed during interpreter teardown, a reader's native
+            # threads can abort the process ("terminate called without an active exception",
+            # apache/arrow#34314) after the command has done its work.
+            garbage_collector.collect()
 
 
 def _progress(total: int, desc: str) -> tqdm:
