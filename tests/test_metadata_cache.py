@@ -191,3 +191,20 @@ def test_a_log_on_an_object_store_has_no_cache(tmp_path: Path) -> None:
         log.stream("a").flush()
         assert log.lineage().num_rows == 1
         assert not (log.local_dir / CACHE_FILE).exists()
+
+
+def test_a_stream_a_few_commits_past_its_entry_reads_only_the_new_commits(tmp_path: Path) -> None:
+    _build(tmp_path)
+    expected_before = _state(tmp_path, cache=False)
+    with ta.open(tmp_path) as other:  # never lists every stream: the cache is not rewritten
+        other.stream("main").append({"x": 9})
+        other.stream("main").flush()
+    store = CountingStore(tmp_path)
+    with ta.open(store) as log:
+        rows = {r["name"]: r for r in log.lineage().to_pylist()}
+        assert rows["main"]["generation"] == 4
+        assert log.stream("main").read().column("x").to_pylist()[-1] == 9
+    assert [p for p in store.gets if "/commits/" in p] == [
+        "streams/main/commits/00000000000000000004.json"
+    ]
+    assert _state(tmp_path, cache=True) == _state(tmp_path, cache=False) != expected_before

@@ -33,12 +33,14 @@ from ..manifest import Manifest, SegmentRef
 from ..record import schema_from_json, schema_to_json
 from ..storage.local import write_file_atomic
 
-__all__ = ["CACHE_FILE", "MetaCache", "StatKey", "stat_key"]
+__all__ = ["CACHE_FILE", "MAX_LAG", "MetaCache", "StatKey", "stat_key"]
 
 #: The cache file, relative to the log's local dir.
 CACHE_FILE = "metadata.json"
 _KIND = "transit-arrow local metadata cache"
 _VERSION = 1
+#: A stream this many commits past its entry makes the next `save` rewrite the file.
+MAX_LAG = 32
 
 StatKey = tuple[int, int, int, int, int]
 
@@ -77,6 +79,8 @@ class MetaCache:
         # Per stream: the identity of commit 0 and of the latest commit read (generation, key).
         self._first: dict[str, StatKey] = {}
         self._latest: dict[str, tuple[int, StatKey]] = {}
+        # The streams whose entry this handle checked against the files, by its generation.
+        self._hits: dict[str, int] = {}
 
     # --- reading --------------------------------------------------------------------------
 
@@ -120,6 +124,7 @@ class MetaCache:
             return None  # an entry this version cannot use: fold from the commits
         self._first[name] = first
         self._latest[name] = (g, latest)
+        self._hits[name] = g
         return manifest
 
     def _schema(self, index: int | None) -> Any:
@@ -167,50 +172,53 @@ class MetaCache:
         """Forget what this handle knows of `name`'s files (it was deleted)."""
         self._first.pop(name, None)
         self._latest.pop(name, None)
+        self._hits.pop(name, None)
 
     # --- writing --------------------------------------------------------------------------
 
     def save(self, manifests: dict[str, Manifest]) -> None:
         """Write the cache for these latest manifests (every readable stream), atomically,
-        unless it already holds exactly them. Streams whose commit identities this handle
-        does not know are left out (they are folded from their commits next time)."""
+        when it lacks a stream, holds one that is gone or damaged, is `MAX_LAG` or more
+        commits behind on one, or behind on at least one in eight. A stream a few commits
+        behind costs a fresh handle those few reads (chained from the cached root), not a
+        rewrite of the whole file on every change. Streams whose commit identities this
+        handle does not know are left out (they are folded from their commits next time)."""
         old = self._load()
-        fresh = {name for name, m in manifests.items() if self._current(name, m, old.get(name))}
-        if len(fresh) == len(manifests) == len(old):
-            return  # the file holds exactly these
+        must = len(old) != len(manifests)
+        behind = 0
+        for name, manifest in manifests.items():
+            hit = self._hits.get(name)
+            lag = -1 if hit is None else manifest.generation - hit
+            if not 0 <= lag < MAX_LAG:
+                must = True
+                break
+            behind += lag > 0
+        if not must and behind * 8 < len(manifests):
+            return
         entries: dict[str, dict[str, Any]] = {}
         index: dict[str, int] = {}
         schemas: list[str] = []
         for name, manifest in manifests.items():
-            if name in fresh:
+            if self._hits.get(name) == manifest.generation:
                 entries[name] = self._reindexed(old[name], index, schemas)
                 continue
             built = self._entry(name, manifest, index, schemas)
             if built is not None:
                 entries[name] = built
-        body = canonical({"schemas": schemas, "streams": entries})
+        body = json.dumps({"schemas": schemas, "streams": entries}, separators=(",", ":"))
+        data = body.encode()
         header = {
             "kind": _KIND,
             "version": _VERSION,
             "log": self.uri,
-            "blake3": blake3.blake3(body).hexdigest(),
+            "blake3": blake3.blake3(data).hexdigest(),
         }
         try:
-            write_file_atomic(self.file, canonical(header) + b"\n" + body)
+            write_file_atomic(self.file, canonical(header) + b"\n" + data)
         except OSError:
             return  # a cache: the log works without it
         self._entries, self._schemas, self._parsed = entries, schemas, {}
-
-    def _current(self, name: str, manifest: Manifest, cached: dict[str, Any] | None) -> bool:
-        """Whether `cached` is the entry of `manifest`, for the files this handle read."""
-        known = self._latest.get(name)
-        return (
-            cached is not None
-            and known is not None
-            and cached.get("generation") == manifest.generation
-            and cached.get("root") == manifest.root
-            and known == (manifest.generation, tuple(cached.get("latest") or ()))
-        )
+        self._hits = {name: entry["generation"] for name, entry in entries.items()}
 
     def _reindexed(
         self, entry: dict[str, Any], index: dict[str, int], schemas: list[str]
