@@ -208,3 +208,19 @@ def test_a_stream_a_few_commits_past_its_entry_reads_only_the_new_commits(tmp_pa
         "streams/main/commits/00000000000000000004.json"
     ]
     assert _state(tmp_path, cache=True) == _state(tmp_path, cache=False) != expected_before
+
+
+def test_stream_folders_listed_are_the_names_folders(tmp_path: Path) -> None:
+    names = ["a", "a.b", "...", "x/..y", "-_./q", "n/" + "z" * 190, "p/" * 60 + "q"]
+    with ta.open(tmp_path) as log:
+        for name in names:
+            log.create_stream(name).append({"x": 1})
+            log.stream(name).flush()
+    with ta.open(tmp_path) as log:
+        assert log.catalog.names() == sorted(names)
+        assert sorted(log.lineage().column("name").to_pylist()) == sorted(names)
+    with ta.open(tmp_path) as log:  # from the cache
+        assert [log.stream(n).read().column("x").to_pylist() for n in names] == [[1]] * 7
+        assert sorted(r["name"] for r in log.streams().to_pylist() if r["error"] is None) == sorted(
+            names
+        )
