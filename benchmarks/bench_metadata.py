@@ -7,8 +7,9 @@ their baselines where there is one):
 1. opening a stream with `--commits` commits (fresh `ta.open` + `log.stream(name)`), with its
    folded manifest snapshots (DESIGN §5) vs the same log without them (folding every commit),
    and how many files each reads (target: O(1) files, < 0.5 s);
-2. a log with `--branches` branches of one root: fresh `ta.open` + `lineage()` (target < 1 s),
-   beside a bare loop reading and parsing each stream's commit (what any reader must do);
+2. a log with `--branches` branches of one root: fresh `ta.open` + `lineage()` (target < 1 s)
+   with the local metadata cache (`engine/metacache.py`) and without it (removed before each
+   run), beside a bare loop reading and parsing each stream's commit;
 3. `Log.duckdb()` for `--streams` streams on a fresh handle (target <= 0.3 s), beside DuckDB
    alone creating one view per stream over `read_parquet` of the same files;
 4. a fresh handle's first `log.sql` over a 2-stream log vs a new DuckDB connection running the
@@ -41,6 +42,7 @@ import pyarrow as pa
 
 import transit_arrow as ta
 from transit_arrow.commit import FORMAT, canonical, compute_root, writer_identity
+from transit_arrow.engine.metacache import CACHE_FILE
 from transit_arrow.layout import commit_path, snapshot_path, stream_folder
 from transit_arrow.manifest import (
     SNAPSHOT_INTERVAL,
@@ -231,10 +233,15 @@ def build_branches(root: Path, branches: int) -> None:
 def bench_lineage(args: argparse.Namespace, work: Path) -> None:
     root = work / "branches"
     build_branches(root, args.branches)
+    cache = root / "_local" / CACHE_FILE
 
     def lineage() -> None:
         with ta.open(root) as log:
             assert log.lineage().num_rows == args.branches + 1
+
+    def uncached() -> None:
+        cache.unlink(missing_ok=True)  # folds every stream from its commits, then writes it
+        lineage()
 
     def floor() -> None:
         # The least any reader of the latest state does per stream: read and parse its one
@@ -245,12 +252,14 @@ def bench_lineage(args: argparse.Namespace, work: Path) -> None:
             json.loads((commits / f"{0:020d}.json").read_bytes())
             (commits / f"{1:020d}.json").exists()
 
-    got = interleaved({"lineage": lineage, "floor": floor}, max(3, args.runs // 2))
+    got = interleaved({"lineage": lineage, "uncached": uncached, "floor": floor}, max(3, args.runs))
     print(
         f"2. fresh open + lineage() of a log with {args.branches:,} branches: "
-        f"{got['lineage'] * 1e3:.0f} ms (target < 1 s); reading and parsing each stream's "
-        f"commit in a bare loop {got['floor'] * 1e3:.0f} ms (ratio "
-        f"{got['lineage'] / got['floor']:.2f})"
+        f"{got['lineage'] * 1e3:.0f} ms (target < 1 s) with the local metadata cache; "
+        f"reading and parsing each stream's commit in a bare loop {got['floor'] * 1e3:.0f} ms "
+        f"(ratio {got['lineage'] / got['floor']:.2f}); without the cache (folding every stream "
+        f"from its commits, then writing the cache) {got['uncached'] * 1e3:.0f} ms (ratio "
+        f"{got['uncached'] / got['floor']:.2f})"
     )
 
 

@@ -15,6 +15,7 @@ import gc
 import itertools
 import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -68,11 +69,15 @@ from ..storage import ObjectStore
 from ..storage.base import Bytes
 from ..storage.guarded import guarded
 from ..typing import Durability
+from .metacache import MetaCache
 
 __all__ = ["FORMAT", "Catalog", "LiveWriter", "Options", "as_utc", "bulk"]
 
 FORMAT = 1
 _MEMORY_LOCAL_DIRS: dict[str, str] = {}
+# A folder `encode_stream_name` gives a name of only these characters ('/' as '%2F', never
+# shortened): decoded with one `replace`, and known to be that name's folder.
+_PLAIN_FOLDER = re.compile(r"[A-Za-z0-9._-]+(?:%2F[A-Za-z0-9._-]+)*")
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,9 @@ class Catalog:
         self.local_dir = Path(local_dir) if local_dir is not None else default_local_dir(store)
         self.local_dir.mkdir(parents=True, exist_ok=True)
         self.cache = SegmentCache(self.local_dir / "cache", options.cache_max_bytes)
+        root = self.store.local_path("")
+        # Every stream's latest state, kept in the local dir (local-folder stores only).
+        self._meta = MetaCache(self.local_dir, self.uri, root) if root is not None else None
         #: The writers of this process, by stream name.
         self.writers: dict[str, LiveWriter] = {}
         # Generation g of a stream is at index g; None below a snapshot it was opened from.
@@ -313,6 +321,8 @@ class Catalog:
             last = history[-1] if history else None
             manifest = Manifest.initial(commit) if last is None else last.apply(commit)
             history.append(manifest)
+            if self._meta is not None:
+                self._meta.wrote(name, self.stream_folder(name), g)
             self._commit_cache.setdefault(name, []).append(commit)
             if snapshot_due(manifest):
                 self._write_snapshot(name, manifest, commit["prev_root"])
@@ -351,7 +361,19 @@ class Catalog:
 
         A stream of one commit costs two requests (commit 0, and the probe of commit 1); one
         with a snapshot reads O(1) files (DESIGN §5): no listing of a commit log that may hold
-        100,000 names."""
+        100,000 names.
+
+        With the local metadata cache, a stream whose commit files did not change since it was
+        cached costs two or three `stat`s (`engine/metacache.py`)."""
+        if self._meta is not None:
+            cached = self._meta.lookup(name, self.stream_folder(name))
+            if cached is not None:
+                self._history[name] = [None] * cached.generation + [cached]
+                self._commit_cache[name] = [None] * (cached.generation + 1)
+                self._advance(name, log)
+                return True
+        if self._meta is not None and self._meta.probe(name, log.stream_folder, 0) is None:
+            return False
         try:
             first = log.read(0, None)
         except FileNotFoundError:
@@ -367,11 +389,18 @@ class Catalog:
         """Read and fold the commits after `name`'s known history, probing each before reading
         it, up to the first missing one (a listing would also stop at a gap)."""
         history, commits = self._history[name], self._commit_cache[name]
-        while self.store.exists(log.path(len(history))):
+        while self._exists(name, log, len(history)):
             last = self._last(history)
             commit = log.read(len(history), last.root)
             history.append(last.apply(commit))
             commits.append(commit)
+
+    def _exists(self, name: str, log: CommitLog, generation: int) -> bool:
+        """Whether commit `generation` of `name` exists (before it is read: the metadata
+        cache records the identity the file had then)."""
+        if self._meta is not None:
+            return self._meta.probe(name, log.stream_folder, generation) is not None
+        return self.store.exists(log.path(generation))
 
     def manifest_at(self, name: str, generation: int | None) -> Manifest:
         """The manifest of `name` at `generation` (the latest when None)."""
@@ -413,7 +442,7 @@ class Catalog:
         """Every commit of `name`, generation 0 first."""
         self.manifest(name, refresh=True)
         with self.lock:
-            if self._commit_cache[name][0] is None:  # opened from a snapshot
+            if None in self._commit_cache[name]:  # opened from a snapshot or the metadata cache
                 self._fold_from_genesis(name)
             return [c for c in self._commit_cache[name] if c is not None]
 
@@ -462,6 +491,8 @@ class Catalog:
                 snapshot, _ = decode_snapshot(self.store.get(f"{folder}/{entry}"), name)
                 if snapshot.manifest.generation != generation:
                     continue
+                if generation and self._meta is not None:
+                    self._meta.probe(name, log.stream_folder, generation)
                 commit = log.read(generation, snapshot.prev_root) if generation else first
                 bind_snapshot(snapshot, commit)
                 if first["actions"][0] != snapshot.manifest.create:
@@ -496,8 +527,10 @@ class Catalog:
                 if known.root != manifest.root:
                     raise IntegrityError(
                         f"stream {name!r}: the commit chain gives root {manifest.root} at "
-                        f"generation {g}, the snapshot {known.root}"
+                        f"generation {g}, the snapshot (or local metadata cache) {known.root}"
                     )
+                if commits[g] is None:  # opened from the metadata cache
+                    commits[g] = commit
                 break
             history[g], commits[g] = manifest, commit
 
@@ -537,7 +570,9 @@ class Catalog:
             first = commit_path(f"streams/{component}", 0)
             if f"{component}.json" in deleted:
                 continue  # deleted (Log.delete_stream)
-            name = decode_stream_name(component)
+            name = self._plain_name(component)
+            if name is None:
+                name = decode_stream_name(component)
             if name is not None and within is not None and not within(name):
                 continue
             if name is None:
@@ -553,6 +588,17 @@ class Catalog:
                 continue  # being created (a loaded stream's first commit exists for good)
             names.append(name)
         return sorted(names)
+
+    def _plain_name(self, component: str) -> str | None:
+        """The name whose folder is `streams/<component>`, when `component` is a plain
+        encoding (then remembered as that name's folder), else None."""
+        if len(component) > 200 or not _PLAIN_FOLDER.fullmatch(component):
+            return None
+        name = component.replace("%2F", "/")
+        if "." in name and any(part in (".", "..") for part in name.split("/")):
+            return None
+        self._folders.setdefault(name, f"streams/{component}")
+        return name
 
     def manifests(
         self, *, refresh: bool = True
@@ -570,6 +616,9 @@ class Catalog:
                     continue
                 if manifest is not None:
                     found[name] = manifest
+            if self._meta is not None:
+                with self.lock:
+                    self._meta.save(found)
         return found, errors
 
     def exists(self, name: str) -> bool:
@@ -585,6 +634,8 @@ class Catalog:
         with self.lock:
             self._history.pop(name, None)
             self._commit_cache.pop(name, None)
+            if self._meta is not None:
+                self._meta.forget(name)
 
     def known(self, name: str) -> bool:
         """Whether this process has loaded `name`'s manifest already."""
