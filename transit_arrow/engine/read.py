@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -271,20 +272,18 @@ class ReplayPlan:
         try:
             # Two pools: a segment's row groups start decoding as soon as it is verified
             # (fetched, for a remote store) while later segments are still being fetched.
-            with (
-                ThreadPoolExecutor(READ_WORKERS, "transit-open") as opener,
-                ThreadPoolExecutor(READ_WORKERS, "transit-read") as decoder,
-            ):
-                planned = [opener.submit(plan, p) for p in pieces]
-                decoding: list[Future[list[pa.RecordBatch]]] = []
-                try:
-                    decoding += (decoder.submit(decode, t) for f in planned for t in f.result())
-                    parts = [f.result() for f in decoding]
-                except BaseException:  # the first failure in reading order: stop the rest
-                    pending: list[Future[Any]] = [*planned, *decoding]
-                    for f in pending:
-                        f.cancel()
-                    raise
+            opener, decoder = _read_pools()
+            planned = [opener.submit(plan, p) for p in pieces]
+            decoding: list[Future[list[pa.RecordBatch]]] = []
+            try:
+                decoding += (decoder.submit(decode, t) for f in planned for t in f.result())
+                parts = [f.result() for f in decoding]
+            except BaseException:  # the first failure in reading order: stop the rest
+                pending: list[Future[Any]] = [*planned, *decoding]
+                for f in pending:
+                    f.cancel()
+                wait(pending)  # tasks already running finish before their files are closed
+                raise
         finally:
             for file in opened:
                 file.close()
@@ -337,6 +336,27 @@ class _Task:
     names: list[str] | None
     seg: SegmentRef
     span: Span
+
+
+_POOLS: tuple[int, ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+_POOLS_LOCK = threading.Lock()
+
+
+def _read_pools() -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+    """The process's pools of `read`: one opens and verifies segments, one decodes them.
+
+    Shared by every read (starting threads per read cost a few milliseconds, as much as a
+    small read itself) and made again in a forked child, which inherits no threads.
+    """
+    global _POOLS
+    with _POOLS_LOCK:
+        if _POOLS is None or _POOLS[0] != os.getpid():
+            _POOLS = (
+                os.getpid(),
+                ThreadPoolExecutor(READ_WORKERS, "transit-open"),
+                ThreadPoolExecutor(READ_WORKERS, "transit-read"),
+            )
+        return _POOLS[1], _POOLS[2]
 
 
 #: How often a read fetches again a cached segment copy evicted before it was opened.
