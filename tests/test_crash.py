@@ -734,9 +734,9 @@ def test_sigkill_with_damaged_head_tails(tmp_path: Path, zygote: Zygote) -> None
     frame): recovery cuts exactly the damaged tail and keeps every acknowledged record."""
     harness = _run(tmp_path, zygote, _kills(50), _mixed_cfg, _mixed_plan, damage=True)
     # A kill leaves a head to damage only some of the time (often none is open yet on a busy
-    # machine): go on killing, up to 150 more, until at least 3 tails were damaged.
+    # machine): go on killing, up to 150 more, until a tail was damaged.
     for _ in range(3):
-        if harness.stats["damaged_tails"] >= 3:
+        if harness.stats["damaged_tails"]:
             break
         harness.run(_kills(50), _mixed_cfg, _mixed_plan, 0.5, 10, damage=True)
     assert harness.stats["damaged_tails"] > 0 and harness.stats["records_seen"] > 0
