@@ -32,10 +32,10 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import blake3
 import numpy as np
@@ -48,12 +48,14 @@ from ..storage.local import fsync_dir, write_file_atomic
 
 __all__ = [
     "HEAD_FORMAT",
+    "ChainLink",
     "Head",
     "HeadBatches",
     "HeadFile",
     "RecoveredHead",
     "by_priority",
     "chain_heads",
+    "chain_links",
     "continues",
     "fenced_epoch",
     "head_name",
@@ -669,27 +671,48 @@ def fenced_epoch(commits: list[dict[str, Any]]) -> int:
     return fenced
 
 
-def continues(head: HeadFile, expected: int, fenced: int) -> bool:
+class ChainLink(Protocol):
+    """What the chain rule reads of a head: a `HeadFile`, or a `head_reader.HeadReader`."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def start_offset(self) -> int: ...
+    @property
+    def end_offset(self) -> int: ...
+    @property
+    def epoch(self) -> int | None: ...
+    @property
+    def records(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+
+
+Link = TypeVar("Link", bound=ChainLink)
+
+
+def continues(head: ChainLink, expected: int, fenced: int) -> bool:
     """Whether `head` continues a stream whose next offset is `expected`, given the highest
     `fenced` epoch: it starts there and its owner was never fenced."""
     return head.start_offset == expected and (head.epoch is None or head.epoch > fenced)
 
 
-def by_priority(heads: list[HeadFile]) -> list[HeadFile]:
+def by_priority(heads: Iterable[Link]) -> list[Link]:
     """Heads by start offset, the newest owner first among those starting at one offset."""
     return sorted(heads, key=lambda h: (h.start_offset, -(h.epoch if h.epoch is not None else -1)))
 
 
-def chain_heads(heads: list[HeadFile], next_offset: int, fenced: int) -> HeadBatches:
-    """The heads a reader shows after the committed `next_offset`: from there, each starts
-    where the previous one ends and none is owned by a fenced epoch (<= `fenced`); of heads
-    starting at one offset, the newest owner's. This is the rule the writer's recovery adopts
-    heads by, so readers show what the next writer will keep.
+def chain_links(heads: Iterable[Link], next_offset: int, fenced: int) -> Iterator[Link]:
+    """The heads a reader shows after the committed `next_offset`, in order: from there, each
+    starts where the previous one ends and none is owned by a fenced epoch (<= `fenced`); of
+    heads starting at one offset, the newest owner's; empty ones are skipped. This is the rule
+    the writer's recovery adopts heads by, so readers show what the next writer will keep.
 
     Raises:
         IntegrityError: a head of the chain is damaged (naming the file).
     """
-    out: HeadBatches = []
     expected = next_offset
     for head in by_priority(heads):
         if not continues(head, expected, fenced):
@@ -701,9 +724,20 @@ def chain_heads(heads: list[HeadFile], next_offset: int, fenced: int) -> HeadBat
             )
         if not head.records:
             continue
-        out.append((head.start_offset, head.user_schema, head.batches))
+        yield head
         expected = head.end_offset
-    return out
+
+
+def chain_heads(heads: list[HeadFile], next_offset: int, fenced: int) -> HeadBatches:
+    """The batches of the heads `chain_links` keeps (the rule readers and recovery share).
+
+    Raises:
+        IntegrityError: a head of the chain is damaged (naming the file).
+    """
+    return [
+        (head.start_offset, head.user_schema, head.batches)
+        for head in chain_links(heads, next_offset, fenced)
+    ]
 
 
 # --- the writer's heads --------------------------------------------------------------------------

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..errors import IntegrityError
 from ..record import head_schema
 from .head import (
     FRAME_MARKER,
     HeadBatches,
     HeadFile,
+    chain_links,
     frame_digest,
     frame_trailer,
     head_header,
@@ -256,11 +256,6 @@ class HeadsReader:
         return out
 
 
-def _priority(head: HeadReader) -> tuple[int, int]:
-    """By start offset, the newest owner first among heads starting at one offset."""
-    return head.start_offset, -(head.epoch if head.epoch is not None else -1)
-
-
 def chain(readers: list[HeadReader], next_offset: int, fenced: int, position: int) -> HeadBatches:
     """The unsealed heads a reader shows after the committed `next_offset` (the rule of
     `chain_heads`: from there, each head starts where the previous one ends, none is owned by
@@ -271,19 +266,8 @@ def chain(readers: list[HeadReader], next_offset: int, fenced: int, position: in
         IntegrityError: a head of the chain is damaged (naming the file).
     """
     out: HeadBatches = []
-    expected = next_offset
-    for head in sorted(readers, key=_priority):
-        if head.start_offset != expected or (head.epoch is not None and head.epoch <= fenced):
-            continue
-        if head.status == "damaged":
-            raise IntegrityError(
-                f"head {head.path} of the stream's unsealed records is damaged: {head.detail}; "
-                "a writer opening the stream sets it aside (see Log.orphaned_heads)"
-            )
-        if not head.records:
-            continue
-        expected = head.end_offset
-        if expected <= position:
+    for head in chain_links(readers, next_offset, fenced):
+        if head.end_offset <= position:
             continue
         start, batches = head.batches_from(position)
         out.append((start, head.user_schema, batches))
