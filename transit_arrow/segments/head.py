@@ -179,6 +179,9 @@ class FrameCodec:
         return t[: self.value_at] + value + t[self.value_at + _VALUE_LEN :]
 
 
+#: Buffered rows below this many are converted to Arrow as structs, more column by column.
+_SMALL_ROWS = 64
+
 #: Frames of more bytes than this stream from the IPC writer into the file (see `Head.write`).
 _STREAM_BYTES = 1 << 18
 
@@ -769,7 +772,11 @@ class Head:
         self.fd: int | None = None
         self.new_file = False  # created, but its folder entry not yet synced
         self.codec: FrameCodec | None = None
-        self.rows: list[tuple[Any, ...]] = []
+        #: Buffered per-record appends, one Python list per user column (no object per record:
+        #: a tuple per record would be tracked by the garbage collector, whose passes then
+        #: rescan every buffered record).
+        self.columns: list[list[Any]] = [[] for _ in user]
+        self.struct_type = pa.struct(list(user))
         self.row_stamps: list[int] = []
         #: The file this head was recovered from (its frames are re-checked before sealing).
         self.recovered: HeadFile | None = None
@@ -803,10 +810,12 @@ class Head:
         self.records += batch.num_rows
         self.nbytes += batch.nbytes
 
-    def add_row(self, values: tuple[Any, ...], stamp_us: int, nbytes: int) -> None:
-        """Buffer one record whose values were checked against the user schema's types."""
-        self.rows.append(values)
-        self.row_stamps.append(stamp_us)
+    def add_row(self, values: tuple[Any, ...], stamp_ns: int, nbytes: int) -> None:
+        """Buffer one record whose values were checked against the user schema's types,
+        appended at `stamp_ns` (`time.time_ns()`)."""
+        for column, value in zip(self.columns, values, strict=True):
+            column.append(value)
+        self.row_stamps.append(stamp_ns)
         self.records += 1
         self.nbytes += nbytes
 
@@ -816,17 +825,25 @@ class Head:
         if not n:
             return
         start = self.next_offset - n
-        # One conversion of the rows as structs, then their fields: cheaper than one per column
-        # for the small batches group commit writes.
-        rows = pa.array(self.rows, type=pa.struct(list(self.user_schema)))
+        if n < _SMALL_ROWS:
+            # A group commit's few records: one conversion as structs (of transient tuples),
+            # then their fields, costs less than one conversion per column.
+            stamps = pa.array([s // 1000 for s in self.row_stamps], TIMESTAMP_TYPE)
+            rows = pa.array(list(zip(*self.columns, strict=True)), type=self.struct_type)
+            values = rows.flatten()  # type: ignore[attr-defined]
+        else:
+            stamps = pa.array(np.array(self.row_stamps, np.int64) // 1000, TIMESTAMP_TYPE)
+            values = [
+                pa.array(c, f.type) for c, f in zip(self.columns, self.user_schema, strict=True)
+            ]
         arrays = [
             pa.array(np.arange(start, start + n, dtype=np.int64)),
-            pa.array(self.row_stamps, TIMESTAMP_TYPE),
+            stamps,
             pa.nulls(n, HEADERS_TYPE),
-            *rows.flatten(),  # type: ignore[attr-defined]
+            *values,
         ]
         self.batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
-        self.rows = []
+        self.columns = [[] for _ in self.columns]
         self.row_stamps = []
 
     def all_batches(self) -> list[pa.RecordBatch]:
