@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 
 import transit_arrow as ta
+from transit_arrow.errors import IntegrityError
+from transit_arrow.segments.head import load_head, read_heads
+from transit_arrow.segments.head_reader import HeadsReader
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -67,3 +70,62 @@ def test_a_log_written_by_version_0_1_takes_new_appends(old_log: Path) -> None:
         assert ack.first_offset == before
         retry.flush()
         assert log.verify("events/retry").ok
+
+
+# --- heads of format 2 (frames checked by BLAKE3-64; format 3 checks them by XXH3-64) ----------
+
+
+@pytest.fixture
+def heads_v2(tmp_path: Path) -> Path:
+    """`fixtures/log_heads_v2` (`fixtures/make_log_heads_v2.py`): 3 sealed records, then 8
+    acknowledged `local` in a head of format 2 whose writer died."""
+    target = tmp_path / "log"
+    shutil.copytree(FIXTURES / "log_heads_v2", target)
+    return target
+
+
+def _head_file(root: Path) -> Path:
+    (path,) = (root / "_local" / "streams" / "events" / "heads").glob("0*.arrow")
+    return path
+
+
+def test_a_head_of_format_2_is_read_recovered_and_continued(heads_v2: Path) -> None:
+    path = _head_file(heads_v2)
+    assert b"TAFRAME1:" in path.read_bytes() and b"TAFRAME2:" not in path.read_bytes()
+    assert load_head(path).status == "ok"
+    (reader,) = HeadsReader(path.parent).refresh()  # what a tail in another process reads
+    assert (reader.status, reader.start_offset, reader.records) == ("ok", 3, 8)
+    with ta.open(heads_v2) as log:
+        events = log.stream("events")
+        assert events.read().column("s").to_pylist() == [
+            *(f"sealed{i}" for i in range(3)),
+            *(f"head{i}" for i in range(3, 8)),
+            *(f"batch{i}" for i in range(8, 11)),
+        ]
+        events.append({"i": 11, "s": "new", "x": 2.0}, durability="local")
+        # The adopted head (format 2, its frames re-checked by BLAKE3 before it is sealed)
+        # is sealed as it is; the new record is in a head of format 3.
+        (new,) = [h for h in read_heads(path.parent) if h.start_offset == 11]
+        assert (new.status, new.records) == ("ok", 1)
+        assert b"TAFRAME2:" in new.path.read_bytes()
+        new.recheck()
+        events.flush()
+        assert events.read().column("i").to_pylist() == list(range(12))
+        assert log.verify("events", deep=True).ok
+
+
+def test_damage_in_a_head_of_format_2_is_detected(heads_v2: Path) -> None:
+    path = _head_file(heads_v2)
+    first = load_head(path).frames[0]
+    data = bytearray(path.read_bytes())
+    data[first.start + 20] ^= 1  # inside the first data frame; valid frames follow
+    path.write_bytes(bytes(data))
+    damaged = load_head(path)
+    assert damaged.status == "damaged" and damaged.records == 0
+    with ta.open(heads_v2) as log:
+        events = log.stream("events")
+        with pytest.raises(IntegrityError, match=path.name):
+            events.read()
+        events.append({"i": 99, "s": "after", "x": 0.0})  # the writer sets the head aside
+        assert events.read().column("i").to_pylist() == [0, 1, 2, 99]  # nothing damaged sealed
+        assert log.orphaned_heads().column("kind").to_pylist() == ["damaged"]

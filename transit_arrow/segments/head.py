@@ -3,14 +3,15 @@
 A head file (`docs/format.md`, "Heads") is a valid Arrow IPC stream, appended one **frame**
 per group commit. A frame is the IPC messages of the batches it holds, followed by a
 *trailer*: a zero-row record batch whose custom metadata `transit.frame` records where the
-frame's data starts, how long it is and its BLAKE3 (first 64 bits). The first frame holds the
+frame's data starts, how long it is and its checksum (XXH3-64; BLAKE3-64 in heads of format 2,
+still read). The first frame holds the
 schema message, whose metadata `transit.head` names the head (start offset, generation, the
 writer's epoch). A group commit writes its frame with one `writev` and makes it durable with
 one `fdatasync`: no separate marker, so no second sync.
 
-Recovery keeps every complete frame whose hash verifies and cuts a torn tail (a frame whose
+Recovery keeps every complete frame whose checksum verifies and cuts a torn tail (a frame whose
 bytes or trailer stop short: it was never acknowledged, since acks follow the sync). A frame
-that fails its hash while a complete, valid frame follows it is *damage*, never a torn tail:
+that fails its checksum while a complete, valid frame follows it is *damage*, never a torn tail:
 the file is reported as damaged and the writer sets it aside (`engine.writer`), nothing in it
 is sealed, and readers refuse it with `IntegrityError` naming the file.
 
@@ -40,6 +41,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import blake3
 import numpy as np
 import pyarrow as pa
+import xxhash
 
 from ..commit import canonical, now_rfc3339
 from ..errors import IntegrityError
@@ -76,11 +78,18 @@ __all__ = [
 #: Unsealed heads, oldest first: (start offset, user schema, batches).
 HeadBatches = list[tuple[int, pa.Schema, list[pa.RecordBatch]]]
 
-HEAD_FORMAT = 2
+HEAD_FORMAT = 3
 _HEAD_KEY = b"transit.head"
 _FRAME_KEY = b"transit.frame"
-_MARKER = b"TAFRAME1:"
-# The trailer's value: marker, then the start, length and BLAKE3-64 of the frame's data and
+# Every trailer value starts with `TAFRAME`, then the checksum's version: `1:` for BLAKE3-64
+# (head format 2), `2:` for XXH3-64 (format 3, written now). A digest is kept as
+# `<algorithm>:<16 hex digits>`, so that it names how to recompute it.
+_PREFIX = b"TAFRAME"
+_ALGORITHMS = {b"TAFRAME1:": "blake3", b"TAFRAME2:": "xxh3"}
+_MARKERS = {name: marker for marker, name in _ALGORITHMS.items()}
+_WRITTEN = "xxh3"  # the checksum of the frames written now
+_MARKER = _MARKERS[_WRITTEN]
+# The trailer's value: marker, then the start, length and checksum of the frame's data and
 # the trailer's own length, in hex: every byte of a frame is accounted for.
 _VALUE_LEN = len(_MARKER) + 4 * 16 + 3
 _Value = tuple[int, int, str, int]
@@ -115,11 +124,37 @@ def parse_head_name(name: str) -> tuple[int, int | None] | None:
     return int(match.group(1)), int(match.group(2)) if match.group(2) else None
 
 
-def _digest(parts: Sequence[Any]) -> str:
-    hasher = blake3.blake3()
+def _hasher(algorithm: str) -> Any:
+    """A new hasher of a frame checksum (`update`, `hexdigest` of 16 hex digits)."""
+    if algorithm == "xxh3":
+        return xxhash.xxh3_64()
+    return _Blake3_64()
+
+
+class _Blake3_64:
+    """BLAKE3's first 64 bits, as the frames of head format 2 record them."""
+
+    def __init__(self) -> None:
+        self.hasher = blake3.blake3()
+
+    def update(self, data: Any) -> None:
+        self.hasher.update(data)
+
+    def hexdigest(self) -> str:
+        return self.hasher.hexdigest(length=8)
+
+
+def _digest(parts: Sequence[Any], algorithm: str = _WRITTEN) -> str:
+    """The checksum `algorithm` of the concatenated `parts`, as `<algorithm>:<hex>`."""
+    hasher = _hasher(algorithm)
     for part in parts:
         hasher.update(part)
-    return hasher.hexdigest(length=8)
+    return f"{algorithm}:{hasher.hexdigest()}"
+
+
+def _check(data: Any, digest: str) -> bool:
+    """Whether `data` hashes to `digest` (`<algorithm>:<hex>`, as a trailer value holds it)."""
+    return _digest([data], digest.partition(":")[0]) == digest
 
 
 def _has_dictionary(kind: pa.DataType) -> bool:
@@ -173,9 +208,11 @@ class FrameCodec:
 
     def trailer_for(self, start: int, length: int, digest: str) -> bytes:
         """The trailer closing a frame of `length` bytes of data at byte `start`, whose
-        BLAKE3-64 is `digest`."""
+        checksum is `digest` (`<algorithm>:<hex>`, of the algorithm frames are written with)."""
         t = self.trailer_template
-        value = b"%s%016x:%016x:%s:%016x" % (_MARKER, start, length, digest.encode(), len(t))
+        algorithm, _, hexdigest = digest.partition(":")
+        assert algorithm == _WRITTEN, digest
+        value = b"%s%016x:%016x:%s:%016x" % (_MARKER, start, length, hexdigest.encode(), len(t))
         return t[: self.value_at] + value + t[self.value_at + _VALUE_LEN :]
 
 
@@ -198,9 +235,7 @@ class _FrameSink:
         self.fd = fd
         self.skip = skip
         self.length = 0
-        # One thread: the sink hashes in pieces of at most a few hundred KiB, where BLAKE3's
-        # thread pool costs more than it saves (2.6x the CPU here, and slower on a busy box).
-        self.hasher = blake3.blake3()
+        self.hasher = _hasher(_WRITTEN)
         self.small = bytearray()
 
     def write(self, data: Any) -> int:
@@ -286,26 +321,31 @@ class HeadFile:
         view = memoryview(self.data)
         for frame in self.frames:
             value = _find_value(view[frame.data_end : frame.end])
-            if value is None or value[2] != _digest([view[frame.start : frame.data_end]]):
+            if value is None or not _check(view[frame.start : frame.data_end], value[2]):
                 raise IntegrityError(
                     f"head {self.path}: the frame at bytes {frame.start}..{frame.end} no longer "
-                    "matches its BLAKE3"
+                    "matches its checksum"
                 )
 
 
 def _find_value(region: memoryview) -> _Value | None:
     raw = bytes(region)
-    at = raw.find(_MARKER)
+    at = raw.find(_PREFIX)
     return None if at < 0 else _parse_value(raw[at : at + _VALUE_LEN])
 
 
 def _parse_value(raw: bytes) -> _Value | None:
-    """(start, length, digest, trailer length) from a trailer value, or None."""
+    """(start, length, digest, trailer length) from a trailer value, or None. The digest is
+    `<algorithm>:<hex>` (the marker says which algorithm)."""
+    algorithm = _ALGORITHMS.get(raw[: len(_MARKER)])
     parts = raw[len(_MARKER) :].split(b":")
-    if len(raw) != _VALUE_LEN or len(parts) != 4 or any(len(p) != 16 for p in parts):
+    if algorithm is None or len(raw) != _VALUE_LEN or len(parts) != 4:
+        return None
+    if any(len(p) != 16 for p in parts):
         return None
     try:
-        return int(parts[0], 16), int(parts[1], 16), parts[2].decode("ascii"), int(parts[3], 16)
+        digest = f"{algorithm}:{parts[2].decode('ascii')}"
+        return int(parts[0], 16), int(parts[1], 16), digest, int(parts[3], 16)
     except (ValueError, UnicodeDecodeError):
         return None
 
@@ -315,7 +355,7 @@ def _frame_value(message: pa.ipc.Message) -> _Value | bool:
     if message.type != "record batch":
         return False
     meta = message.metadata.to_pybytes()
-    at = meta.find(_MARKER)
+    at = meta.find(_PREFIX)
     if at < 0:
         return False
     return _parse_value(meta[at : at + _VALUE_LEN]) or True
@@ -372,7 +412,7 @@ def _scan_frames(data: bytes, begin: int) -> tuple[list[_Frame], list[list[_Loca
         own = [m for m in messages if m[1] <= data_end]
         if data_end != frame_start and (not own or own[-1][1] != data_end):
             break
-        if _digest([view[start:data_end]]) != digest:
+        if not _check(view[start:data_end], digest):
             break
         frames.append(_Frame(start, data_end, end))
         contents.append(own)
@@ -386,7 +426,7 @@ def _whole_frame_at(data: bytes, value: _Value) -> bool:
     right and its trailer reads, ending where the value says (a torn write can cut a trailer
     after its value)."""
     start, length, digest, trailer = value
-    if _digest([memoryview(data)[start : start + length]]) != digest:
+    if not _check(memoryview(data)[start : start + length], digest):
         return False
     for item in _walk(data, start + length):
         if item is None or item[1] > start + length + trailer:
@@ -399,14 +439,14 @@ def _whole_frame_at(data: bytes, value: _Value) -> bool:
 def _later_valid_frame(data: bytes, after: int) -> int | None:
     """The start of a complete, valid frame at or after byte `after`, or None: evidence that
     what fails at `after` is damage rather than a torn tail."""
-    at = data.find(_MARKER, after)
+    at = data.find(_PREFIX, after)
     while at >= 0:
         value = _parse_value(data[at : at + _VALUE_LEN])
         if value is not None:
             start, length = value[0], value[1]
             if after <= start and start + length <= at and _whole_frame_at(data, value):
                 return start
-        at = data.find(_MARKER, at + 1)
+        at = data.find(_PREFIX, at + 1)
     return None
 
 
@@ -468,7 +508,7 @@ def load_head(path: Path, *, salvage: bool = False) -> HeadFile:
         else:
             status = "damaged"
             detail = (
-                f"the bytes from {valid} fail their BLAKE3 check (or do not read) while a "
+                f"the bytes from {valid} fail their checksum (or do not read) while a "
                 f"valid frame follows at byte {later}"
             )
             if salvage and frames:
@@ -917,7 +957,8 @@ class Head:
                 for batch in batches:
                     writer.write_batch(batch)
                 sink.finish()
-                trailer = codec.trailer_for(base, sink.length, sink.hasher.hexdigest(length=8))
+                digest = f"{_WRITTEN}:{sink.hasher.hexdigest()}"
+                trailer = codec.trailer_for(base, sink.length, digest)
                 _write_all(self.fd, [trailer])
                 end = base + sink.length + len(trailer)
             else:
@@ -1107,22 +1148,23 @@ def update_set_aside(path: Path, changes: dict[str, Any]) -> None:
 
 # --- for readers that follow a head file as it grows (`segments.head_reader`) -----------------
 
-__all__ += ["FRAME_MARKER", "frame_digest", "frame_trailer", "head_header"]
+__all__ += ["FRAME_MARKER", "frame_matches", "frame_trailer", "head_header"]
 
-#: The bytes every frame trailer's value starts with.
-FRAME_MARKER = _MARKER
+#: The bytes every frame trailer's value starts with (whatever its checksum).
+FRAME_MARKER = _PREFIX
 
 
 def frame_trailer(message: pa.ipc.Message) -> tuple[int, int, str, int] | bool:
-    """A frame trailer's value: (first byte of the frame's data, its length, its BLAKE3-64,
-    the trailer's own length); False for a data message; True for a trailer that does not
-    read."""
+    """A frame trailer's value: (first byte of the frame's data, its length, its checksum as
+    `<algorithm>:<hex>`, the trailer's own length); False for a data message; True for a
+    trailer that does not read."""
     return _frame_value(message)
 
 
-def frame_digest(data: Any) -> str:
-    """The BLAKE3-64 (hex) a trailer records for a frame's data bytes."""
-    return _digest([data])
+def frame_matches(data: Any, digest: str) -> bool:
+    """Whether a frame's data bytes hash to the checksum its trailer records (`digest`, as
+    `frame_trailer` returns it: XXH3-64 for head format 3, BLAKE3-64 for format 2)."""
+    return _check(data, digest)
 
 
 def head_header(schema: pa.Schema) -> tuple[pa.Schema, dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Following head files as they grow: read only the frames written since the last look.
 
 A head file (`segments.head`, `docs/format.md` "Heads") is appended one frame per group
-commit, each frame closed by a trailer holding its BLAKE3. `read_heads` loads every head file
+commit, each frame closed by a trailer holding its checksum. `read_heads` loads every head file
 from its first byte, which a reader that looks after every append (a live tail in another
 process) would do once per append: quadratic in the head's length. A `HeadReader` keeps, per
 file, the byte where its last verified frame ends and the batches decoded so far; a refresh
@@ -34,7 +34,7 @@ from .head import (
     HeadBatches,
     HeadFile,
     chain_links,
-    frame_digest,
+    frame_matches,
     frame_trailer,
     head_header,
     list_head_files,
@@ -174,7 +174,7 @@ class HeadReader:
             own = [m for m in messages if m[1] <= data_end]
             if data_end != frame_start and (not own or own[-1][1] != data_end):
                 break
-            if frame_digest(view[start:data_end]) != digest:
+            if not frame_matches(view[start:data_end], digest):
                 break
             if not self._take(data, own):
                 break
