@@ -18,6 +18,7 @@ __all__ = [
     "HEADERS_TYPE",
     "SYSTEM_COLUMNS",
     "TIMESTAMP_TYPE",
+    "caller_columns",
     "check_appendable",
     "check_names",
     "check_parquet",
@@ -205,9 +206,12 @@ def _flat(kind: pa.DataType) -> bool:
 
 def _plain_views(table: pa.Table) -> pa.Table:
     """Arrow "view" string/binary columns (polars exports them) as plain string/binary."""
+    schema = table.schema
+    if not any(f.type in _VIEW_TYPES for f in schema):
+        return table
     fields = []
     changed = False
-    for f in table.schema:
+    for f in schema:
         kind = f.type
         if kind == pa.string_view():
             kind, changed = pa.string(), True
@@ -215,6 +219,9 @@ def _plain_views(table: pa.Table) -> pa.Table:
             kind, changed = pa.binary(), True
         fields.append(pa.field(f.name, kind, f.nullable))
     return table.cast(pa.schema(fields)) if changed else table
+
+
+_VIEW_TYPES = (pa.string_view(), pa.binary_view())
 
 
 def _from_rows(rows: list[dict[str, Any]], current: pa.Schema | None) -> pa.Table:
@@ -375,9 +382,12 @@ def user_part(table: pa.Table) -> pa.Schema:
 def conform(table: pa.Table, user: pa.Schema) -> pa.Table:
     """Cast a coerced input table to the user schema (missing columns become null)."""
     n = table.num_rows
+    if table.schema.equals(user, check_metadata=True):
+        return table  # already conformed
+    present = set(table.column_names)
     columns = []
     for field in user:
-        if field.name in table.column_names:
+        if field.name in present:
             col = table.column(field.name)
             if col.type != field.type:
                 try:
@@ -396,8 +406,16 @@ def system_columns(table: pa.Table, first_offset: int, now_us: int | None = None
     """`_offset`, `_timestamp`, `_headers` for a coerced input table starting at `first_offset`."""
     n = table.num_rows
     offsets = pa.array(np.arange(first_offset, first_offset + n, dtype=np.int64))
+    return [offsets, *caller_columns(table, now_us)]
+
+
+def caller_columns(table: pa.Table, now_us: int | None = None) -> list[Any]:
+    """`_timestamp` and `_headers` for a coerced input table: the caller's, checked, or the
+    append time and no headers."""
+    n = table.num_rows
     stamp = time.time_ns() // 1000 if now_us is None else now_us
-    if "_timestamp" in table.column_names:
+    names = table.schema.names
+    if "_timestamp" in names:
         ts: Any = table.column("_timestamp")
         try:
             if pa.types.is_timestamp(ts.type) and ts.type.tz is None:
@@ -412,15 +430,15 @@ def system_columns(table: pa.Table, first_offset: int, now_us: int | None = None
             # Records that supply no time get the append time (DESIGN §2).
             ts = pc.fill_null(ts, pa.scalar(stamp, TIMESTAMP_TYPE))
     else:
-        ts = pa.repeat(pa.scalar(stamp, TIMESTAMP_TYPE), n)
-    if "_headers" in table.column_names:
+        ts = pa.array(np.full(n, stamp, dtype=np.int64)).view(TIMESTAMP_TYPE)
+    if "_headers" in names:
         try:
             headers: Any = table.column("_headers").cast(HEADERS_TYPE)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise InvalidInputError(f"'_headers' must be a map of strings: {e}") from e
     else:
         headers = pa.nulls(n, HEADERS_TYPE)
-    return [offsets, ts, headers]
+    return [ts, headers]
 
 
 # --- Parquet compatibility: checked before an append is acknowledged ----------------------------

@@ -54,13 +54,13 @@ from ..layout import segment_path, set_aside_dir
 from ..lease import EpochLock, Lease, LocalLock, epoch_lock_path
 from ..manifest import Manifest, SegmentRef
 from ..record import (
+    caller_columns,
     check_parquet,
     coerce_input,
     conform,
     evolve_schema,
     head_schema,
     schema_to_json,
-    system_columns,
     user_part,
 )
 from ..segments.head import (
@@ -580,7 +580,7 @@ class Writer:
             evolved = evolve_schema(current, user_part(table))
             user = conform(table, evolved)
             check_parquet(user)
-            _, stamps, headers = system_columns(table, 0)
+            stamps, headers = caller_columns(table)
             pieces = self._bulk_pieces(n, user.nbytes) if durability == "tiered" else 1
             columns = [stamps, headers, *user.columns]
             if pieces == 1:
