@@ -5,8 +5,9 @@
   meanwhile into one engine call; a `local` upload makes what it appended durable with one
   sync each time it catches up (see `_Upload`). The call answers with one `ack` message per
   group, `{"first_offset", "last_offset", "durability", "batches"}`, covering the next
-  `batches` batches in order, sent once they reached that durability. A failure is sent as `{"error": {...}}` on the same channel and
-  ends the call with that error; the batches acknowledged before it stay appended.
+  `batches` batches in order, sent once they reached that durability. A failure is sent as
+  `{"error": {...}}` on the same channel and ends the call with that error; the batches
+  acknowledged before it stay appended.
 - **DoGet** reads a range of a stream's replay as record batches, or follows the stream live
   (`follow`).
 - **DoAction** runs the log operations named in `protocol.ACTIONS`.
@@ -337,10 +338,11 @@ class _Upload:
     def _append(self, batches: list[pa.RecordBatch]) -> None:
         # Folded small batches: one copy into contiguous columns, in one call that releases
         # the GIL (the engine would otherwise combine each column of a many-chunk table).
-        batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)  # type: ignore[attr-defined]
-        data: Any = batch
+        data: Any = batches[0]
+        if len(batches) > 1:
+            data = pa.Table.from_batches(batches).combine_chunks()
         if self.command.input == "rows":
-            rows = batch.to_pylist()
+            rows = data.to_pylist()
             data = rows[0] if len(rows) == 1 else rows  # one dict: the engine's fast path
         extra: dict[str, Any] = {}
         if self.sequence is not None:
