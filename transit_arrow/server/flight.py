@@ -2,8 +2,8 @@
 
 - **DoPut** appends: each record batch of an upload is one atomic `Stream.append`. A worker
   thread appends while the call keeps receiving, folding the small batches that arrived
-  meanwhile into one engine call; a `local` upload makes what it appended durable with one
-  sync each time it catches up (see `_Upload`). The call answers with one `ack` message per
+  meanwhile into one engine call; a `local` upload appends at `memory` while a syncer thread
+  group-commits what was appended (see `_Upload`). The call answers with one `ack` message per
   group, `{"first_offset", "last_offset", "durability", "batches"}`, covering the next
   `batches` batches in order, sent once they reached that durability. A failure is sent as
   `{"error": {...}}` on the same channel and ends the call with that error; the batches
