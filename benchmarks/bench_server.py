@@ -4,7 +4,8 @@ Run: `python benchmarks/bench_server.py [--records 1000000] [--batch-rows 100 10
 [--only put get latency concurrent tail]`.
 Each server runs in its own process on 127.0.0.1; the client is this process. Prints medians
 of `--runs` runs and the ratio of the server's throughput to the raw baseline's (higher is
-better):
+better), with each server's median CPU seconds a run (on a busy machine the ratio follows the
+CPU ratio rather than what overlaps):
 
 1. DoPut of `--records` records in batches of `--batch-rows` rows (default: 10,000 batches of
    100, then 100 batches of 10,000) through `transit serve`, in `memory` and in `local`
@@ -111,6 +112,14 @@ class Child:
             raise RuntimeError(f"server did not start: {line!r}")
         self.address = line.split()[1]
 
+    def cpu(self) -> float:
+        """CPU seconds the process has used so far (Linux; 0 elsewhere)."""
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -158,6 +167,14 @@ def _seconds(times: list[float]) -> str:
     return " ".join(f"{t:.2f}" for t in times) + " s"
 
 
+def _cpu(raw: list[float], ours: list[float]) -> str:
+    """The servers' median CPU seconds a run: on a busy machine the ratio follows these."""
+    return (
+        f"server CPU a run: raw {statistics.median(raw):.2f} s, "
+        f"transit serve {statistics.median(ours):.2f} s"
+    )
+
+
 def bench_put(
     table: pa.Table, batch_rows: int, runs: int, work: Path, token_file: Path, engine: bool
 ) -> None:
@@ -171,16 +188,20 @@ def bench_put(
         names = [f"s{i}" for i in range(runs)]
         t_raw: list[float] = []
         t_ours: list[float] = []
+        cpu_raw: list[float] = []
+        cpu_ours: list[float] = []
         try:
             for name in names:  # interleaved, so that load changes hit both alike
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), raw.cpu()
                 raw_put(raw.address, batches=batches)
                 t_raw.append(time.perf_counter() - t0)
+                cpu_raw.append(raw.cpu() - c0)
                 command = {"stream": name, "durability": durability, "create": True}
                 descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), server.cpu()
                 assert put(server.address, descriptor, batches) == n
                 t_ours.append(time.perf_counter() - t0)
+                cpu_ours.append(server.cpu() - c0)
                 # Untimed: the head sealed in the background must not slow the next run down.
                 with connect(server.address, token=TOKEN) as log:
                     log.stream(name).flush()
@@ -197,7 +218,7 @@ def bench_put(
             f"DoPut {n:,} records in {len(batches):,} batches of {batch_rows}, {durability}: "
             f"raw Flight {n / raw_s:,.0f} rec/s, transit serve {n / ours_s:,.0f} rec/s, "
             f"ratio {raw_s / ours_s:.2f} (target >= 0.7; runs: raw {_seconds(t_raw)}, "
-            f"ours {_seconds(t_ours)}){alone}"
+            f"ours {_seconds(t_ours)}; {_cpu(cpu_raw, cpu_ours)}){alone}"
         )
 
 
@@ -245,21 +266,25 @@ def bench_get(table: pa.Table, runs: int, work: Path, token_file: Path) -> None:
     server = transit_server(root, token_file)
     try:
         times: tuple[list[float], list[float], list[float]] = ([], [], [])
+        cpus: tuple[list[float], list[float]] = ([], [])
         with ta.open(root) as log:  # the server only reads: this handle takes no lease
             branch = log.stream("parent/branch")
             for _ in range(runs):  # interleaved, so that load changes hit all three alike
-                for out, fn in zip(
+                for out, fn, child in zip(
                     times,
                     (
                         lambda: get(raw.address, b"x"),
                         lambda: get(server.address, b"parent/branch"),
                         lambda: sum(b.num_rows for b in branch.reader()),
                     ),
+                    (raw, server, None),
                     strict=True,
                 ):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), child.cpu() if child else 0.0
                     fn()
                     out.append(time.perf_counter() - t0)
+                    if child is not None:
+                        cpus[child is server].append(child.cpu() - c0)
         t_raw, t_ours, t_decode = (statistics.median(t) for t in times)
     finally:
         raw.stop()
@@ -268,7 +293,8 @@ def bench_get(table: pa.Table, runs: int, work: Path, token_file: Path) -> None:
         f"DoGet of a {n:,}-record branch: raw Flight {n / t_raw:,.0f} rec/s, "
         f"transit serve {n / t_ours:,.0f} rec/s, ratio {t_raw / t_ours:.2f} (target >= 0.7); "
         f"reading the branch's verified Parquet segments in process, no server: "
-        f"{n / t_decode:,.0f} rec/s (ratio bound raw/decode {t_raw / t_decode:.2f})"
+        f"{n / t_decode:,.0f} rec/s (ratio bound raw/decode {t_raw / t_decode:.2f}); "
+        f"{_cpu(*cpus)}"
     )
 
 

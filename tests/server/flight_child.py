@@ -7,6 +7,10 @@ stdout, one per event, flushed at once so a parent can follow them live:
 - `append STREAM WRITER COUNT BATCH`: appends COUNT records `{"writer", "seq"}` in calls of
   BATCH records (durability `local`); prints `{"ack": [first, last], "seq": [a, b]}` per call.
   On a server error it prints `{"error": code, "seq": first unacknowledged seq}` and exits 0.
+- `upload STREAM COUNT BATCH`: one plain Flight DoPut (durability `local`) of COUNT records
+  `{"seq"}` in batches of BATCH, reading the acks while it writes; prints each ack message as
+  it arrives (`{"first_offset", "last_offset", "durability", "batches"}`), then
+  `{"error": exception name}` when the call fails (once or twice) and `{"done": true}`.
 - `tour STREAM`: the README tour under names starting with STREAM; prints what it saw.
 - `lineage STREAM N`: waits until STREAM has N records, branches it, appends to the branch,
   merges both; prints the names and replay lengths.
@@ -14,12 +18,15 @@ stdout, one per event, flushed at once so a parent can follow them live:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import threading
 import time
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.flight as flight
 
 import transit_arrow as ta
 from transit_arrow.client import connect
@@ -42,6 +49,34 @@ def append(log: Any, stream: str, writer: str, count: int, batch: int) -> None:
             return
         emit(ack=[ack.first_offset, ack.last_offset], seq=[seq, seq + len(rows) - 1])
         seq += len(rows)
+
+
+def upload(address: str, token: str, stream: str, count: int, batch: int) -> None:
+    client = flight.FlightClient(address)
+    options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())])
+    command = {"stream": stream, "durability": "local", "create": True}
+    descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
+    writer, acks = client.do_put(descriptor, pa.schema([("seq", pa.int64())]), options)
+
+    def read_acks() -> None:
+        try:
+            while (message := acks.read()) is not None:
+                emit(**json.loads(message.to_pybytes()))
+        except flight.FlightError as e:
+            emit(error=type(e).__name__)
+
+    reader = threading.Thread(target=read_acks)
+    reader.start()
+    with contextlib.suppress(flight.FlightError, OSError, pa.ArrowException):
+        for first in range(0, count, batch):
+            writer.write_batch(pa.record_batch({"seq": range(first, min(count, first + batch))}))
+        writer.done_writing()
+    reader.join()
+    try:
+        writer.close()  # the call's status
+    except (flight.FlightError, OSError, pa.ArrowException) as e:
+        emit(error=type(e).__name__)
+    emit(done=True)
 
 
 def tour(log: Any, name: str) -> None:
@@ -87,6 +122,9 @@ def lineage(log: Any, stream: str, wanted: int) -> None:
 
 def main() -> None:
     script, address, token, *args = sys.argv[1:]
+    if script == "upload":
+        upload(address, token, args[0], int(args[1]), int(args[2]))
+        return
     with connect(address, token=token, timeout=30) as log:
         if script == "append":
             append(log, args[0], args[1], int(args[2]), int(args[3]))

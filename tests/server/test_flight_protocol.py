@@ -165,20 +165,28 @@ def test_plain_flight_client_endpoints(client: flight.FlightClient) -> None:
     assert "proto" in lineage.column("name").to_pylist()
 
 
+@pytest.mark.parametrize("durability", ["memory", "local"])
 def test_upload_of_many_batches_is_acknowledged_batch_by_batch(
-    client: flight.FlightClient,
+    client: flight.FlightClient, durability: str
 ) -> None:
+    stream = f"many-{durability}"
     batches = [pa.record_batch({"n": list(range(i * 10, i * 10 + 10))}) for i in range(200)]
-    command = {"stream": "many", "create": True, "durability": "memory"}
+    big = 150_000  # 1.2 MB batches: appended as received, not folded
+    batches += [
+        pa.record_batch({"n": pa.array(range(2000 + i * big, 2000 + (i + 1) * big))})
+        for i in range(3)
+    ]
+    command = {"stream": stream, "create": True, "durability": durability}
     descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
     messages, error = upload(client, descriptor, batches)
     assert error is None, error
-    assert sum(m["batches"] for m in messages) == 200
-    assert messages[0]["first_offset"] == 0 and messages[-1]["last_offset"] == 1999
+    assert sum(m["batches"] for m in messages) == 203
+    assert {m["durability"] for m in messages} == {durability}
+    assert messages[0]["first_offset"] == 0 and messages[-1]["last_offset"] == 2000 + 3 * big - 1
     for before, after in itertools.pairwise(messages):
         assert after["first_offset"] == before["last_offset"] + 1
-    table = client.do_get(flight.Ticket(b"many"), options()).read_all()
-    assert table.column("n").to_pylist() == list(range(2000))
+    table = client.do_get(flight.Ticket(stream.encode()), options()).read_all()
+    assert table.column("n").to_pylist() == list(range(2000 + 3 * big))
 
 
 def test_a_bad_batch_stops_the_upload_after_the_good_ones(client: flight.FlightClient) -> None:

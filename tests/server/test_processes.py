@@ -4,6 +4,7 @@ their cursors; SIGTERM acknowledges or refuses in-flight appends, ends tails, se
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -163,6 +164,42 @@ def test_sigkill_mid_append_loses_no_acknowledged_record(tmp_path: Path, token_f
         resumed.join(WAIT)
         assert resumed.error is None
         assert tail.offsets + resumed.offsets == offsets
+        code, err = server.terminate()
+        assert code == 0, err
+    finally:
+        server.close()
+
+
+@pytest.mark.crash
+def test_sigkill_mid_upload_loses_no_acknowledged_batch(tmp_path: Path, token_file: Path) -> None:
+    """One DoPut of many batches at `local`: the server acknowledges groups of batches once
+    one sync made them durable; a SIGKILL mid-upload loses none of them."""
+    root = tmp_path / "log"
+    server = serve_new_log(root, token_file, "u")
+    try:
+        uploader = Child("upload", server.address, TOKEN, "u", "10000000", "2000")
+        events = [uploader.event() for _ in range(3)]  # three acks: now kill the server
+        server.kill()
+        events += uploader.finish()
+        acks = [e for e in events if "last_offset" in e]
+        assert len(acks) >= 3 and any("error" in e for e in events)
+        assert events[-1] == {"done": True}
+        assert {a["durability"] for a in acks} == {"local"}
+        assert acks[0]["first_offset"] == 0
+        for before, after in itertools.pairwise(acks):
+            assert after["first_offset"] == before["last_offset"] + 1
+        acknowledged = acks[-1]["last_offset"] + 1
+        assert acknowledged == 2000 * sum(a["batches"] for a in acks)
+
+        server = ServerProcess(root, token_file).start()  # restart on the same log
+        with connect(server.address, token=TOKEN) as log:
+            table = log.stream("u").read()
+        seqs = table.column("seq").to_pylist()
+        assert table.column("_offset").to_pylist() == list(range(len(seqs)))
+        # Every acknowledged batch is there, whole, at its offsets; unacknowledged ones are
+        # whole batches too (each batch is one atomic append).
+        assert len(seqs) >= acknowledged and len(seqs) % 2000 == 0
+        assert seqs == list(range(len(seqs)))
         code, err = server.terminate()
         assert code == 0, err
     finally:

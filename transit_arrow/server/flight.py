@@ -1,11 +1,13 @@
 """The Arrow Flight server of `transit serve`: one log's engine behind Flight RPCs (DESIGN §11).
 
 - **DoPut** appends: each record batch of an upload is one atomic `Stream.append`. A worker
-  thread appends while the call keeps receiving, folding the batches that arrived meanwhile
-  into one engine call (one fsync for all of them); the call answers with one `ack` message
-  per group, `{"first_offset", "last_offset", "durability", "batches"}`, covering the next
-  `batches` batches in order. A failure is sent as `{"error": {...}}` on the same channel and
-  ends the call with that error; the batches acknowledged before it stay appended.
+  thread appends while the call keeps receiving, folding the small batches that arrived
+  meanwhile into one engine call; a `local` upload appends at `memory` while a syncer thread
+  group-commits what was appended (see `_Upload`). The call answers with one `ack` message per
+  group, `{"first_offset", "last_offset", "durability", "batches"}`, covering the next
+  `batches` batches in order, sent once they reached that durability. A failure is sent as
+  `{"error": {...}}` on the same channel and ends the call with that error; the batches
+  acknowledged before it stay appended.
 - **DoGet** reads a range of a stream's replay as record batches, or follows the stream live
   (`follow`).
 - **DoAction** runs the log operations named in `protocol.ACTIONS`.
@@ -61,6 +63,7 @@ from ..client.protocol import (
     table_to_bytes,
 )
 from ..engine.tail import Tail
+from ..engine.writer import writer_for
 from ..errors import (
     AlreadyExistsError,
     CommitConflictError,
@@ -84,7 +87,9 @@ R = TypeVar("R")
 
 _GROUP_RECORDS = 1 << 16  # at most this many records ...
 _GROUP_BYTES = 8 << 20  # ... or bytes per engine append of folded upload batches
+_LARGE_BATCH = 1 << 20  # bytes from which a batch is appended as received, not folded
 _INBOX_BYTES = 64 << 20  # received-but-not-appended bytes per upload (backpressure)
+_UNSYNCED_BYTES = 64 << 20  # a `local` upload's appender waits for its syncer beyond this
 _TAIL_SLICE = 1.0  # a live tail checks for a cancelled call at least this often, seconds
 _DRAIN_POLL = 0.05
 _READ_AHEAD = 2  # batches a DoGet decodes ahead of the one being sent
@@ -228,20 +233,21 @@ class _Inbox:
         self.stopped = True
         self._room.set()
 
-    def take(self, wait: float | None) -> list[pa.RecordBatch]:
-        """The queued batches, up to one group's limits (waiting up to `wait` for one)."""
+    def take(self, wait: float | None) -> tuple[list[pa.RecordBatch], int]:
+        """The queued batches, up to one group's limits (waiting up to `wait` for one), and
+        their size in bytes."""
         if self.done:
-            return []
+            return [], 0
         first = self._carry
         self._carry = None
         if first is None:
             try:
                 first = self._queue.get(timeout=wait) if wait else self._queue.get_nowait()
             except queue.Empty:
-                return []
+                return [], 0
             if first is None:
                 self.done = True
-                return []
+                return [], 0
         group, records, size = [first[0]], first[0].num_rows, first[1]
         while True:
             try:
@@ -260,7 +266,7 @@ class _Inbox:
             size += nbytes
         self._taken_bytes += size
         self._room.set()
-        return group
+        return group, size
 
     def empty(self) -> bool:
         """Nothing is queued (the end of the upload may be)."""
@@ -268,7 +274,14 @@ class _Inbox:
 
 
 class _Upload:
-    """One DoPut: the appender thread and what it has acknowledged."""
+    """One DoPut: the appender thread and what it has acknowledged.
+
+    A `local` upload (not an idempotent producer's) appends at `memory`, and a syncer thread
+    makes what was appended durable with one group commit (`Writer.sync_through`) after
+    another, each covering everything appended until it starts, and acknowledges those
+    batches as `local` only then: appending the next batches overlaps writing and syncing
+    the previous ones, and a stream of batches costs a few `fdatasync` calls, not one each.
+    """
 
     def __init__(
         self,
@@ -284,8 +297,18 @@ class _Upload:
         self.inbox = _Inbox(_INBOX_BYTES)
         self.error: BaseException | None = None
         self.sequence = command.sequence
+        durability = command.durability or stream.catalog.options.durability
+        self.deferred = durability == "local" and command.sequence is None
+        self.level: Durability = "memory" if self.deferred else durability
         self.pending: dict[str, Any] | None = None  # an ack not sent yet
         self.thread = threading.Thread(target=self._run, name="transit-append", daemon=True)
+        # Deferred (`local`) uploads: appended at `memory`, not yet being synced.
+        self.syncer: threading.Thread | None = None
+        self.sync_cond = threading.Condition()
+        self.unsynced: list[int] = []  # [first offset, last offset, batches]
+        self.unsynced_bytes = 0
+        self.appended_all = False  # the appender has stopped appending
+        self.sync_error: BaseException | None = None
 
     def _ack(self, ack: Ack, batches: int) -> None:
         """Acknowledge `batches` batches, folded into the pending ack when they continue it."""
@@ -307,40 +330,98 @@ class _Upload:
             message, self.pending = self.pending, None
             self.writer.write(pa.py_buffer(json_bytes(message)))
 
-    def _append(self, batches: list[pa.RecordBatch]) -> None:
-        # One copy into contiguous columns, in one call that releases the GIL (the engine
-        # would otherwise combine each column of a many-chunk table itself).
-        batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)  # type: ignore[attr-defined]
-        table = pa.Table.from_batches([batch])
-        data: Any = table
+    def _sync_pending(self) -> bool:
+        """Make what was appended at `memory` for a `local` upload durable (one group commit),
+        then acknowledge it as `local`; False when there was nothing to sync."""
+        with self.sync_cond:
+            if not self.unsynced:
+                return False
+            first, last, batches = self.unsynced
+            self.unsynced, self.unsynced_bytes = [], 0
+            self.sync_cond.notify_all()  # the appender may go on
+        with self.server.appending():
+            writer_for(self.stream.catalog, self.stream.name).sync_through(last)
+        self._ack(Ack(first, last, "local"), batches)
+        self.send_ack()
+        return True
+
+    def _sync_loop(self) -> None:
+        """The syncer thread: sync and acknowledge until the appender is done."""
+        try:
+            while True:
+                with self.sync_cond:
+                    while not self.unsynced and not self.appended_all:
+                        self.sync_cond.wait()
+                if not self._sync_pending():
+                    return  # nothing appended and the appender is done
+        except BaseException as e:
+            self.sync_error = e
+            self.inbox.stop()  # append nothing more
+            with self.sync_cond:
+                self.sync_cond.notify_all()
+
+    def _finish_syncs(self) -> None:
+        """Sync and acknowledge every batch appended so far (the syncer's last round)."""
+        if self.syncer is None:
+            self._sync_pending()
+            return
+        with self.sync_cond:
+            self.appended_all = True
+            self.sync_cond.notify_all()
+        self.syncer.join()
+
+    def _append(self, batches: list[pa.RecordBatch], size: int) -> None:
+        # Folded small batches: one copy into contiguous columns, in one call that releases
+        # the GIL (the engine would otherwise combine each column of a many-chunk table).
+        data: Any = batches[0]
+        if len(batches) > 1:
+            data = pa.Table.from_batches(batches).combine_chunks()
         if self.command.input == "rows":
-            rows = table.to_pylist()
+            rows = data.to_pylist()
             data = rows[0] if len(rows) == 1 else rows  # one dict: the engine's fast path
         extra: dict[str, Any] = {}
         if self.sequence is not None:
             extra = {"producer": self.command.producer, "sequence": self.sequence}
         with self.server.appending():
-            ack: Ack = self.stream.append(data, durability=self.command.durability, **extra)
+            ack: Ack = self.stream.append(data, durability=self.level, **extra)
         if self.sequence is not None:
             self.sequence += len(batches)
-        self._ack(ack, len(batches))
+        if not self.deferred:
+            self._ack(ack, len(batches))
+            return
+        with self.sync_cond:
+            if self.unsynced:
+                self.unsynced[1:] = [ack.last_offset, self.unsynced[2] + len(batches)]
+            else:
+                self.unsynced = [ack.first_offset, ack.last_offset, len(batches)]
+            self.unsynced_bytes += size
+            self.sync_cond.notify_all()
+            while (
+                self.syncer is not None
+                and self.unsynced_bytes >= _UNSYNCED_BYTES
+                and self.sync_error is None
+            ):
+                self.sync_cond.wait()  # the syncer is behind: do not run further ahead
 
-    def _append_group(self, group: list[pa.RecordBatch]) -> None:
-        # Batches of one idempotent producer are appended one by one: a sequence number
-        # names one batch.
-        if len(group) == 1 or self.sequence is not None:
+    def _append_group(self, group: list[pa.RecordBatch], size: int) -> None:
+        # Batches of one idempotent producer are appended one by one (a sequence number
+        # names one batch), and so are large batches (folding them would only copy them).
+        if len(group) == 1 or self.sequence is not None or size >= _LARGE_BATCH * len(group):
             for batch in group:
-                self._append([batch])
+                self._append([batch], size // len(group))
             return
         try:
-            self._append(group)
+            self._append(group, size)
         except TransitError:
             # Each batch is atomic on its own: find out which ones are acceptable.
             for batch in group:
-                self._append([batch])
+                self._append([batch], size // len(group))
 
     def _send_error(self, exc: BaseException) -> None:
-        """Tell the client on the ack channel (before the call's status) that it failed."""
+        """Tell the client on the ack channel (before the call's status) that it failed,
+        after acknowledging the batches appended before the failure once they are durable."""
+        with contextlib.suppress(Exception):
+            self._finish_syncs()
         with contextlib.suppress(Exception):
             self.send_ack()
             detail = _wire(exc).extra_info or json_bytes(
@@ -352,16 +433,19 @@ class _Upload:
         try:
             while not self.inbox.done and not self.inbox.stopped:
                 draining = self.server.draining.is_set()
-                group = self.inbox.take(None if draining else _DRAIN_POLL)
+                group, size = self.inbox.take(None if draining else _DRAIN_POLL)
                 if group:
-                    self._append_group(group)
-                    if self.inbox.empty():
+                    self._append_group(group, size)
+                    if not self.deferred and self.inbox.empty():
                         self.send_ack()  # acks wait only while more batches are queued
                 elif draining and not self.inbox.done:
                     raise UnavailableError(
                         "the server is shutting down: the batches acknowledged so far are "
                         "appended, later ones were not (resend them after the restart)"
                     )
+            self._finish_syncs()
+            if self.sync_error is not None:
+                raise self.sync_error
             self.send_ack()
         except BaseException as e:
             self.error = e
@@ -381,7 +465,8 @@ class _Upload:
         if first is None:
             return
         try:
-            self._append_group([first])
+            self._append_group([first], 0)
+            self._sync_pending()
             self.send_ack()
         except BaseException as e:
             self._send_error(e)
@@ -389,6 +474,11 @@ class _Upload:
         batch = next(batches, None)
         if batch is None:
             return
+        if self.deferred:
+            self.syncer = threading.Thread(
+                target=self._sync_loop, name="transit-append-sync", daemon=True
+            )
+            self.syncer.start()
         self.thread.start()
         try:
             while batch is not None and self.inbox.put(batch):
