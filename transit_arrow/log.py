@@ -82,10 +82,10 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
         segment_max_bytes: ... or this many bytes of Arrow data.
         segment_max_age: ... or once its oldest record is this many seconds old.
         row_group_size: rows per Parquet row group in sealed segments.
-        segment_compression: the Parquet codec of the segments this handle seals: "snappy"
-            (default: cheapest to write and to scan), "zstd" (about half the bytes of
-            snappy on text, for about 1.5x the encoding time), "lz4_raw" or "none". Only
-            new segments use it; readers take each file's codec from the file.
+        segment_compression: the Parquet codec of the segments this handle seals: "zstd"
+            (default: about half the bytes of snappy on text), "snappy" (about 0.8x zstd's
+            encoding time), "lz4_raw" or "none". Only new segments use it; readers take
+            each file's codec from the file.
         create: create the log when `uri` is empty or missing (else `NotALogError`).
         storage_options: backend settings for remote roots, e.g. for S3 `endpoint_url`,
             `key`, `secret`, `region` (deltalake-style `AWS_*` names are accepted too).

@@ -1,4 +1,4 @@
-"""Sealed segments: Parquet (snappy by default), BLAKE3-named, read by offset range (§3-4)."""
+"""Sealed segments: zstd Parquet, BLAKE3-named, read by offset range (DESIGN §3, §4)."""
 
 from __future__ import annotations
 
@@ -130,10 +130,10 @@ class TestEncodeSegment:
         assert table.column("_stream").to_pylist() == ["main/branch"] * ROWS
         assert table.drop_columns(["_stream"]).equals(_head_table(FIRST, ROWS))
 
-    def test_default_codec(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
-        """Every column chunk uses the default codec (snappy) unless asked otherwise."""
+    def test_zstd(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
+        """Every column chunk is zstd-compressed unless asked otherwise."""
         raw, _, _ = segment
-        assert _codecs(raw) == {DEFAULT_COMPRESSION.upper()} == {"SNAPPY"}
+        assert _codecs(raw) == {DEFAULT_COMPRESSION.upper()} == {"ZSTD"}
 
     @pytest.mark.parametrize("codec", COMPRESSIONS)
     def test_codec_option(self, codec: str) -> None:
@@ -151,14 +151,14 @@ class TestEncodeSegment:
         rng = np.random.default_rng(5)
         blobs = [rng.bytes(4096) for _ in range(n)]
         table = _head_table(0, n).append_column("blob", pa.array(blobs, pa.binary()))
-        data, _ = encode_segment(table, "s", compression="zstd")
+        data, _ = encode_segment(table, "s", compression="snappy")
         meta = pq.ParquetFile(pa.BufferReader(data)).metadata
         by_column = {
             meta.schema.column(c).path: meta.row_group(0).column(c).compression
             for c in range(meta.num_columns)
         }
         assert by_column.pop("blob") == "UNCOMPRESSED"
-        assert set(by_column.values()) == {"ZSTD"}
+        assert set(by_column.values()) == {"SNAPPY"}
         assert pq.read_table(pa.BufferReader(data)).column("blob").to_pylist() == blobs
 
     def test_unique_strings_skip_the_dictionary(self) -> None:
