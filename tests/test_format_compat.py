@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 import transit_arrow as ta
@@ -129,3 +130,38 @@ def test_damage_in_a_head_of_format_2_is_detected(heads_v2: Path) -> None:
         events.append({"i": 99, "s": "after", "x": 0.0})  # the writer sets the head aside
         assert events.read().column("i").to_pylist() == [0, 1, 2, 99]  # nothing damaged sealed
         assert log.orphaned_heads().column("kind").to_pylist() == ["damaged"]
+
+
+def _codecs(log_root: Path, stream: str) -> set[str]:
+    """The codecs of every column chunk of a stream's own segment files."""
+    codecs = set()
+    for path in (log_root / "streams" / stream / "segments").glob("*.parquet"):
+        meta = pq.read_metadata(path)
+        for g in range(meta.num_row_groups):
+            codecs.update(meta.row_group(g).column(c).compression for c in range(meta.num_columns))
+    return codecs
+
+
+def test_segments_of_another_codec_mix_with_old_ones_in_one_stream(old_log: Path) -> None:
+    """Segments sealed with another codec (`segment_compression`) sit beside the fixture's
+    zstd ones and new zstd ones: the stream reads, queries and verifies as one."""
+    assert _codecs(old_log, "events") == {"ZSTD"}
+    with ta.open(old_log, segment_compression="snappy") as log:
+        events = log.stream("events")
+        before = events.read()
+        events.append([{"i": 10_000 + k, "s": "snappy", "x": 1.0} for k in range(5)])
+        events.flush()
+    with ta.open(old_log) as log:
+        log.stream("events").append([{"i": 20_000, "s": "zstd", "x": 2.0}])
+        log.stream("events").flush()
+    assert _codecs(old_log, "events") == {"ZSTD", "SNAPPY"}
+    with ta.open(old_log) as log:
+        events = log.stream("events")
+        table = events.read()
+        assert table.num_rows == before.num_rows + 6
+        assert table.slice(0, before.num_rows).equals(before)
+        assert table.column("s").to_pylist()[-6:] == ["snappy"] * 5 + ["zstd"]
+        ((count,),) = log.sql('SELECT count(*) FROM "events"').fetchall()
+        assert count == table.num_rows
+        report = log.verify("events", deep=True)
+        assert report.ok, str(report)

@@ -109,6 +109,7 @@ def _cases() -> dict[str, Case]:
         "open nan age": lambda log: ta.open(log.uri, segment_max_age=math.nan),
         "open bool age": lambda log: ta.open(log.uri, segment_max_age=True),
         "open string rows": lambda log: ta.open(log.uri, row_group_size="many"),
+        "open unknown codec": lambda log: ta.open(log.uri, segment_compression="gzip9"),
         "open storage options on a folder": lambda log: ta.open(
             log.uri, storage_options={"key": "k"}
         ),

@@ -212,7 +212,7 @@ def _same_records(expected: pa.Table, found: pa.Table) -> str | None:
     return None
 
 
-def rewrite(catalog: Catalog, name: str, run: list[SegmentRef]) -> tuple[SegmentRef, memoryview]:
+def rewrite(catalog: Catalog, name: str, run: list[SegmentRef]) -> tuple[SegmentRef, bytes]:
     """One segment holding exactly `run`'s records, checked by reading it back."""
     original = pa.concat_tables([_read_verified(catalog, seg) for seg in run])
     offsets = original.column("_offset").to_numpy()
@@ -225,7 +225,9 @@ def rewrite(catalog: Catalog, name: str, run: list[SegmentRef]) -> tuple[Segment
             f"{first}..{last} densely; nothing was compacted"
         )
     head = original.drop_columns(["_stream"])
-    data, meta = encode_segment(head, name, catalog.options.row_group_size)
+    data, meta = encode_segment(
+        head, name, catalog.options.row_group_size, catalog.options.segment_compression
+    )
     seg = SegmentRef(
         path=segment_path(catalog.stream_folder(name), first, last, meta["blake3"]), **meta
     )

@@ -43,6 +43,7 @@ from .report import LINEAGE_METADATA, LineageGraph, Report, build_report, lineag
 from .report.display import log_html
 from .report.model import MetricSpec
 from .scanplan import Filters, LogScanPlan
+from .segments.parquet import COMPRESSIONS, DEFAULT_COMPRESSION, ROW_GROUP_SIZE
 from .storage import ObjectStore, store_from_uri
 from .stream import Stream
 from .typing import DURABILITY_LEVELS, Durability
@@ -63,7 +64,8 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
     segment_max_records: int = 1_000_000,
     segment_max_bytes: int = 128 * 1024 * 1024,
     segment_max_age: float = 60.0,
-    row_group_size: int = 65536,
+    row_group_size: int = ROW_GROUP_SIZE,
+    segment_compression: str = DEFAULT_COMPRESSION,
     create: bool = True,
     storage_options: dict[str, Any] | None = None,
     cache_max_bytes: int = 8 * 1024**3,
@@ -80,6 +82,10 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
         segment_max_bytes: ... or this many bytes of Arrow data.
         segment_max_age: ... or once its oldest record is this many seconds old.
         row_group_size: rows per Parquet row group in sealed segments.
+        segment_compression: the Parquet codec of the segments this handle seals: "zstd"
+            (default: about half the bytes of snappy on text), "snappy" (about 0.8x zstd's
+            encoding time), "lz4_raw" or "none". Only new segments use it; readers take
+            each file's codec from the file.
         create: create the log when `uri` is empty or missing (else `NotALogError`).
         storage_options: backend settings for remote roots, e.g. for S3 `endpoint_url`,
             `key`, `secret`, `region` (deltalake-style `AWS_*` names are accepted too).
@@ -101,6 +107,11 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
     ):
         if not isinstance(value, int) or value < 1:
             raise InvalidInputError(f"{name} must be a positive integer, not {value!r}")
+    if segment_compression not in COMPRESSIONS:
+        raise InvalidInputError(
+            f"segment_compression must be one of {', '.join(COMPRESSIONS)}, not "
+            f"{segment_compression!r}"
+        )
     if isinstance(segment_max_age, bool) or not isinstance(segment_max_age, int | float):
         raise InvalidInputError(
             f"segment_max_age must be a number of seconds, not {segment_max_age!r}"
@@ -117,6 +128,7 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
         segment_max_bytes=segment_max_bytes,
         segment_max_age=float(segment_max_age),
         row_group_size=row_group_size,
+        segment_compression=segment_compression,
         max_pending_heads=4,
         seal_retries=5,
         lease_check_interval=1.0,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import blake3
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from transit_arrow.manifest import SegmentRef
 from transit_arrow.record import HEADERS_TYPE, TIMESTAMP_TYPE, head_schema
 from transit_arrow.segments.parquet import (
+    COMPRESSIONS,
+    DEFAULT_COMPRESSION,
     GROUPS_PER_TASK,
     ROW_GROUP_SIZE,
     encode_segment,
@@ -41,6 +44,16 @@ def _head_table(first: int, n: int) -> pa.Table:
         ],
         schema=head_schema(USER),
     )
+
+
+def _codecs(data: bytes) -> set[str]:
+    """The codecs of every column chunk of a Parquet file."""
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+    return {
+        meta.row_group(i).column(c).compression
+        for i in range(meta.num_row_groups)
+        for c in range(meta.num_columns)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -118,15 +131,50 @@ class TestEncodeSegment:
         assert table.drop_columns(["_stream"]).equals(_head_table(FIRST, ROWS))
 
     def test_zstd(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
-        """Every column chunk is zstd-compressed."""
+        """Every column chunk is zstd-compressed unless asked otherwise."""
         raw, _, _ = segment
-        meta = pq.ParquetFile(pa.BufferReader(raw)).metadata
-        codecs = {
-            meta.row_group(i).column(c).compression
-            for i in range(meta.num_row_groups)
+        assert _codecs(raw) == {DEFAULT_COMPRESSION.upper()} == {"ZSTD"}
+
+    @pytest.mark.parametrize("codec", COMPRESSIONS)
+    def test_codec_option(self, codec: str) -> None:
+        """`compression` picks the codec of every column chunk; the file reads the same."""
+        data, _ = encode_segment(_head_table(0, 300), "s", GROUP, compression=codec)
+        names = {"none": "UNCOMPRESSED", "lz4_raw": "LZ4"}  # pyarrow's names of the codecs
+        assert _codecs(data) == {names.get(codec, codec.upper())}
+        table = pq.read_table(pa.BufferReader(data)).drop_columns(["_stream"])
+        assert table.equals(_head_table(0, 300))
+
+    def test_incompressible_column_stored_plain(self) -> None:
+        """A binary column the codec cannot shrink (random bytes) is stored uncompressed; the
+        other columns keep the codec, and the values read back unchanged."""
+        n = 200
+        rng = np.random.default_rng(5)
+        blobs = [rng.bytes(4096) for _ in range(n)]
+        table = _head_table(0, n).append_column("blob", pa.array(blobs, pa.binary()))
+        data, _ = encode_segment(table, "s", compression="snappy")
+        meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+        by_column = {
+            meta.schema.column(c).path: meta.row_group(0).column(c).compression
             for c in range(meta.num_columns)
         }
-        assert codecs == {"ZSTD"}
+        assert by_column.pop("blob") == "UNCOMPRESSED"
+        assert set(by_column.values()) == {"SNAPPY"}
+        assert pq.read_table(pa.BufferReader(data)).column("blob").to_pylist() == blobs
+
+    def test_unique_strings_skip_the_dictionary(self) -> None:
+        """A string column of mostly distinct values is not dictionary-encoded (Parquet would
+        give the dictionary up in every row group); a repetitive one is."""
+        n = 1_000
+        table = _head_table(0, n).append_column("tag", pa.array(["x", "y"] * (n // 2)))
+        data, _ = encode_segment(table, "s", GROUP)
+        meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+        encodings = {
+            meta.schema.column(c).path: meta.row_group(0).column(c).encodings
+            for c in range(meta.num_columns)
+        }
+        assert "RLE_DICTIONARY" not in encodings["s"]  # "value-<i>": all distinct
+        assert "RLE_DICTIONARY" in encodings["tag"]
+        assert "RLE_DICTIONARY" in encodings["_stream"]
 
     def test_stream_column_dictionary_encoded(
         self, segment: tuple[bytes, dict[str, Any], SegmentRef]

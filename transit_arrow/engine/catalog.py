@@ -89,6 +89,7 @@ class Options:
     segment_max_bytes: int
     segment_max_age: float
     row_group_size: int
+    segment_compression: str
     max_pending_heads: int
     seal_retries: int
     lease_check_interval: float

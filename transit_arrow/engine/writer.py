@@ -1012,7 +1012,12 @@ class Writer:
 
     def _write_segment(self, table: pa.Table) -> SegmentRef:
         """Encode a head table as a Parquet segment and store it; return its reference."""
-        data, meta = encode_segment(table, self.name, self.catalog.options.row_group_size)
+        data, meta = encode_segment(
+            table,
+            self.name,
+            self.catalog.options.row_group_size,
+            self.catalog.options.segment_compression,
+        )
         path = segment_path(self.folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
         # Always put (the name is content-addressed, so overwriting is harmless): skipping an
         # existing object would commit a partial upload left by an interrupted attempt.

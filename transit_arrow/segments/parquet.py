@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,8 @@ from ..manifest import SegmentRef
 from .verified import hash_bytes
 
 __all__ = [
+    "COMPRESSIONS",
+    "DEFAULT_COMPRESSION",
     "GROUPS_PER_TASK",
     "ROW_GROUP_SIZE",
     "encode_segment",
@@ -25,14 +28,119 @@ __all__ = [
 ]
 
 #: Rows per Parquet row group: small enough that an `_offset` range read skips most of a
-#: segment, large enough to keep zstd effective.
+#: segment, large enough that encoding and scanning amortise their per-group work.
 ROW_GROUP_SIZE = 65536
+#: The Parquet codec of new segments (`open(..., segment_compression=)`); readers need not
+#: know it (Parquet names each column chunk's codec), so segments of any codec mix in a log.
+#: zstd: half snappy's bytes on text for about 1.25x its encoding time (docs/format.md,
+#: "Segment encoding").
+DEFAULT_COMPRESSION = "zstd"
+#: The codecs `segment_compression` accepts.
+COMPRESSIONS = ("snappy", "zstd", "lz4_raw", "none")
 _DELTA_COLUMNS = ("_offset", "_timestamp")
+#: At most this many rows, and values of at most `_SAMPLE_BYTES`, are sampled to decide
+#: whether a column gets a dictionary; that many bytes of values to decide whether it is
+#: worth compressing (see `_encoding`).
+_DICT_SAMPLE = 4096
+_SAMPLE_BYTES = 256 * 1024
+#: At most this many fixed-width values are sampled to decide on a dictionary (counting
+#: distinct values costs more than linear time beyond it).
+_FIXED_SAMPLE = 8192
+
+
+_BYTES_LIKE = (
+    pa.types.is_string,
+    pa.types.is_large_string,
+    pa.types.is_binary,
+    pa.types.is_large_binary,
+)
+_FIXED_WIDTH = (
+    pa.types.is_integer,
+    pa.types.is_floating,
+    pa.types.is_decimal,
+    pa.types.is_temporal,
+    pa.types.is_fixed_size_binary,
+)
+
+
+def _is(kind: pa.DataType, tests: tuple[Callable[[pa.DataType], bool], ...]) -> bool:
+    return any(test(kind) for test in tests)
+
+
+def _value_bytes(
+    column: pa.ChunkedArray[Any], kind: pa.DataType
+) -> tuple[pa.Buffer, int, int] | None:
+    """The values buffer of a string or binary column's first chunk and where its values
+    start and end in it (None if empty)."""
+    if column.num_chunks == 0 or len(column.chunk(0)) == 0:
+        return None
+    chunk: Any = column.chunk(0)
+    _, offsets_buffer, values = chunk.buffers()
+    if offsets_buffer is None or values is None:
+        return None
+    wide = pa.types.is_large_string(kind) or pa.types.is_large_binary(kind)
+    offsets = np.frombuffer(offsets_buffer, np.int64 if wide else np.int32)
+    return values, int(offsets[chunk.offset]), int(offsets[chunk.offset + len(chunk)])
+
+
+def _encoding(
+    table: pa.Table, compression: str, row_group_size: int
+) -> tuple[list[str], str | dict[str, str]]:
+    """The columns to dictionary-encode and the codec of each column.
+
+    Dictionaries: every column but `_offset`/`_timestamp`, except the string, binary and
+    fixed-width (numbers, times) columns whose first values are mostly distinct (ids,
+    measurements, payloads, blobs): Parquet would build a dictionary of every value of each
+    row group for those (a row group of 65,536 numbers never outgrows the dictionary page
+    that would make it give up), which costs time and bytes. The sample is `_FIXED_SAMPLE`
+    fixed-width values, or `_DICT_SAMPLE` strings of `_SAMPLE_BYTES` at most.
+
+    Codecs: `compression`, except for string or binary columns whose first `_SAMPLE_BYTES`
+    of values it cannot shrink by a twentieth (random blobs, already compressed data): those
+    are stored uncompressed, which writes and reads them at memory speed.
+
+    Both decisions depend on the values only, so the same head encodes to the same bytes.
+    """
+    dictionary, plain = [], []
+    for field in table.schema:
+        if field.name in _DELTA_COLUMNS:
+            continue
+        kind, column = field.type, table.column(field.name)
+        found = _value_bytes(column, kind) if _is(kind, _BYTES_LIKE) else None
+        if found is not None:
+            values, start, end = found
+            average = max(1, (end - start) // len(column.chunk(0)))
+            rows = min(_DICT_SAMPLE, max(64, _SAMPLE_BYTES // average))
+            if compression != "none" and end - start >= _SAMPLE_BYTES:
+                chunk = values.slice(start, _SAMPLE_BYTES)
+                packed = pa.compress(chunk, codec=compression)  # type: ignore[call-overload]
+                if packed.size * 20 >= chunk.size * 19:
+                    plain.append(field.name)
+        elif _is(kind, _FIXED_WIDTH):
+            rows = min(row_group_size, _FIXED_SAMPLE)
+        else:
+            rows = 0  # nested, boolean, dictionary, null: Parquet's default
+        sample = column.slice(0, rows)
+        if len(sample) <= 16 or pc.count_distinct(sample).as_py() * 2 <= len(sample):
+            dictionary.append(field.name)
+    if not plain:
+        return dictionary, compression
+    # A codec per column is keyed by Parquet leaf column (`_headers.key_value.key`, ...);
+    # a leaf left out would be stored uncompressed.
+    sink = io.BytesIO()
+    pq.write_table(table.schema.empty_table(), sink, store_schema=False)
+    schema = pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
+    leaves = [schema.column(i).path for i in range(len(schema))]
+    codecs = {leaf: "none" if leaf.split(".", 1)[0] in plain else compression for leaf in leaves}
+    return dictionary, codecs
 
 
 def encode_segment(
-    table: pa.Table, stream: str, row_group_size: int = ROW_GROUP_SIZE
-) -> tuple[memoryview, dict[str, Any]]:
+    table: pa.Table,
+    stream: str,
+    row_group_size: int = ROW_GROUP_SIZE,
+    compression: str = DEFAULT_COMPRESSION,
+) -> tuple[bytes, dict[str, Any]]:
     """Write a head table (`_offset`, `_timestamp`, `_headers`, user columns) as Parquet.
 
     Returns the file bytes and the `add_segment` fields other than `path`.
@@ -42,17 +150,21 @@ def encode_segment(
         np.zeros(n, dtype=np.int32), pa.array([stream], pa.string())
     )
     full = table.add_column(0, pa.field("_stream", stream_col.type, nullable=False), stream_col)
-    sink = pa.BufferOutputStream()
+    # A Python sink: `getvalue()` hands its bytes over without a copy, and it grows by
+    # `realloc`, where an Arrow buffer stream copies on each doubling (for a 64 MiB segment
+    # of incompressible records the copies cost more than the encoding).
+    sink = io.BytesIO()
+    dictionary, codecs = _encoding(full, compression, row_group_size)
     pq.write_table(
         full,
         sink,
-        compression="zstd",
+        compression=codecs,  # type: ignore[arg-type]
         row_group_size=row_group_size,
         write_statistics=True,
         store_schema=True,
         # `_offset` and `_timestamp` rise steadily: delta encoding stores them in a few bits a
         # value, where trying a dictionary first costs time and bytes (about a tenth of a seal).
-        use_dictionary=[c for c in full.column_names if c not in _DELTA_COLUMNS],  # type: ignore[arg-type]
+        use_dictionary=dictionary,  # type: ignore[arg-type]
         column_encoding=dict.fromkeys(_DELTA_COLUMNS, "DELTA_BINARY_PACKED"),
     )
     data = sink.getvalue()
@@ -64,12 +176,12 @@ def encode_segment(
         "first_offset": first.as_py(),
         "last_offset": last.as_py(),
         "records": n,
-        "bytes": data.size,
-        "blake3": hash_bytes(memoryview(data)),
+        "bytes": len(data),
+        "blake3": hash_bytes(data),
         "min_timestamp": tmin.as_py(),
         "max_timestamp": tmax.as_py(),
     }
-    return memoryview(data), meta
+    return data, meta
 
 
 def _plan(

@@ -77,6 +77,12 @@ def s3_options(options: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _as_bytes(data: Bytes) -> bytes:
+    """`data` as `bytes` (what botocore sends as a body), copied only if it is not already:
+    a segment of 64 MiB costs a tenth of its upload time to copy."""
+    return data if type(data) is bytes else bytes(data)
+
+
 class S3Store(ObjectStore):
     """Objects under `s3://bucket/prefix`."""
 
@@ -130,10 +136,11 @@ class S3Store(ObjectStore):
         return data
 
     def put(self, path: str, data: Bytes) -> None:
-        size = memoryview(data).nbytes
+        body = _as_bytes(data)
+        size = len(body)
         if size < MULTIPART_BYTES:
             self._count("PutObject")
-            self.fs.pipe_file(self._full(path), bytes(data))
+            self.fs.pipe_file(self._full(path), body)
             return
         # s3fs sends parts of `chunksize` (only the last may be smaller, as S3 allows),
         # `max_concurrency` at a time, and aborts the upload on failure (no object appears).
@@ -143,7 +150,7 @@ class S3Store(ObjectStore):
         self._count("CompleteMultipartUpload")
         self.fs.pipe_file(
             self._full(path),
-            bytes(data),
+            body,
             chunksize=PART_BYTES,
             max_concurrency=PART_CONCURRENCY,
         )
@@ -151,7 +158,7 @@ class S3Store(ObjectStore):
     def put_if_absent(self, path: str, data: Bytes) -> None:
         # s3fs sends If-None-Match: * and raises FileExistsError on 412 Precondition Failed.
         self._count("PutObject")
-        self.fs.pipe_file(self._full(path), bytes(data), mode="create")
+        self.fs.pipe_file(self._full(path), _as_bytes(data), mode="create")
 
     def list(self, prefix: str) -> list[str]:
         folder = self._full(prefix)
