@@ -355,8 +355,9 @@ class Catalog:
                 self._advance(name, log)
                 return self._last(history)
             try:
-                if not self._open(name, log):
-                    return None
+                with bulk():  # a snapshot of 100,000 segments: no collector passes meanwhile
+                    if not self._open(name, log):
+                        return None
             except BaseException:
                 self._history.pop(name, None)
                 self._commit_cache.pop(name, None)
