@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,6 +30,7 @@ __all__ = [
     "encode_snapshot",
     "retain_action",
     "segment_paths_added",
+    "segment_refs",
     "snapshot_due",
 ]
 
@@ -104,6 +107,29 @@ class SegmentRef:
             "last_offset": self.last_offset,
             "records": self.records,
         }
+
+
+_SEGMENT_FIELDS = tuple(SegmentRef.__dataclass_fields__)
+
+
+def segment_refs(rows: Iterable[Sequence[Any]]) -> tuple[SegmentRef, ...]:
+    """`SegmentRef`s of rows of their fields in order (a snapshot's or the metadata cache's):
+    made without the frozen dataclass's `__init__` (one `object.__setattr__` per field), and
+    without the cyclic garbage collector's passes over the growing heap meanwhile (together
+    0.4 s of a 100,000-segment snapshot's fold)."""
+    make = object.__new__
+    out = []
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for row in rows:
+            seg = make(SegmentRef)
+            seg.__dict__.update(zip(_SEGMENT_FIELDS, row, strict=True))
+            out.append(seg)
+    finally:
+        if was:
+            gc.enable()
+    return tuple(out)
 
 
 def compact_action(replaced: list[SegmentRef], segment: SegmentRef) -> dict[str, Any]:
@@ -381,12 +407,13 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
 def decode_snapshot(data: bytes, stream: str) -> tuple[Snapshot, dict[str, Any]]:
     """Parse snapshot bytes (not yet bound to the commit log: see `bind_snapshot`)."""
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        # ParquetFile, not read_table: a few hundred rows read in a third of the time.
+        table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
         header = json.loads((table.schema.metadata or {})[_SNAPSHOT_KEY])
         if header.get("format") != 1 or header.get("stream") != stream:
             raise ValueError(f"snapshot of {header.get('stream')!r}, format {header.get('format')}")
         columns = [table.column(n).to_pylist() for n in _SEGMENT_SCHEMA.names]
-        segments = tuple(map(SegmentRef, *columns))
+        segments = segment_refs(zip(*columns, strict=True))
         schema = header["schema"]
         manifest = Manifest(
             stream=stream,

@@ -64,7 +64,14 @@ from ..manifest import (
 from ..names import decode_stream_name
 from ..segments import verified
 from ..segments.cache import SegmentCache
-from ..segments.head import HeadBatches, chain_heads, fenced_epoch, read_heads
+from ..segments.head import (
+    HeadBatches,
+    chain_heads,
+    fenced_epoch,
+    parse_head_name,
+    parse_spare_name,
+    read_heads,
+)
 from ..storage import ObjectStore
 from ..storage.base import Bytes
 from ..storage.guarded import guarded
@@ -188,6 +195,7 @@ class Catalog:
         self._commit_cache: dict[str, list[Commit | None]] = {}
         self._snapshots: dict[str, Snapshot] = {}
         self._folders: dict[str, str] = {}
+        self._heads_dirs: dict[str, Path] = {}
         self.lock = threading.RLock()
         #: Notified whenever this process appends to or commits a stream (see `wait_changed`).
         self.changed = threading.Condition()
@@ -348,8 +356,9 @@ class Catalog:
                 self._advance(name, log)
                 return self._last(history)
             try:
-                if not self._open(name, log):
-                    return None
+                with bulk():  # a snapshot of 100,000 segments: no collector passes meanwhile
+                    if not self._open(name, log):
+                        return None
             except BaseException:
                 self._history.pop(name, None)
                 self._commit_cache.pop(name, None)
@@ -617,10 +626,16 @@ class Catalog:
                     continue
                 if manifest is not None:
                     found[name] = manifest
-            if self._meta is not None:
-                with self.lock:
-                    self._meta.save(found)
+            self.save_metadata_cache(found)
         return found, errors
+
+    def save_metadata_cache(self, latest: dict[str, Manifest]) -> None:
+        """Write the local metadata cache (`engine/metacache.py`) for these latest manifests,
+        which must be those of every stream whose history can be read, when it is missing or
+        behind on them."""
+        if self._meta is not None:
+            with self.lock:
+                self._meta.save(latest)
 
     def exists(self, name: str) -> bool:
         """Whether stream `name` exists (and was not deleted)."""
@@ -677,11 +692,27 @@ class Catalog:
         # Heads first, then the manifest: a head a writer seals meanwhile is either read here
         # or (removed only after its commit exists) in the manifest: no gap; one in both is
         # dropped by `chain_heads`, which starts at the manifest's end: no duplicate.
-        found = read_heads(heads_dir(self.local_dir, name))
+        found = self._read_heads(name)
         manifest = self.manifest(name, refresh=True)
         if not found:
             return manifest, []
         return manifest, chain_heads(found, manifest.next_offset, fenced_epoch(self.commits(name)))
+
+    def _read_heads(self, name: str) -> list[Any]:
+        """`read_heads` of `name`'s heads folder, after one listing that finds no head file
+        in most streams' folders (only the writer's lock)."""
+        folder = self._heads_dirs.get(name)
+        if folder is None:
+            folder = self._heads_dirs[name] = heads_dir(self.local_dir, name)
+        try:
+            entries = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        if not any(
+            parse_head_name(e) is not None or parse_spare_name(e) is not None for e in entries
+        ):
+            return []
+        return read_heads(folder)
 
     def flush(self, name: str) -> Manifest:
         """Seal and commit what this process wrote to `name`; return the latest manifest."""

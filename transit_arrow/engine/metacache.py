@@ -29,7 +29,7 @@ import blake3
 
 from ..commit import canonical
 from ..errors import StorageError
-from ..manifest import Manifest, SegmentRef
+from ..manifest import Manifest, segment_refs
 from ..record import schema_from_json, schema_to_json
 from ..storage.local import write_file_atomic
 
@@ -145,7 +145,7 @@ class MetaCache:
             root=str(entry["root"]),
             create=create,
             schema=self._schema(entry["schema"]),
-            segments=tuple(SegmentRef(*s) for s in entry["segments"]),
+            segments=segment_refs(entry["segments"]),
             next_offset=int(entry["next_offset"]),
             writer_epoch=int(entry["writer_epoch"]),
             commit_times=(entry["time"],) if entry["time"] is not None else (),

@@ -1,7 +1,8 @@
 """DuckDB over a log: stream views, metadata tables and cross-branch SQL (DESIGN §8).
 
 `connect(log)` fills a DuckDB connection with temporary objects (never persisted into a
-database file the caller attached):
+database file the caller attached; on a new connection, the stream views come from a view
+pack of the log's local dir instead, see `pack.py`):
 
 - one view per stream, under the stream's own name, reading its replay (see `replay_sql`);
 - `transit_records`: every stream's replay with a `_branch` column;
@@ -44,6 +45,7 @@ from ..materialize import materialized_tables
 from ..names import validate_stream_name
 from .errors import QueryError
 from .filesystem import ensure_registered, segment_url
+from .pack import HISTORY_PREFIX, PACK, attach_pack, detach_pack, pack_key
 from .replay_sql import Source, quote_ident, quote_str, records_select, replay_select, span_rows
 from .snapshot import At, StreamPlan, plan_for_sql, records_schema, take_snapshot
 from .tables import HISTORY_TABLES, checkpoints_table, history_tables
@@ -93,13 +95,24 @@ class _Built:
     """A view's definition, the Arrow tables it reads, and its fingerprint."""
 
     kind: str  # "stream", "as_of" (connect at=), "at" (create_view) or "records"
-    select: str
+    # The SELECT, or what makes it (only when the view must be created).
+    make: str | Callable[[], str]
     # Registered name -> the Arrow table, made only when it is not registered yet.
     tables: tuple[tuple[str, Callable[[], pa.Table]], ...] = ()
+    # What the SELECT is made from, when that is known without making it (the replay
+    # states of the plans it shows, and where it reads segments): the view's fingerprint.
+    state: str | None = None
+
+    @functools.cached_property
+    def select(self) -> str:
+        """The view's SELECT."""
+        return self.make if isinstance(self.make, str) else self.make()
 
     @property
     def entry(self) -> dict[str, Any]:
-        key = blake3.blake3(self.select.encode()).hexdigest()[:32]
+        """What `__transit_catalog` records of the view."""
+        text = f"{self.kind}\0{self.state}" if self.state is not None else self.select
+        key = blake3.blake3(text.encode()).hexdigest()[:32]
         return {"kind": self.kind, "key": key, "uses": [name for name, _ in self.tables]}
 
 
@@ -176,6 +189,8 @@ _FOOTERS = "SET parquet_metadata_cache = {}"
 #: Connections this module made (`connect()` without one, and each log's own).
 _OURS: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
 _STATE: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, _Views] = weakref.WeakKeyDictionary()
+#: Connections with a view pack attached (`pack.py`).
+_PACKED: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
 
 
 def _views_of(con: duckdb.DuckDBPyConnection) -> _Views:
@@ -209,40 +224,67 @@ def _referenced(query: str) -> set[str] | None:
     return words
 
 
-def _source(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> Source:
-    """How views name a segment: its local file, else a URL read through the log's cache."""
-    if catalog.store.local_path("") is not None:
+@dataclass(frozen=True)
+class _Source:
+    """How views name a segment (`name`): its local file, else a URL read through the log's
+    cache; `where` tells the two apart (the store's folder, or the log's URI)."""
+
+    name: Source
+    where: str
+
+
+def _source(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> _Source:
+    root = catalog.store.local_path("")
+    if root is not None:
 
         def local(seg: SegmentRef) -> str:
             path = catalog.store.local_path(seg.path)
             assert path is not None
             return path
 
-        return local
+        return _Source(local, f"file\0{root}")
     ensure_registered(con)
-    return lambda seg: segment_url(catalog, seg)
+    return _Source(lambda seg: segment_url(catalog, seg), f"url\0{catalog.uri}")
 
 
-def _build(plan: StreamPlan, kind: str, source: Source) -> _Built:
+def _build(plan: StreamPlan, kind: str, source: _Source) -> _Built:
+    # A replay's state (its commits' roots, its unsealed records) fixes its SELECT.
+    state = f"{plan.state_key()}\0{source.where}"
     if not plan.heads:
-        return _Built(kind, replay_select(plan.schema, plan.spans, None, source))
+        return _Built(
+            kind,
+            lambda: replay_select(plan.schema, plan.spans, None, source.name),
+            state=state,
+        )
     # The name changes with the head's records, so a registered head is never stale.
     head = f"{_ARROW}head_{plan.state_key()}"
-    select = replay_select(plan.schema, plan.spans, head, source)
-    return _Built(kind, select, ((head, plan.head_table),))
+    return _Built(
+        kind,
+        lambda: replay_select(plan.schema, plan.spans, head, source.name),
+        ((head, plan.head_table),),
+        state,
+    )
 
 
-def _build_records(plans: list[StreamPlan], heads: list[_Built], source: Source) -> _Built:
-    schema = records_schema(plans)
-    files, spans = span_rows([(p.name, own_start(p.manifest), p.spans) for p in plans], source)
+def _build_records(plans: list[StreamPlan], heads: list[_Built], source: _Source) -> _Built:
     key = blake3.blake3(b"".join(p.state_key().encode() for p in plans)).hexdigest()[:24]
     spans_name = f"{_ARROW}spans_{key}"
-    head_tables = [
-        (p.name, p.schema, b.tables[0][0]) for p, b in zip(plans, heads, strict=True) if b.tables
-    ]
-    select = records_select(schema, files, spans_name, head_tables)
-    tables = ((spans_name, lambda: spans), *(t for b in heads for t in b.tables))
-    return _Built("records", select, tables)
+
+    @functools.cache
+    def spans() -> tuple[list[str], pa.Table]:
+        branches = [(p.name, own_start(p.manifest), p.spans) for p in plans]
+        return span_rows(branches, source.name)
+
+    def select() -> str:
+        head_tables = [
+            (p.name, p.schema, b.tables[0][0])
+            for p, b in zip(plans, heads, strict=True)
+            if b.tables
+        ]
+        return records_select(records_schema(plans), spans()[0], spans_name, head_tables)
+
+    tables = ((spans_name, lambda: spans()[1]), *(t for b in heads for t in b.tables))
+    return _Built("records", select, tables, f"{key}\0{source.where}")
 
 
 @contextlib.contextmanager
@@ -296,17 +338,25 @@ def _view_names(streams: list[str]) -> list[str]:
     return names
 
 
+def _history_key(plans: list[StreamPlan]) -> str:
+    """The state of the history tables of `plans`."""
+    return blake3.blake3("\0".join(p.state_key() for p in plans).encode()).hexdigest()[:32]
+
+
 def _replace_metadata(
     con: duckdb.DuckDBPyConnection,
     catalog: Catalog,
     plans: list[StreamPlan],
     only: Collection[str] = _TABLES,
+    *,
+    packed: bool = False,
 ) -> None:
     """Replace the `transit_*` tables named in `only`; those derived from the plans only when
-    they changed (the key of the plans each was built from is its comment)."""
+    they changed (the key of the plans each was built from is its comment), copied from the
+    attached pack when `packed`."""
     history = [t for t in HISTORY_TABLES if t in only]
     if history:
-        key = blake3.blake3("\0".join(p.state_key() for p in plans).encode()).hexdigest()[:32]
+        key = _history_key(plans)
         listed = ", ".join(quote_str(t) for t in history)
         built = dict(
             con.sql(
@@ -316,7 +366,15 @@ def _replace_metadata(
         )
         stale = [t for t in history if built.get(t) != key]
         if stale:
-            _replace_tables(con, history_tables(plans, stale))
+            if packed:  # the attached pack holds them for these plans
+                copies = [
+                    f"CREATE OR REPLACE TEMP TABLE {t} AS "
+                    f"SELECT * FROM {PACK}.main.{HISTORY_PREFIX}{t}"
+                    for t in stale
+                ]
+                _run(con, copies, "tables")
+            else:
+                _replace_tables(con, history_tables(plans, stale))
             comments = [f"COMMENT ON TABLE temp.main.{t} IS {quote_str(key)}" for t in stale]
             _run(con, comments, "tables")
     tables = {}
@@ -365,6 +423,7 @@ def _sync(
     *,
     failing_views: bool = True,
     words: set[str] | None = None,
+    pack: bool = False,
 ) -> dict[str, tuple[str, TransitError]]:
     """Bring `con`'s views up to date; return, by view name, what cannot be read and why.
 
@@ -376,7 +435,14 @@ def _sync(
     name is built or refreshed: the views of the streams they name, `transit_records`, the
     `transit_*` tables and `mv_*` views they name, and every stream view built before (a view
     of the caller's may read it). Otherwise everything is.
+
+    With `pack` (a new connection of ours, every stream now), the views of streams without
+    unsealed records come from a view pack (`pack.py`) instead of being created; a connection
+    that has one gets temporary views for everything when it is brought up to date again.
     """
+    if con in _PACKED:
+        _PACKED.discard(con)
+        detach_pack(con)
     views = _views_of(con)
     tables: Collection[str] = _TABLES
     records = mv = True
@@ -403,6 +469,7 @@ def _sync(
     statements: list[str] = []
     wanted = {RECORDS_VIEW} if records else set()
     broken: dict[str, tuple[str, TransitError]] = {}
+    packable: dict[str, _Built] = {}
     for view, stream in zip(_view_names(streams), streams, strict=True):
         if stream in broken_streams:
             what = f"stream {stream!r}"
@@ -412,10 +479,24 @@ def _sync(
             b = _failing(what, broken_streams[stream])
         else:
             b = named[stream]
-        statements += views.define(con, view, b)
         wanted.add(view)
+        if pack and b.kind == "stream" and not b.tables:
+            packable[view] = b
+        else:
+            statements += views.define(con, view, b)
     if records:
-        statements += views.define(con, RECORDS_VIEW, _build_records(plans, built, source))
+        b = _build_records(plans, built, source)
+        if packable and not any(x.tables for x in built):  # it reads no registered head
+            packable[RECORDS_VIEW] = b
+        else:
+            statements += views.define(con, RECORDS_VIEW, b)
+    packed = bool(packable) and _attach(con, catalog, plans, packable)
+    for view, b in packable.items():
+        if packed:
+            views.views[view] = b.entry  # recorded, so a refresh knows what it showed
+            views.changed = True
+        else:
+            statements += views.define(con, view, b)
     if at is None and mv:
         for view, b in _materialized(catalog).items():
             try:
@@ -439,8 +520,29 @@ def _sync(
     with _creating(con):
         _run(con, statements, f"the views of {catalog.uri}")
     views.save(con)
-    _replace_metadata(con, catalog, plans, tables)
+    _replace_metadata(con, catalog, plans, tables, packed=packed)
     return broken
+
+
+def _attach(
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    plans: list[StreamPlan],
+    packable: dict[str, _Built],
+) -> bool:
+    """Attach the view pack of `packable` and the history tables of `plans` to `con`."""
+    key = pack_key({v: b.entry["key"] for v, b in packable.items()}, _history_key(plans))
+
+    def contents() -> tuple[dict[str, str], dict[str, pa.Table]]:
+        tables = {f"{HISTORY_PREFIX}{t}": x for t, x in history_tables(plans).items()}
+        for b in packable.values():
+            tables.update((name, make()) for name, make in b.tables)
+        return {v: b.select for v, b in packable.items()}, tables
+
+    if not attach_pack(con, catalog.local_dir, key, contents):
+        return False
+    _PACKED.add(con)
+    return True
 
 
 def connect(
@@ -461,16 +563,19 @@ def connect(
 
     Returns:
         The connection, with one view per stream (named as the stream; quote it in SQL), the
-        view `transit_records` and the `transit_*` metadata tables, all temporary.
+        view `transit_records` and the `transit_*` metadata tables, all temporary; on a new
+        connection (no `con`, no `at`) of a local log, the views of streams without unsealed
+        records come from the log's view pack (`pack.py`), attached read-only.
 
     Raises:
         QueryError: DuckDB could not build a view.
         InvalidInputError: `at` is not a time.
     """
     with _LOCK, _duckdb_errors(), bulk():
+        pack = con is None and at is None and catalog.store.local_path("") is not None
         if con is None:
             con = _new_connection()
-        _sync(con, catalog, at)
+        _sync(con, catalog, at, pack=pack)
     return con
 
 

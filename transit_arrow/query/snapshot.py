@@ -58,10 +58,12 @@ def take_snapshot(
     catalog.check_open()
     plans = []
     broken: dict[str, TransitError] = {}
+    latest = {}  # every stream's latest manifest, for the local metadata cache
     for name in catalog.names() if names is None else sorted(names):
         try:
             if at is None:
                 plan = live_plan(catalog, name)
+                latest[name] = plan.manifest
             else:
                 plan = plan_at(catalog, name, catalog.manifest_as_of(name, at))
         except NotFoundError:
@@ -79,6 +81,9 @@ def take_snapshot(
             broken[name] = e
             continue
         plans.append(plan_for_sql(plan))
+    if names is None and at is None:
+        # The next fresh handle then costs a few `stat`s per unchanged stream.
+        catalog.save_metadata_cache(latest)
     return plans, broken
 
 
