@@ -78,6 +78,11 @@ def test_a_changed_log_gets_another_pack_and_unsealed_records_a_temporary_view(
             (4,)
         ]
         assert len(packs(root)) == 3  # one per state: all sealed, a head, sealed again
+        log.stream("b").append({"v": 1})
+        log.duckdb()
+        log.stream("b").append({"v": 2})
+        log.duckdb()
+        assert len(packs(root)) == 4  # appends to a stream with a head: one pack, not one each
 
 
 def test_refreshing_a_packed_connection_detaches_its_pack(root: Path) -> None:

@@ -484,13 +484,16 @@ def _sync(
             packable[view] = b
         else:
             statements += views.define(con, view, b)
+    # With unsealed records somewhere, `transit_records` and the history tables change with
+    # every append: the pack holds neither, so that appends do not make new packs.
+    settled = not any(x.tables for x in built)
     if records:
         b = _build_records(plans, built, source)
-        if packable and not any(x.tables for x in built):  # it reads no registered head
+        if packable and settled:
             packable[RECORDS_VIEW] = b
         else:
             statements += views.define(con, RECORDS_VIEW, b)
-    packed = bool(packable) and _attach(con, catalog, plans, packable)
+    packed = bool(packable) and _attach(con, catalog, plans if settled else None, packable)
     for view, b in packable.items():
         if packed:
             views.views[view] = b.entry  # recorded, so a refresh knows what it showed
@@ -520,21 +523,24 @@ def _sync(
     with _creating(con):
         _run(con, statements, f"the views of {catalog.uri}")
     views.save(con)
-    _replace_metadata(con, catalog, plans, tables, packed=packed)
+    _replace_metadata(con, catalog, plans, tables, packed=packed and settled)
     return broken
 
 
 def _attach(
     con: duckdb.DuckDBPyConnection,
     catalog: Catalog,
-    plans: list[StreamPlan],
+    plans: list[StreamPlan] | None,
     packable: dict[str, _Built],
 ) -> bool:
-    """Attach the view pack of `packable` and the history tables of `plans` to `con`."""
-    key = pack_key({v: b.entry["key"] for v, b in packable.items()}, _history_key(plans))
+    """Attach the view pack of `packable` (and of the history tables of `plans`, if any) to
+    `con`."""
+    history = _history_key(plans) if plans is not None else ""
+    key = pack_key({v: b.entry["key"] for v, b in packable.items()}, history)
 
     def contents() -> tuple[dict[str, str], dict[str, pa.Table]]:
-        tables = {f"{HISTORY_PREFIX}{t}": x for t, x in history_tables(plans).items()}
+        made = history_tables(plans) if plans is not None else {}
+        tables = {f"{HISTORY_PREFIX}{t}": x for t, x in made.items()}
         for b in packable.values():
             tables.update((name, make()) for name, make in b.tables)
         return {v: b.select for v, b in packable.items()}, tables
