@@ -16,7 +16,9 @@ for. Views name local segment files, which the caller verifies before it attache
 for temporary views. The file is written to a temporary name and renamed, so a reader never
 sees a half-written pack; one that DuckDB cannot attach (damaged) is removed and built again,
 and if that fails too the caller creates temporary views as without packs. Only the newest
-`KEEP` packs of a log are kept.
+`KEEP` packs of a log are kept. A pack lists its views and their fingerprints (`KEYS`), so
+that a state with no pack of its own can use the newest one when few of its views differ
+(`connection._reuse`: those get temporary views).
 """
 
 from __future__ import annotations
