@@ -20,8 +20,13 @@ def packs(root: Path) -> list[Path]:
 
 
 def view_databases(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Where each view name resolves: a temporary view comes first in DuckDB's lookup."""
     query = "SELECT view_name, database_name FROM duckdb_views() WHERE NOT internal"
-    return dict(con.sql(query).fetchall())
+    found: dict[str, str] = {}
+    for name, database in con.sql(query).fetchall():
+        if found.get(name) != "temp":
+            found[name] = database
+    return found
 
 
 @pytest.fixture
@@ -78,6 +83,11 @@ def test_a_changed_log_gets_another_pack_and_unsealed_records_a_temporary_view(
             (4,)
         ]
         assert len(packs(root)) == 3  # one per state: all sealed, a head, sealed again
+        log.stream("b").append({"v": 1})
+        log.duckdb()
+        log.stream("b").append({"v": 2})
+        log.duckdb()
+        assert len(packs(root)) == 4  # appends to a stream with a head: one pack, not one each
 
 
 def test_refreshing_a_packed_connection_detaches_its_pack(root: Path) -> None:
@@ -122,3 +132,30 @@ def test_a_packed_view_of_a_damaged_segment_is_never_read(root: Path) -> None:
         with pytest.raises(duckdb.Error, match="IntegrityError: stream 'a' cannot be read"):
             con.sql('SELECT * FROM "a"').fetchall()
         assert con.sql(QUERY.format("b")).fetchall() == [(5, 10)]
+
+
+def test_a_few_changed_streams_reuse_the_newest_pack(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    with ta.open(root) as log:
+        for i in range(16):
+            s = log.create_stream(f"s{i:02d}")
+            s.append({"v": i})
+            s.flush()
+        log.duckdb()
+        s = log.stream("s03")
+        s.append({"v": 100})
+        s.flush()
+        con = log.duckdb()
+        assert len(packs(root)) == 1  # the newest pack serves the 15 others
+        views = view_databases(con)
+        assert views["s03"] == "temp" and views["s04"] == PACK
+        assert views["transit_records"] == "temp"
+        assert con.sql(QUERY.format("s03")).fetchall() == [(2, 103)]
+        assert con.sql("SELECT sum(v) FROM transit_records").fetchall() == [(220,)]
+        assert con.sql("SELECT count(*) FROM transit_commits").fetchall() == [(33,)]
+        for i in (5, 6):  # three of 17 views changed: more than one in eight, a new pack
+            log.stream(f"s{i:02d}").append({"v": 1})
+            log.stream(f"s{i:02d}").flush()
+        con = log.duckdb()
+        assert len(packs(root)) == 2
+        assert set(view_databases(con).values()) == {PACK}

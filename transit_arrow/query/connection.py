@@ -45,7 +45,7 @@ from ..materialize import materialized_tables
 from ..names import validate_stream_name
 from .errors import QueryError
 from .filesystem import ensure_registered, segment_url
-from .pack import HISTORY_PREFIX, PACK, attach_pack, detach_pack, pack_key
+from .pack import HISTORY_PREFIX, KEYS, PACK, attach_pack, detach_pack, newest_key, pack_key
 from .replay_sql import Source, quote_ident, quote_str, records_select, replay_select, span_rows
 from .snapshot import At, StreamPlan, plan_for_sql, records_schema, take_snapshot
 from .tables import HISTORY_TABLES, checkpoints_table, history_tables
@@ -484,15 +484,18 @@ def _sync(
             packable[view] = b
         else:
             statements += views.define(con, view, b)
+    # With unsealed records somewhere, `transit_records` and the history tables change with
+    # every append: the pack holds neither, so that appends do not make new packs.
+    settled = not any(x.tables for x in built)
     if records:
         b = _build_records(plans, built, source)
-        if packable and not any(x.tables for x in built):  # it reads no registered head
+        if packable and settled:
             packable[RECORDS_VIEW] = b
         else:
             statements += views.define(con, RECORDS_VIEW, b)
-    packed = bool(packable) and _attach(con, catalog, plans, packable)
+    served, packed = _attach(con, catalog, plans if settled else None, packable)
     for view, b in packable.items():
-        if packed:
+        if view in served:
             views.views[view] = b.entry  # recorded, so a refresh knows what it showed
             views.changed = True
         else:
@@ -527,22 +530,59 @@ def _sync(
 def _attach(
     con: duckdb.DuckDBPyConnection,
     catalog: Catalog,
-    plans: list[StreamPlan],
+    plans: list[StreamPlan] | None,
     packable: dict[str, _Built],
-) -> bool:
-    """Attach the view pack of `packable` and the history tables of `plans` to `con`."""
-    key = pack_key({v: b.entry["key"] for v, b in packable.items()}, _history_key(plans))
+) -> tuple[set[str], bool]:
+    """Attach a view pack to `con`: the views it serves of `packable`, and whether it holds
+    the history tables of `plans` (None: it must not).
+
+    The pack of exactly this state when there is one; else the log's newest pack, when it
+    holds every view it shows for `packable` and differs from it in few (the others get
+    temporary views, which come first in DuckDB's lookup); else a new pack of this state.
+    """
+    if not packable:
+        return set(), False
+    keys = {v: b.entry["key"] for v, b in packable.items()}
+    key = pack_key(keys, _history_key(plans) if plans is not None else "")
+    if attach_pack(con, catalog.local_dir, key, None):
+        _PACKED.add(con)
+        return set(packable), plans is not None
+    served = _reuse(con, catalog, keys)
+    if served is not None:
+        return served, False
 
     def contents() -> tuple[dict[str, str], dict[str, pa.Table]]:
-        tables = {f"{HISTORY_PREFIX}{t}": x for t, x in history_tables(plans).items()}
+        made = history_tables(plans) if plans is not None else {}
+        tables = {f"{HISTORY_PREFIX}{t}": x for t, x in made.items()}
         for b in packable.values():
             tables.update((name, make()) for name, make in b.tables)
+        tables[KEYS] = pa.table({"name": list(keys), "key": list(keys.values())})
         return {v: b.select for v, b in packable.items()}, tables
 
     if not attach_pack(con, catalog.local_dir, key, contents):
-        return False
+        return set(), False
     _PACKED.add(con)
-    return True
+    return set(packable), plans is not None
+
+
+def _reuse(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, keys: dict[str, str]
+) -> set[str] | None:
+    """Attach the log's newest pack when it shows no view `keys` does not, and at most one
+    in eight differ; the views it serves as they are (None: nothing attached)."""
+    newest = newest_key(catalog.local_dir)
+    if newest is None or not attach_pack(con, catalog.local_dir, newest, None):
+        return None
+    try:
+        held = dict(con.sql(f"SELECT name, key FROM {PACK}.main.{KEYS}").fetchall())
+    except duckdb.Error:
+        held = {}
+    served = {v for v, k in keys.items() if held.get(v) == k}
+    if not held or set(held) - set(keys) or (len(keys) - len(served)) * 8 > len(keys):
+        detach_pack(con)
+        return None
+    _PACKED.add(con)
+    return served
 
 
 def connect(

@@ -16,7 +16,9 @@ for. Views name local segment files, which the caller verifies before it attache
 for temporary views. The file is written to a temporary name and renamed, so a reader never
 sees a half-written pack; one that DuckDB cannot attach (damaged) is removed and built again,
 and if that fails too the caller creates temporary views as without packs. Only the newest
-`KEEP` packs of a log are kept.
+`KEEP` packs of a log are kept. A pack lists its views and their fingerprints (`KEYS`), so
+that a state with no pack of its own can use the newest one when few of its views differ
+(`connection._reuse`: those get temporary views).
 """
 
 from __future__ import annotations
@@ -33,12 +35,23 @@ import pyarrow as pa
 
 from .replay_sql import quote_ident, quote_str
 
-__all__ = ["HISTORY_PREFIX", "KEEP", "PACK", "attach_pack", "detach_pack", "pack_key"]
+__all__ = [
+    "HISTORY_PREFIX",
+    "KEEP",
+    "KEYS",
+    "PACK",
+    "attach_pack",
+    "detach_pack",
+    "newest_key",
+    "pack_key",
+]
 
 #: The name a pack is attached under.
 PACK = "__transit_views"
 #: The pack's copy of history table `t` is `HISTORY_PREFIX + t`.
 HISTORY_PREFIX = "__transit_history_"
+#: The table of a pack listing its views and their fingerprints (`name`, `key`).
+KEYS = "__transit_pack_views"
 #: Packs kept per log (the newest ones).
 KEEP = 4
 _VERSION = b"transit-arrow view pack 1\0"
@@ -87,15 +100,17 @@ def attach_pack(
     con: duckdb.DuckDBPyConnection,
     local_dir: Path,
     key: str,
-    contents: Callable[[], tuple[Mapping[str, str], Mapping[str, pa.Table]]],
+    contents: Callable[[], tuple[Mapping[str, str], Mapping[str, pa.Table]]] | None,
 ) -> bool:
     """Attach pack `key` to `con`, building it first from `contents()` (its views, name ->
-    SELECT, and its tables, name -> Arrow table) when it does not exist yet; False when it
-    cannot be had (then nothing is attached)."""
+    SELECT, and its tables, name -> Arrow table) when it does not exist yet (unless
+    `contents` is None); False when it cannot be had (then nothing is attached)."""
     folder = local_dir / _FOLDER
     path = folder / f"{key}{_SUFFIX}"
     for attempt in range(2):
         if not path.exists():
+            if contents is None:
+                return False
             try:
                 _build(folder, path, *contents())
             except (OSError, duckdb.Error):
@@ -111,6 +126,23 @@ def attach_pack(
         con.execute(f"SET search_path = {quote_str(f'memory.main,{PACK}.main')}")
         return True
     return False
+
+
+def newest_key(local_dir: Path) -> str | None:
+    """The key of the log's newest pack, if it has one."""
+    packs = _packs(local_dir / _FOLDER)
+    return packs[-1].stem if packs else None
+
+
+def _packs(folder: Path) -> list[Path]:
+    """The packs in `folder`, oldest first."""
+    try:
+        return sorted(
+            (p for p in folder.iterdir() if p.suffix == _SUFFIX and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime_ns,
+        )
+    except OSError:
+        return []
 
 
 def _build(
@@ -142,13 +174,6 @@ def _build(
 
 def _prune(folder: Path) -> None:
     """Remove all but the newest `KEEP` packs (a process that has one attached keeps it)."""
-    try:
-        packs = sorted(
-            (p for p in folder.iterdir() if p.suffix == _SUFFIX and not p.name.startswith(".")),
-            key=lambda p: p.stat().st_mtime_ns,
-        )
-    except OSError:
-        return
-    for old in packs[:-KEEP]:
+    for old in _packs(folder)[:-KEEP]:
         with contextlib.suppress(OSError):
             old.unlink()

@@ -6,8 +6,9 @@ from collections.abc import Callable, Collection
 
 import pyarrow as pa
 
+from ..commit import Commit
 from ..engine.catalog import Catalog
-from ..engine.read import COMMITS_SCHEMA
+from ..engine.read import COMMITS_SCHEMA, commits_table
 from ..inspect import CHECKPOINTS_SCHEMA, SEGMENTS_SCHEMA, STREAMS_SCHEMA
 from ..integrity import list_checkpoints
 from ..lineage import LINEAGE_SCHEMA, lineage_row
@@ -37,13 +38,16 @@ def _streams(plans: list[StreamPlan]) -> pa.Table:
 
 
 def _commits(plans: list[StreamPlan]) -> pa.Table:
-    tables = []
+    # One table of every stream's commits (one chunk: DuckDB copies a table of thousands of
+    # small chunks many times slower, and making one table per stream costs as much again).
+    names: list[str] = []
+    commits: list[Commit] = []
     for plan in plans:
-        commits = plan.commits()
-        stream = pa.repeat(pa.scalar(plan.name), commits.num_rows)
-        tables.append(commits.add_column(0, _COMMITS.field("stream"), stream))
-    # One chunk: DuckDB copies a table of thousands of small chunks many times slower.
-    return pa.concat_tables(tables).combine_chunks() if tables else _COMMITS.empty_table()
+        history = plan.catalog.commits(plan.name)[: plan.manifest.generation + 1]
+        names += [plan.name] * len(history)
+        commits += history
+    table = commits_table(commits)
+    return table.add_column(0, _COMMITS.field("stream"), pa.array(names, pa.string()))
 
 
 def _segments(plans: list[StreamPlan]) -> pa.Table:
