@@ -17,6 +17,7 @@ import pytest
 from replay_kinds import STREAMS, open_branchy, rows
 
 import transit_arrow as ta
+from tests.test_materialize import recompute
 from transit_arrow.errors import IntegrityError, InvalidInputError
 
 dd = pytest.importorskip("dask.dataframe")
@@ -210,17 +211,6 @@ def same_rows(got: pa.Table, want: pa.Table) -> None:
                 assert g[k] == w[k], (k, g, w)
 
 
-def duckdb_recompute(log: ta.Log, branch: str, query: str) -> pa.Table:
-    import duckdb
-
-    con = duckdb.connect()
-    try:
-        con.register("records", log.stream(branch).read())
-        return con.sql(query).to_arrow_table()
-    finally:
-        con.close()
-
-
 def test_refresh_with_dask_partials_equals_local_and_recompute(client: Any, tmp_path: Path) -> None:
     """Views refreshed with `dask=client` (per-segment partials on two worker processes, the
     combine here) equal the same views refreshed locally and DuckDB over the whole replay, on
@@ -250,7 +240,7 @@ def test_refresh_with_dask_partials_equals_local_and_recompute(client: Any, tmp_
             for name in names:
                 report = on_dask.refresh(name, dask=client)
                 local.refresh(name)
-                want = duckdb_recompute(log, name, MV_QUERIES[kind])
+                want = recompute(log, name, MV_QUERIES[kind])
                 same_rows(on_dask.read(name), local.read(name))
                 same_rows(on_dask.read(name), want)
             assert report.to_offset == log.stream(names[-1]).next_offset - 1
@@ -261,7 +251,7 @@ def test_refresh_with_dask_partials_equals_local_and_recompute(client: Any, tmp_
             assert report.reused_checkpoint is not None
             assert report.reused_checkpoint.startswith("main@")
         for kind, (on_dask, _) in views.items():
-            same_rows(on_dask.read(), duckdb_recompute(log, "main", MV_QUERIES[kind]))
+            same_rows(on_dask.read(), recompute(log, "main", MV_QUERIES[kind]))
 
 
 def small_log_after(log: ta.Log) -> list[str]:
@@ -338,4 +328,4 @@ def test_dask_refresh_of_an_s3_log(client: Any, s3_endpoint: Any, tmp_path: Path
                 assert "Dask" in report.reason
                 local.refresh(name)
                 same_rows(on_dask.read(name), local.read(name))
-                same_rows(on_dask.read(name), duckdb_recompute(log, name, query))
+                same_rows(on_dask.read(name), recompute(log, name, query))
