@@ -7,6 +7,7 @@ nothing (next offset, records, commits and, where it matters, the files under th
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import time
 import uuid
@@ -251,7 +252,12 @@ UNSUPPORTED: list[tuple[Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("data", "message"), UNSUPPORTED, ids=lambda d: repr(d)[:30])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    UNSUPPORTED,
+    # Stable ids (no object addresses): pytest-xdist workers must collect the same names.
+    ids=lambda d: re.sub(r" at 0x[0-9a-f]+", "", repr(d))[:30],
+)
 def test_unsupported_input_is_rejected(
     written: ta.Stream, unchanged: Callable[[], None], data: Any, message: str
 ) -> None:
