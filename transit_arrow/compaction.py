@@ -212,7 +212,9 @@ def _same_records(expected: pa.Table, found: pa.Table) -> str | None:
     return None
 
 
-def rewrite(catalog: Catalog, name: str, run: list[SegmentRef]) -> tuple[SegmentRef, bytes]:
+def rewrite(
+    catalog: Catalog, name: str, run: list[SegmentRef]
+) -> tuple[SegmentRef, bytes | bytearray]:
     """One segment holding exactly `run`'s records, checked by reading it back."""
     original = pa.concat_tables([_read_verified(catalog, seg) for seg in run])
     offsets = original.column("_offset").to_numpy()

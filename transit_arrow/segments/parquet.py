@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from ..layout import segment_path
 from ..manifest import SegmentRef
+from . import arena
 from .verified import hash_bytes
 
 __all__ = [
@@ -140,34 +141,41 @@ def encode_segment(
     stream: str,
     row_group_size: int = ROW_GROUP_SIZE,
     compression: str = DEFAULT_COMPRESSION,
-) -> tuple[bytes, dict[str, Any]]:
+) -> tuple[bytes | bytearray, dict[str, Any]]:
     """Write a head table (`_offset`, `_timestamp`, `_headers`, user columns) as Parquet.
 
-    Returns the file bytes and the `add_segment` fields other than `path`.
+    Returns the file bytes and the `add_segment` fields other than `path`. Large segments come
+    as a `bytearray` lent by `arena.pool` (memory already mapped by an earlier encode): do not
+    change it, and drop it once stored; the pool lends it again only after that.
     """
     n = table.num_rows
     stream_col = pa.DictionaryArray.from_arrays(
         np.zeros(n, dtype=np.int32), pa.array([stream], pa.string())
     )
     full = table.add_column(0, pa.field("_stream", stream_col.type, nullable=False), stream_col)
-    # A Python sink: `getvalue()` hands its bytes over without a copy, and it grows by
-    # `realloc`, where an Arrow buffer stream copies on each doubling (for a 64 MiB segment
-    # of incompressible records the copies cost more than the encoding).
-    sink = io.BytesIO()
     dictionary, codecs = _encoding(full, compression, row_group_size)
-    pq.write_table(
-        full,
-        sink,
-        compression=codecs,  # type: ignore[arg-type]
-        row_group_size=row_group_size,
-        write_statistics=True,
-        store_schema=True,
+    options: dict[str, Any] = {
+        "compression": codecs,
+        "row_group_size": row_group_size,
+        "write_statistics": True,
+        "store_schema": True,
         # `_offset` and `_timestamp` rise steadily: delta encoding stores them in a few bits a
         # value, where trying a dictionary first costs time and bytes (about a tenth of a seal).
-        use_dictionary=dictionary,  # type: ignore[arg-type]
-        column_encoding=dict.fromkeys(_DELTA_COLUMNS, "DELTA_BINARY_PACKED"),
-    )
-    data = sink.getvalue()
+        "use_dictionary": dictionary,
+        "column_encoding": dict.fromkeys(_DELTA_COLUMNS, "DELTA_BINARY_PACKED"),
+    }
+    # Parquet is rarely larger than the Arrow data; if it is, the pooled buffer overflows and
+    # the segment is encoded again into a growing one.
+    bound = full.nbytes + full.nbytes // 8 + (1 << 20)
+    data: bytes | bytearray | None = None
+    if bound >= arena.ARENA_MIN_BYTES:
+        data = _encode_pooled(full, bound, options)
+    if data is None:
+        # A Python sink: `getvalue()` hands its bytes over without a copy, and it grows by
+        # `realloc`, where an Arrow buffer stream copies on each doubling.
+        sink = io.BytesIO()
+        pq.write_table(full, sink, **options)
+        data = sink.getvalue()
     offsets = table.column("_offset")
     ts = table.column("_timestamp").cast(pa.int64())
     first, last = pc.min_max(offsets).values()
@@ -177,11 +185,33 @@ def encode_segment(
         "last_offset": last.as_py(),
         "records": n,
         "bytes": len(data),
-        "blake3": hash_bytes(data),
+        "blake3": hash_bytes(memoryview(data)),
         "min_timestamp": tmin.as_py(),
         "max_timestamp": tmax.as_py(),
     }
     return data, meta
+
+
+def _encode_pooled(full: pa.Table, bound: int, options: dict[str, Any]) -> bytearray | None:
+    """Encode `full` into a buffer of `bound` bytes from `arena.pool`, trimmed to the file's
+    size (None if the file is larger than `bound`)."""
+    buffer = arena.pool.take(bound)
+    view = pa.py_buffer(buffer)
+    writer = pa.FixedSizeBufferWriter(view)
+    try:
+        pq.write_table(full, writer, **options)
+        size = writer.tell()
+    except OSError:  # "Write out of bounds": the file outgrew `bound`
+        size = None
+    finally:
+        writer.close()
+        del writer, view  # the buffer can be trimmed and lent only without views over it
+    if size is None:
+        arena.pool.give(buffer)
+        return None
+    del buffer[size:]
+    arena.pool.give(buffer)
+    return buffer
 
 
 def _plan(
