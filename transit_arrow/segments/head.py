@@ -28,6 +28,7 @@ turned into one Arrow batch when the head is read, synced or sealed.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -814,7 +815,7 @@ class Head:
         #: a tuple per record would be tracked by the garbage collector, whose passes then
         #: rescan every buffered record).
         self.columns: list[list[Any]] = [[] for _ in user]
-        self.struct_type = pa.struct(list(user))
+        self.struct_type = pa.struct(list(self.schema))  # a whole head record
         self.row_stamps: list[int] = []
         #: The file this head was recovered from (its frames are re-checked before sealing).
         self.recovered: HeadFile | None = None
@@ -864,23 +865,30 @@ class Head:
             return
         start = self.next_offset - n
         if n < _SMALL_ROWS:
-            # A group commit's few records: one conversion as structs (of transient tuples),
-            # then their fields, costs less than one conversion per column.
-            stamps = pa.array([s // 1000 for s in self.row_stamps], TIMESTAMP_TYPE)
-            rows = pa.array(list(zip(*self.columns, strict=True)), type=self.struct_type)
-            values = rows.flatten()  # type: ignore[attr-defined]
+            # A group commit's few records: one conversion of whole rows (system columns
+            # too) as structs, of transient tuples, costs less than one per column.
+            rows = zip(
+                range(start, start + n),
+                [s // 1000 for s in self.row_stamps],
+                itertools.repeat(None, n),
+                *self.columns,
+                strict=True,
+            )
+            whole: Any = pa.array(list(rows), type=self.struct_type)  # a StructArray
+            batch = pa.RecordBatch.from_struct_array(whole)
         else:
             stamps = pa.array(np.array(self.row_stamps, np.int64) // 1000, TIMESTAMP_TYPE)
             values = [
                 pa.array(c, f.type) for c, f in zip(self.columns, self.user_schema, strict=True)
             ]
-        arrays = [
-            pa.array(np.arange(start, start + n, dtype=np.int64)),
-            stamps,
-            pa.nulls(n, HEADERS_TYPE),
-            *values,
-        ]
-        self.batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+            arrays = [
+                pa.array(np.arange(start, start + n, dtype=np.int64)),
+                stamps,
+                pa.nulls(n, HEADERS_TYPE),
+                *values,
+            ]
+            batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        self.batches.append(batch)
         self.columns = [[] for _ in self.columns]
         self.row_stamps = []
 
@@ -1010,6 +1018,22 @@ class Head:
             fsync_dir(self.folder)
             self.new_file = False
         self.durable_records = max(self.durable_records, records)
+
+    def sync_handle(self) -> tuple[int, int, bool] | None:
+        """What a sync outside the writer's locks needs (called under them): a duplicate of
+        the file's descriptor (the head may close its own meanwhile: sealed), how many records
+        are written, and whether the folder needs a sync too (a new file). None when every
+        written record is durable. The caller closes the descriptor, then calls `synced`."""
+        if self.fd is None or self.durable_records >= self.written_records:
+            return None
+        return os.dup(self.fd), self.written_records, self.new_file
+
+    def synced(self, records: int, folder: bool) -> None:
+        """A sync from `sync_handle` returned: `records` are durable (and the folder entry,
+        if `folder`). Called under the writer's locks."""
+        self.durable_records = max(self.durable_records, records)
+        if folder:
+            self.new_file = False
 
     def close_file(self) -> None:
         if self.fd is not None:
