@@ -217,8 +217,12 @@ class FastPath:
         return None
 
 
-#: Syncs of one writer's head files that may run at once (see `Writer.sync_through`).
-_MAX_SYNCS = 2
+#: Syncs of one writer's head files that may run at once (see `Writer.sync_through`). One:
+#: on the 2 shared cores measured, 8 threads of single-record `local` appends were CPU-bound
+#: (about 70-90 us of CPU per record), and letting a second sync start while one runs made
+#: smaller groups, more fdatasyncs and about 10-15 us more CPU per record, for no more records
+#: per second (`benchmarks/bench_append.py --only threads`). More may pay with spare cores.
+_MAX_SYNCS = 1
 
 
 class _Sync:
@@ -715,11 +719,10 @@ class Writer:
 
         A sync has two steps: *write* what every head holds unwritten (one frame per head,
         usually one head; one writer at a time) and *sync* the files (fdatasync on duplicated
-        descriptors, outside every lock). Syncs overlap: an appender whose record no running
-        sync covers starts one of its own (at most `_MAX_SYNCS` at once) instead of waiting
-        for the running one to end first, so its write and the previous sync proceed together
-        and the disk gets the next sync as soon as it can take it. Appenders whose record a
-        running sync covers (it wrote after they appended) wait for it.
+        descriptors, outside every lock). Appenders whose record a running sync covers (it
+        wrote after they appended) wait for it; one whose record no running sync covers starts
+        the next sync once fewer than `_MAX_SYNCS` run (with more than one, its write and
+        sync overlap the running sync instead of waiting for it to end).
 
         Before writing, a starter waits (at most half a sync, measured) until as many
         appenders as the previous group served have queued: appenders just served are about
@@ -752,7 +755,8 @@ class Writer:
             upto = self._write_round(last)
             with self.sync_cond:
                 slot.covers = upto
-                self.sync_cond.notify_all()
+                if len(self.syncs) < _MAX_SYNCS:  # an appender it misses may start a sync
+                    self.sync_cond.notify_all()
             self._sync_files(last)
             elapsed = time.monotonic() - started
         except BaseException:
