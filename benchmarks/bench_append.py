@@ -13,7 +13,8 @@ better for throughputs, lower for latencies):
 4. `threads`: 8 threads each appending single records `local` vs the physical bound of 8
    synchronous writers, 8 / (one fdatasync, measured on the same disk in the same run); for
    reference, what 8 Python threads reach that each write + fdatasync a file of their own,
-   or one shared file, and the bound our CPU time per record sets (the GIL serializes it);
+   or one shared file, and what one core's worth of our CPU time per record allows (the
+   GIL serializes the Python part; the cores are shared with other work);
 5. `w1`: the W1 workload, 500 x (append 1,000 records + flush) on one stream, vs
    `pq.write_table` of the same rows + fsync; median and p99 latency, and the medians of the
    first and the last 50 commits (flat: no growth with history);
@@ -261,8 +262,8 @@ def bench_threads(rows: list[dict[str, object]], seconds: float, runs: int, work
         f"(target >= 0.7); reference: 8 Python threads each doing write(300 B) + fdatasync on "
         f"a file of its own {ref:,.0f} rec/s, ratio {ref / bound:.2f}; on one shared file "
         f"{one_file:,.0f} rec/s, ratio {one_file / bound:.2f}; our CPU per record "
-        f"{per_record * 1e6:.1f} us (all threads; with the GIL at most "
-        f"{1 / per_record:,.0f} rec/s, ratio {1 / per_record / bound:.2f})"
+        f"{per_record * 1e6:.1f} us (process, user + system, all threads: one core's worth "
+        f"allows at most {1 / per_record:,.0f} rec/s, ratio {1 / per_record / bound:.2f})"
     )
 
 
