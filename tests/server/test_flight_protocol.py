@@ -28,7 +28,7 @@ from flight_helpers import (
 import transit_arrow as ta
 from transit_arrow.client import connect
 from transit_arrow.client.protocol import ACTIONS, ERROR_CODES, UnauthorizedError
-from transit_arrow.server.flight import TransitFlightServer
+from transit_arrow.server.flight import TransitFlightServer, retain_freed_memory
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +307,54 @@ def test_concurrent_clients_on_one_connection(client: flight.FlightClient) -> No
     assert sorted(zip(table["who"].to_pylist(), table["k"].to_pylist(), strict=True)) == [
         (i, k) for i in range(4) for k in range(10)
     ]
+
+
+class _PoolSpy:
+    """Stands for pyarrow's memory pool: records `release_unused` calls."""
+
+    backend_name = "jemalloc"
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        self.calls = 0
+
+    def release_unused(self) -> None:
+        self.calls += 1
+        self.released.set()
+
+
+def test_freed_memory_is_retained_while_busy_and_released_once_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`retain_freed_memory` keeps jemalloc's freed pages (decay -1) and the server hands
+    them back once no call has run for `idle_release` seconds: not during a call, and once
+    per idle time, not again and again."""
+    decays: list[int] = []
+    spy = _PoolSpy()
+    monkeypatch.setattr(pa, "jemalloc_set_decay_ms", decays.append)
+    monkeypatch.setattr(pa, "default_memory_pool", lambda: spy)
+    assert retain_freed_memory() and decays == [-1]
+    with ta.open(tmp_path / "log") as log:
+        server = TransitFlightServer(log, "grpc://127.0.0.1:0", token=TOKEN, idle_release=0.0)
+        try:
+            c = flight.FlightClient(f"grpc://127.0.0.1:{server.port}")
+            action(c, "create_stream", {"name": "m"})
+            assert spy.released.wait(WAIT)  # the call ended: released at once (idle 0 s)
+            spy.released.clear()
+            batch = pa.record_batch({"x": list(range(1000))})
+            writer, acks = c.do_put(flight.FlightDescriptor.for_path("m"), batch.schema, options())
+            writer.write_batch(batch)
+            released_during_upload = spy.released.is_set()  # the upload is still in progress
+            writer.done_writing()
+            assert [m["batches"] for m in drain_acks(acks)] == [1]
+            writer.close()
+            assert not released_during_upload
+            assert spy.released.wait(WAIT)
+            spy.released.clear()
+            calls = spy.calls
+            assert c.do_get(flight.Ticket(b"m"), options()).read_all().num_rows == 1000
+            assert spy.released.wait(WAIT) and spy.calls == calls + 1
+        finally:
+            server.shutdown()
+    spy.backend_name = "system"
+    assert not retain_freed_memory() and decays == [-1]  # another pool: nothing changed
