@@ -358,3 +358,29 @@ def test_freed_memory_is_retained_while_busy_and_released_once_idle(
             server.shutdown()
     spy.backend_name = "system"
     assert not retain_freed_memory() and decays == [-1]  # another pool: nothing changed
+
+
+def test_long_read_with_large_batches_arrives_whole_and_in_order(tmp_path: Path) -> None:
+    """A DoGet whose first batch is large starts decoding ahead before sending it; the
+    batches still arrive whole and in offset order, and a reader that stops after the first
+    batch leaves the server serving."""
+    with ta.open(tmp_path / "log") as log:
+        stream = log.create_stream("big")
+        for part in range(3):
+            rows = range(part * 20_000, (part + 1) * 20_000)
+            stream.append({"k": list(rows), "text": [f"{k:0100d}" for k in rows]})
+            stream.flush()  # one segment each: three batches of ~2 MB
+        expected = stream.read()
+        server = TransitFlightServer(log, "grpc://127.0.0.1:0", token=TOKEN)
+        try:
+            c = flight.FlightClient(f"grpc://127.0.0.1:{server.port}")
+            got = c.do_get(flight.Ticket(b"big"), options()).read_all()
+            assert got.equals(expected)
+            reader = c.do_get(flight.Ticket(b"big"), options())
+            first = reader.read_chunk().data
+            assert first.column("_offset").to_pylist() == list(range(first.num_rows))
+            assert first.get_total_buffer_size() >= 1 << 20
+            reader.cancel()
+            assert c.do_get(flight.Ticket(b"big"), options()).read_all().equals(expected)
+        finally:
+            server.shutdown()

@@ -93,6 +93,7 @@ _UNSYNCED_BYTES = 64 << 20  # a `local` upload's appender waits for its syncer b
 _TAIL_SLICE = 1.0  # a live tail checks for a cancelled call at least this often, seconds
 _DRAIN_POLL = 0.05
 _READ_AHEAD = 2  # batches a DoGet decodes ahead of the one being sent
+_EAGER_READ_AHEAD = 1 << 20  # a first batch of this many bytes starts the read-ahead at once
 _IDLE_RELEASE = 5.0  # seconds without a call after which the server returns freed memory
 
 
@@ -1058,14 +1059,16 @@ class _Failed:
 _DONE = object()
 
 
-def _read_ahead(items: Iterator[R], depth: int = _READ_AHEAD) -> Iterator[R]:
-    """`items`, produced by a thread up to `depth` ahead of the consumer (decoding the next
-    batches while gRPC sends this one). The first item comes directly: a one-batch read
-    starts no thread."""
-    first = next(items, _DONE)
-    if first is _DONE:
+def _read_ahead(
+    batches: Iterator[pa.RecordBatch], depth: int = _READ_AHEAD
+) -> Iterator[pa.RecordBatch]:
+    """`batches`, decoded by a thread up to `depth` ahead of the consumer (the next batches
+    decode while gRPC sends this one). The first batch comes directly; the thread starts
+    before it is sent when it is large (a long read: the second batch decodes while the first
+    goes out), after it otherwise (a small read, often one batch, starts no thread)."""
+    first = next(batches, None)
+    if first is None:
         return
-    yield cast(R, first)
     ready: queue.Queue[object] = queue.Queue(depth)
     stop = threading.Event()
 
@@ -1080,7 +1083,7 @@ def _read_ahead(items: Iterator[R], depth: int = _READ_AHEAD) -> Iterator[R]:
 
     def produce() -> None:
         try:
-            for item in items:
+            for item in batches:
                 if not offer(item):
                     return
             offer(_DONE)
@@ -1088,18 +1091,23 @@ def _read_ahead(items: Iterator[R], depth: int = _READ_AHEAD) -> Iterator[R]:
             offer(_Failed(e))
 
     thread = threading.Thread(target=produce, name="transit-read-ahead", daemon=True)
-    thread.start()
     try:
+        if first.get_total_buffer_size() >= _EAGER_READ_AHEAD:
+            thread.start()
+        yield first
+        if thread.ident is None:
+            thread.start()
         while True:
             item = ready.get()
             if item is _DONE:
                 return
             if isinstance(item, _Failed):
                 raise item.error
-            yield cast(R, item)
+            yield cast(pa.RecordBatch, item)
     finally:
         stop.set()
-        thread.join()
+        if thread.ident is not None:
+            thread.join()
 
 
 def _tail(
