@@ -1,7 +1,7 @@
 """The Flight server (`transit serve`) against raw `pyarrow.flight`, side by side in one run.
 
 Run: `python benchmarks/bench_server.py [--records 1000000] [--batch-rows 100 10000] [--runs 5]
-[--only put get latency concurrent tail]`.
+[--only put get latency concurrent tail] [--segment-compression zstd]`.
 Each server runs in its own process on 127.0.0.1; the client is this process. Prints medians
 of `--runs` runs and the ratio of the server's throughput to the raw baseline's (higher is
 better), with each server's median CPU seconds a run (on a busy machine the ratio follows the
@@ -11,8 +11,10 @@ CPU ratio rather than what overlaps):
    100, then 100 batches of 10,000) through `transit serve`, in `memory` and in `local`
    durability, vs the same DoPut (same client code, same batches) to a raw `FlightServerBase`
    that discards them; with, for scale, `Stream.append` of the same batches in process;
-2. DoGet of a branch of `--records` records (its parent's records up to the fork) vs a raw
-   Flight DoGet of the same batches held in the raw server's memory;
+2. DoGet of a branch of `--records` records (its parent's records up to the fork, in
+   segments of `--segment-compression`) vs a raw Flight DoGet of the same batches (same
+   schema, same row-group-sized batches) held in the raw server's memory, both read by the
+   same client code (`read_all`), with the client's CPU a run for each;
 3. latency of single calls through `connect()` (append `memory`/`local`, a 1-record read), and
    8 concurrent clients (threads, one connection each) appending single records in `local`
    durability: records/s, and per-append latency percentiles;
@@ -240,10 +242,12 @@ def engine_append(batches: list[pa.RecordBatch], durability: Any, runs: int, wor
     return median_time(run, runs, close)
 
 
-def bench_get(table: pa.Table, runs: int, work: Path, token_file: Path) -> None:
+def bench_get(
+    table: pa.Table, runs: int, work: Path, token_file: Path, compression: str = "zstd"
+) -> None:
     n = table.num_rows
     root = work / "get"
-    with ta.open(root) as log:
+    with ta.open(root, segment_compression=compression) as log:
         parent = log.create_stream("parent")
         for batch in table.to_batches(max_chunksize=100_000):
             parent.append(batch, durability="memory")
@@ -293,7 +297,8 @@ def bench_get(table: pa.Table, runs: int, work: Path, token_file: Path) -> None:
         raw.stop()
         server.stop()
     print(
-        f"DoGet of a {n:,}-record branch: raw Flight {n / t_raw:,.0f} rec/s, "
+        f"DoGet of a {n:,}-record branch ({compression} segments): "
+        f"raw Flight {n / t_raw:,.0f} rec/s, "
         f"transit serve {n / t_ours:,.0f} rec/s, ratio {t_raw / t_ours:.2f} (target >= 0.7); "
         f"reading the branch's verified Parquet segments in process, no server: "
         f"{n / t_decode:,.0f} rec/s (ratio bound raw/decode {t_raw / t_decode:.2f}); "
@@ -434,6 +439,11 @@ def main() -> None:
     parser.add_argument(
         "--skip-engine", action="store_true", help="skip the in-process append figures"
     )
+    parser.add_argument(
+        "--segment-compression",
+        default="zstd",
+        help="the codec of the branch's segments in the DoGet part (the log's default: zstd)",
+    )
     parser.add_argument("--serve-raw", nargs="?", const="", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_raw is not None:
@@ -452,7 +462,7 @@ def main() -> None:
             for rows in args.batch_rows:
                 bench_put(table, rows, args.runs, work, token_file, not args.skip_engine)
         if "get" in args.only:
-            bench_get(table, args.runs, work, token_file)
+            bench_get(table, args.runs, work, token_file, args.segment_compression)
         if "latency" in args.only:
             bench_latency(work, token_file)
         if "concurrent" in args.only:
