@@ -94,7 +94,6 @@ _TAIL_SLICE = 1.0  # a live tail checks for a cancelled call at least this often
 _DRAIN_POLL = 0.05
 _READ_AHEAD = 2  # batches a DoGet decodes ahead of the one being sent
 _EAGER_READ_AHEAD = 1 << 20  # a first batch of this many bytes starts the read-ahead at once
-_IDLE_RELEASE = 5.0  # seconds without a call after which the server returns freed memory
 
 
 def retain_freed_memory() -> bool:
@@ -104,11 +103,12 @@ def retain_freed_memory() -> bool:
 
     Otherwise every call faults its buffers in again, and the kernel zeroes each page: a
     DoGet of 1 M records (273 MB decoded) took about 100,000 page faults and 0.1-0.3 s of
-    kernel time, a third of the server's CPU for it. This sets the decay of the jemalloc
-    arenas created from now on (those of the threads that serve calls); `TransitFlightServer`
-    returns what is held once no call has run for `_IDLE_RELEASE` seconds, so memory stays
-    bounded by the busiest moment, then goes back. Returns False, changing nothing, when the
-    pool is not jemalloc.
+    kernel time, a sixth to a third of the server's CPU for it. This sets the decay of the
+    jemalloc arenas created from now on (those of the threads that serve calls) to "never":
+    the process keeps the memory of its busiest moment (bounded by the server's limits on
+    uploads and read-ahead) and reuses it; it does not shrink again while the process runs
+    (`MemoryPool.release_unused` does not return these pages). Returns False, changing
+    nothing, when the pool is not jemalloc.
     """
     if pa.default_memory_pool().backend_name != "jemalloc":
         return False
@@ -156,65 +156,11 @@ def _guarded(batches: Iterator[Any]) -> Iterator[Any]:
         raise _reported(e) from e
 
 
-class _IdleRelease:
-    """Counts the calls in progress; once none has run for `idle` seconds, returns the memory
-    pyarrow's pool holds freed to the kernel (see `retain_freed_memory`), once per idle time."""
-
-    def __init__(self, idle: float) -> None:
-        self._idle = idle
-        self._cond = threading.Condition()
-        self._active = 0
-        self._since: float | None = None  # when the last call ended; None: nothing to do
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="transit-idle-release", daemon=True)
-        self._thread.start()
-
-    def begin(self) -> None:
-        with self._cond:
-            self._active += 1
-            self._since = None
-
-    def end(self) -> None:
-        with self._cond:
-            self._active -= 1
-            if not self._active:
-                self._since = time.monotonic()
-                self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-        self._thread.join()
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._stopped:
-                left = None if self._since is None else self._since + self._idle - time.monotonic()
-                if left is None or left > 0:
-                    self._cond.wait(left)
-                    continue
-                self._since = None
-                pa.default_memory_pool().release_unused()
-
-
-class _CallEnd(flight.ServerMiddleware):
-    """Tells `_IdleRelease` when an admitted call ends."""
-
-    def __init__(self, calls: _IdleRelease) -> None:
-        self._calls = calls
-
-    def call_completed(self, exception: BaseException | None) -> None:
-        self._calls.end()
-
-
 class _BearerAuth(flight.ServerMiddlewareFactory):
-    """Refuses every call whose `authorization` header is not `Bearer <token>`; counts the
-    calls it admits in `calls`."""
+    """Refuses every call whose `authorization` header is not `Bearer <token>`."""
 
-    def __init__(self, token: str, calls: _IdleRelease) -> None:
+    def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
-        self._calls = calls
 
     def start_call(
         self, info: flight.CallInfo, headers: dict[str, list[str] | list[bytes]]
@@ -231,8 +177,7 @@ class _BearerAuth(flight.ServerMiddlewareFactory):
         # Constant time whatever the content; only the length can leak.
         if len(values) != 1 or not hmac.compare_digest(given_bytes, self._expected):
             raise _wire(UnauthorizedError("wrong bearer token"))
-        self._calls.begin()
-        return _CallEnd(self._calls)
+        return None
 
 
 class _Admission:
@@ -581,8 +526,6 @@ class TransitFlightServer(flight.FlightServerBase):
         tls_certificates: `[(cert_pem, key_pem)]` to serve TLS.
         max_inflight_appends: uploads in progress per connection; more wait up to
             `admission_wait` seconds, then are refused `unavailable`.
-        idle_release: seconds without a call after which the memory pyarrow's pool holds
-            freed goes back to the kernel (see `retain_freed_memory`).
     """
 
     def __init__(
@@ -594,7 +537,6 @@ class TransitFlightServer(flight.FlightServerBase):
         tls_certificates: list[tuple[str, str]] | None = None,
         max_inflight_appends: int = 8,
         admission_wait: float = 30.0,
-        idle_release: float = _IDLE_RELEASE,
     ) -> None:
         if not token:
             raise InvalidInputError("the server needs a non-empty token")
@@ -641,16 +583,11 @@ class TransitFlightServer(flight.FlightServerBase):
             "cursors": lambda body: self.log.cursors,
         }
         assert set(self._actions) == set(ACTIONS), "protocol.ACTIONS and handlers disagree"
-        self._calls = _IdleRelease(idle_release)
-        try:
-            super().__init__(
-                location,
-                tls_certificates=tls_certificates,
-                middleware={"auth": _BearerAuth(token, self._calls)},
-            )
-        except BaseException:
-            self._calls.stop()
-            raise
+        super().__init__(
+            location,
+            tls_certificates=tls_certificates,
+            middleware={"auth": _BearerAuth(token)},
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -693,13 +630,6 @@ class TransitFlightServer(flight.FlightServerBase):
                 self._appends.wait(max(0.0, deadline - time.monotonic()))
             self._closing = True
             return not busy and not self._active_appends
-
-    def shutdown(self) -> None:
-        """Stop serving (see `FlightServerBase.shutdown`) and the idle memory release."""
-        try:
-            super().shutdown()
-        finally:
-            self._calls.stop()
 
     # --- helpers ---------------------------------------------------------------------------
 
