@@ -1,7 +1,7 @@
 """The Flight server (`transit serve`) against raw `pyarrow.flight`, side by side in one run.
 
 Run: `python benchmarks/bench_server.py [--records 1000000] [--batch-rows 100 10000] [--runs 5]
-[--only put get latency concurrent tail]`.
+[--only put get latency concurrent tail] [--segment-compression zstd]`.
 Each server runs in its own process on 127.0.0.1; the client is this process. Prints medians
 of `--runs` runs and the ratio of the server's throughput to the raw baseline's (higher is
 better), with each server's median CPU seconds a run (on a busy machine the ratio follows the
@@ -11,8 +11,10 @@ CPU ratio rather than what overlaps):
    100, then 100 batches of 10,000) through `transit serve`, in `memory` and in `local`
    durability, vs the same DoPut (same client code, same batches) to a raw `FlightServerBase`
    that discards them; with, for scale, `Stream.append` of the same batches in process;
-2. DoGet of a branch of `--records` records (its parent's records up to the fork) vs a raw
-   Flight DoGet of the same batches held in the raw server's memory;
+2. DoGet of a branch of `--records` records (its parent's records up to the fork, in
+   segments of `--segment-compression`) vs a raw Flight DoGet of the same batches (same
+   schema, same row-group-sized batches) held in the raw server's memory, both read by the
+   same client code (`read_all`), with the client's CPU a run for each;
 3. latency of single calls through `connect()` (append `memory`/`local`, a 1-record read), and
    8 concurrent clients (threads, one connection each) appending single records in `local`
    durability: records/s, and per-append latency percentiles;
@@ -240,10 +242,12 @@ def engine_append(batches: list[pa.RecordBatch], durability: Any, runs: int, wor
     return median_time(run, runs, close)
 
 
-def bench_get(table: pa.Table, runs: int, work: Path, token_file: Path) -> None:
+def bench_get(
+    table: pa.Table, runs: int, work: Path, token_file: Path, compression: str = "zstd"
+) -> None:
     n = table.num_rows
     root = work / "get"
-    with ta.open(root) as log:
+    with ta.open(root, segment_compression=compression) as log:
         parent = log.create_stream("parent")
         for batch in table.to_batches(max_chunksize=100_000):
             parent.append(batch, durability="memory")
@@ -267,34 +271,33 @@ def bench_get(table: pa.Table, runs: int, work: Path, token_file: Path) -> None:
     try:
         times: tuple[list[float], list[float], list[float]] = ([], [], [])
         cpus: tuple[list[float], list[float]] = ([], [])
+        client_cpus: tuple[list[float], list[float]] = ([], [])
+        # Raw and server runs interleaved, so that load changes hit both alike, with nothing
+        # else between them (an in-process read between them left the client's allocator
+        # faulting pages in again: 0.41-0.54 s of client CPU a raw run, 0.33-0.38 without).
+        for _ in range(runs):
+            for out, ticket, child in ((times[0], b"x", raw), (times[1], b"parent/branch", server)):
+                t0, c0, p0 = time.perf_counter(), child.cpu(), time.process_time()
+                get(child.address, ticket)
+                out.append(time.perf_counter() - t0)
+                cpus[child is server].append(child.cpu() - c0)
+                client_cpus[child is server].append(time.process_time() - p0)
         with ta.open(root) as log:  # the server only reads: this handle takes no lease
             branch = log.stream("parent/branch")
-            for _ in range(runs):  # interleaved, so that load changes hit all three alike
-                for out, fn, child in zip(
-                    times,
-                    (
-                        lambda: get(raw.address, b"x"),
-                        lambda: get(server.address, b"parent/branch"),
-                        lambda: sum(b.num_rows for b in branch.reader()),
-                    ),
-                    (raw, server, None),
-                    strict=True,
-                ):
-                    t0, c0 = time.perf_counter(), child.cpu() if child else 0.0
-                    fn()
-                    out.append(time.perf_counter() - t0)
-                    if child is not None:
-                        cpus[child is server].append(child.cpu() - c0)
+            times[2].append(median_time(lambda: sum(b.num_rows for b in branch.reader()), runs))
         t_raw, t_ours, t_decode = (statistics.median(t) for t in times)
     finally:
         raw.stop()
         server.stop()
     print(
-        f"DoGet of a {n:,}-record branch: raw Flight {n / t_raw:,.0f} rec/s, "
+        f"DoGet of a {n:,}-record branch ({compression} segments): "
+        f"raw Flight {n / t_raw:,.0f} rec/s, "
         f"transit serve {n / t_ours:,.0f} rec/s, ratio {t_raw / t_ours:.2f} (target >= 0.7); "
         f"reading the branch's verified Parquet segments in process, no server: "
         f"{n / t_decode:,.0f} rec/s (ratio bound raw/decode {t_raw / t_decode:.2f}); "
-        f"{_cpu(*cpus)}"
+        f"{_cpu(*cpus)}; client CPU a run (the same consumption, read_all): raw "
+        f"{statistics.median(client_cpus[0]):.2f} s, transit serve "
+        f"{statistics.median(client_cpus[1]):.2f} s"
     )
 
 
@@ -328,23 +331,24 @@ def bench_latency(work: Path, token_file: Path, calls: int = 300) -> None:
     print("one client, sequential calls: " + ", ".join(figures))
 
 
-def bench_concurrent(work: Path, token_file: Path, per_client: int, clients: int = 8) -> None:
-    root = work / "concurrent"
-    ta.open(root).close()
-    server = transit_server(root, token_file)
+def concurrent_appends(
+    address: str, durability: Any, per_client: int, clients: int, stream: str
+) -> tuple[float, list[float], float]:
+    """`clients` threads, one connection each, appending `per_client` single records to
+    `stream` at `durability`: records/s, each append's latency (ms), the server's CPU."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
+    logs = [connect(address, token=TOKEN) for _ in range(clients)]
     try:
-        logs = [connect(server.address, token=TOKEN) for _ in range(clients)]
-        logs[0].create_stream("shared")
+        logs[0].create_stream(stream)
         barrier = threading.Barrier(clients + 1)
 
         def client(i: int) -> None:
-            stream = logs[i].stream("shared")
+            handle = logs[i].stream(stream)
             barrier.wait()
             for k in range(per_client):
                 t0 = time.perf_counter()
-                stream.append({"client": i, "k": k}, durability="local")
-                latencies[i].append(time.perf_counter() - t0)
+                handle.append({"client": i, "k": k}, durability=durability)
+                latencies[i].append((time.perf_counter() - t0) * 1000)
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
         for t in threads:
@@ -354,16 +358,37 @@ def bench_concurrent(work: Path, token_file: Path, per_client: int, clients: int
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t0
-        total = clients * per_client
-        assert logs[0].stream("shared").next_offset == total
+        assert logs[0].stream(stream).next_offset == clients * per_client
+    finally:
         for log in logs:
             log.close()
+    return clients * per_client / elapsed, [x for lat in latencies for x in lat], elapsed
+
+
+def bench_concurrent(work: Path, token_file: Path, per_client: int, clients: int = 8) -> None:
+    """The issue's figure: `clients` clients appending single records `local`; beside it the
+    same at `memory` (no fdatasync: what the calls themselves cost on this machine)."""
+    root = work / "concurrent"
+    ta.open(root).close()
+    server = transit_server(root, token_file)
+    figures = {}
+    try:
+        for durability in ("local", "memory"):
+            c0 = server.cpu()
+            rate, flat, _ = concurrent_appends(
+                server.address, durability, per_client, clients, f"shared-{durability}"
+            )
+            figures[durability] = (rate, flat, server.cpu() - c0)
     finally:
         server.stop()
-    flat = [x * 1000 for lat in latencies for x in lat]
+    (rate, flat, cpu), (mem_rate, mem_flat, mem_cpu) = figures["local"], figures["memory"]
     print(
-        f"{clients} clients appending single records, local: {total / elapsed:,.0f} rec/s; "
-        f"append latency p50 {percentile(flat, 0.5):.2f} ms, p99 {percentile(flat, 0.99):.2f} ms"
+        f"{clients} clients appending single records, local: {rate:,.0f} rec/s; "
+        f"append latency p50 {percentile(flat, 0.5):.2f} ms, p99 {percentile(flat, 0.99):.2f} ms; "
+        f"server CPU {cpu / len(flat) * 1e6:.0f} us a record. The same at memory: "
+        f"{mem_rate:,.0f} rec/s, p50 {percentile(mem_flat, 0.5):.2f} ms, "
+        f"p99 {percentile(mem_flat, 0.99):.2f} ms, server CPU "
+        f"{mem_cpu / len(mem_flat) * 1e6:.0f} us a record (local/memory {rate / mem_rate:.2f})"
     )
 
 
@@ -429,6 +454,11 @@ def main() -> None:
     parser.add_argument(
         "--skip-engine", action="store_true", help="skip the in-process append figures"
     )
+    parser.add_argument(
+        "--segment-compression",
+        default="zstd",
+        help="the codec of the branch's segments in the DoGet part (the log's default: zstd)",
+    )
     parser.add_argument("--serve-raw", nargs="?", const="", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_raw is not None:
@@ -447,7 +477,7 @@ def main() -> None:
             for rows in args.batch_rows:
                 bench_put(table, rows, args.runs, work, token_file, not args.skip_engine)
         if "get" in args.only:
-            bench_get(table, args.runs, work, token_file)
+            bench_get(table, args.runs, work, token_file, args.segment_compression)
         if "latency" in args.only:
             bench_latency(work, token_file)
         if "concurrent" in args.only:

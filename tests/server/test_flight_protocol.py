@@ -28,7 +28,7 @@ from flight_helpers import (
 import transit_arrow as ta
 from transit_arrow.client import connect
 from transit_arrow.client.protocol import ACTIONS, ERROR_CODES, UnauthorizedError
-from transit_arrow.server.flight import TransitFlightServer
+from transit_arrow.server.flight import TransitFlightServer, retain_freed_memory
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +307,48 @@ def test_concurrent_clients_on_one_connection(client: flight.FlightClient) -> No
     assert sorted(zip(table["who"].to_pylist(), table["k"].to_pylist(), strict=True)) == [
         (i, k) for i in range(4) for k in range(10)
     ]
+
+
+class _PoolSpy:
+    """Stands for pyarrow's memory pool (only its backend name is asked)."""
+
+    def __init__(self, backend_name: str) -> None:
+        self.backend_name = backend_name
+
+
+def test_retain_freed_memory_sets_jemalloc_decay_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`retain_freed_memory` turns jemalloc's decay off (freed pages kept for reuse); with
+    another pool it changes nothing."""
+    decays: list[int] = []
+    pool = _PoolSpy("jemalloc")
+    monkeypatch.setattr(pa, "jemalloc_set_decay_ms", decays.append)
+    monkeypatch.setattr(pa, "default_memory_pool", lambda: pool)
+    assert retain_freed_memory() and decays == [-1]
+    pool.backend_name = "system"
+    assert not retain_freed_memory() and decays == [-1]
+
+
+def test_long_read_with_large_batches_arrives_whole_and_in_order(tmp_path: Path) -> None:
+    """A DoGet whose first batch is large starts decoding ahead before sending it; the
+    batches still arrive whole and in offset order, and a reader that stops after the first
+    batch leaves the server serving."""
+    with ta.open(tmp_path / "log") as log:
+        stream = log.create_stream("big")
+        for part in range(3):
+            rows = range(part * 20_000, (part + 1) * 20_000)
+            stream.append({"k": list(rows), "text": [f"{k:0100d}" for k in rows]})
+            stream.flush()  # one segment each: three batches of ~2 MB
+        expected = stream.read()
+        server = TransitFlightServer(log, "grpc://127.0.0.1:0", token=TOKEN)
+        try:
+            c = flight.FlightClient(f"grpc://127.0.0.1:{server.port}")
+            got = c.do_get(flight.Ticket(b"big"), options()).read_all()
+            assert got.equals(expected)
+            reader = c.do_get(flight.Ticket(b"big"), options())
+            first = reader.read_chunk().data
+            assert first.column("_offset").to_pylist() == list(range(first.num_rows))
+            assert first.get_total_buffer_size() >= 1 << 20
+            reader.cancel()
+            assert c.do_get(flight.Ticket(b"big"), options()).read_all().equals(expected)
+        finally:
+            server.shutdown()

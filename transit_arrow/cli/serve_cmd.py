@@ -13,7 +13,7 @@ import click
 import pyarrow as pa
 
 from ..client.protocol import UnavailableError
-from ..server.flight import TransitFlightServer
+from ..server.flight import TransitFlightServer, retain_freed_memory
 from .common import LogOptions, echo_json, log_options, output_option
 
 __all__ = ["serve"]
@@ -101,6 +101,7 @@ def serve(
     On SIGTERM it refuses new calls, appends and acknowledges what in-flight uploads already
     sent (refusing the rest), ends live tails, seals the heads and exits 0.
     """
+    retain_freed_memory()  # before the server's threads start (they get new jemalloc arenas)
     token = _read_token(token_file)
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
