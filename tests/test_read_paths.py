@@ -42,7 +42,8 @@ def _expected(root: Path, stream: str) -> pa.Table:
 @pytest.fixture
 def small_log(tmp_path: Path) -> Path:
     """`t`: 8 segments of 5 records (a small read); `big`: 3 small segments, one of 3 row
-    groups of 300 rows with 4 KB values (over `INLINE_READ_BYTES`), 2 more small ones."""
+    groups of 300 rows with 12 KB values (over `SPLIT_SEGMENT_BYTES`: its row groups are
+    shared out), 2 more small ones and one of 3 row groups under it (decoded whole)."""
     with ta.open(tmp_path, row_group_size=300) as log:
         t = log.create_stream("t")
         for k in range(8):
@@ -50,9 +51,10 @@ def small_log(tmp_path: Path) -> Path:
         big = log.create_stream("big")
         for k in range(3):
             big.append(_rows(5 * k, 5), durability="tiered")
-        big.append(_rows(15, 900, pad=4000), durability="tiered")
+        big.append(_rows(15, 900, pad=12_000), durability="tiered")
         for k in range(2):
             big.append(_rows(915 + 5 * k, 5), durability="tiered")
+        big.append(_rows(925, 900, pad=100), durability="tiered")
     return tmp_path
 
 
@@ -77,14 +79,33 @@ def test_a_large_read_mixing_small_and_multi_task_segments(small_log: Path) -> N
         f.stat().st_size for f in (small_log / "streams" / "big" / "segments").glob("*.parquet")
     )
     assert total > read_module.INLINE_READ_BYTES
+    sizes = sorted(
+        f.stat().st_size for f in (small_log / "streams" / "big" / "segments").glob("*.parquet")
+    )
+    assert sizes[-1] >= read_module.SPLIT_SEGMENT_BYTES > sizes[-2]
     want = _expected(small_log, "big")
     with ta.open(small_log) as log:
         big = log.stream("big")
         got = big.read()
         assert got.select(["_offset", "i", "s"]).equals(want)
-        part = big.read(start=10, end=920)
-        assert part.column("_offset").to_pylist() == list(range(10, 920))
-        assert part.column("i").to_pylist() == list(range(10, 920))
+        for lo, hi in ((10, 920), (400, 1500), (0, 1825), (1000, 1001)):
+            part = big.read(start=lo, end=hi)
+            assert part.column("_offset").to_pylist() == list(range(lo, hi))
+            assert part.column("i").to_pylist() == list(range(lo, hi))
+
+
+def test_a_large_read_raises_the_earliest_failure_and_reads_again_once_repaired(
+    small_log: Path,
+) -> None:
+    files = sorted((small_log / "streams" / "big" / "segments").glob("*.parquet"))
+    second = files[1]
+    saved = second.read_bytes()
+    second.write_bytes(saved[:-10] + bytes(10))
+    with ta.open(small_log) as log:
+        with pytest.raises(IntegrityError, match=second.name):
+            log.stream("big").read()
+        second.write_bytes(saved)
+        assert log.stream("big").read().num_rows == 1825
 
 
 def test_a_branch_read_through_the_pools_equals_its_parent_prefix(small_log: Path) -> None:

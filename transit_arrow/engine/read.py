@@ -10,12 +10,13 @@ the read schema. Live streams and time-travel views differ only in how the plan 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import blake3
 import pyarrow as pa
@@ -55,13 +56,16 @@ __all__ = [
 
 #: An offset past any stream's end.
 END = 1 << 62
-#: Segments `read` decodes at once (each with pyarrow's own threads as well): enough to
-#: overlap one file's opening and verification with another's decoding.
+#: Threads of `read`'s pool (each decoding with pyarrow's own threads as well); with the
+#: caller, `READ_WORKERS` threads work on a large read.
 READ_WORKERS = max(2, min(8, os.cpu_count() or 2))
-#: A read of segments totalling at most this many bytes runs in the caller's thread: for a
-#: few small files, the pools' hand-offs cost more than decoding them (10 files of 40 KB:
-#: 8 ms inline vs 19 ms through the pools on 2 busy cores).
+#: A read of segments totalling at most this many bytes is a small read: for a few small
+#: files, handing each to a pool costs more than decoding it (10 files of 40 KB: 8 ms inline
+#: vs 19 ms through the pools on 2 busy cores), so it is split in two halves only.
 INLINE_READ_BYTES = 1 << 20
+#: In a larger read, a segment of at least this many bytes has its row groups decoded by
+#: several threads (a few row groups each); a smaller one is decoded whole by one.
+SPLIT_SEGMENT_BYTES = 4 << 20
 #: A small read of at least this many segments is split between the caller and one thread of
 #: the pool (a fresh handle's read of 10 segments of 1,000 records: the pyarrow decoding of
 #: each, about 0.5 ms, is most of the read).
@@ -233,12 +237,12 @@ class ReplayPlan:
     ) -> pa.Table:
         """The records with `start <= _offset < end` as one table.
 
-        Every segment is verified against its BLAKE3 first (`Catalog.segment_file`: fetched
-        into the verified cache for a remote store), `READ_WORKERS` at a time; as soon as one
-        is, `READ_WORKERS` other threads decode the row groups the range needs, a few at a
-        time (so one large segment spreads over every core, many small ones overlap, and a
-        cold read decodes while it still fetches); the result is assembled from the decoded
-        batches in offset order without copying them.
+        Every segment is verified against its BLAKE3 before it is opened
+        (`Catalog.segment_file`: fetched into the verified cache first for a remote store).
+        The caller and `READ_WORKERS - 1` threads of a pool take the segments in turn and
+        decode each whole, except large ones, whose row groups they share a few at a time;
+        a small read is split in two halves (the caller's and one thread's). The result is
+        assembled from the decoded batches in offset order without copying them.
         """
         schema, spans, lo, hi, read_columns = self._clipped(start, end, columns)
         prefetch_spans(self.catalog, spans)  # remote segments: fetched in parallel first
@@ -287,11 +291,10 @@ class ReplayPlan:
         def load(items: list[tuple[SegmentRef, Span]]) -> list[list[pa.RecordBatch]]:
             return [decode(t) for p in items for t in plan(p)]
 
-        def load_one(item: tuple[SegmentRef, Span]) -> tuple[list[_Task], list[pa.RecordBatch]]:
-            tasks = plan(item)
-            # A segment of one task (a small one) is decoded by the thread that opened it:
-            # one hand-off between threads per segment, not two.
-            return ([], decode(tasks[0])) if len(tasks) == 1 else (tasks, [])
+        def run(item: tuple[SegmentRef, Span] | _Task) -> list[pa.RecordBatch]:
+            if isinstance(item, _Task):
+                return decode(item)
+            return [b for t in plan(item) for b in decode(t)]
 
         pending: list[Future[Any]] = []
         try:
@@ -301,23 +304,22 @@ class ReplayPlan:
                 if len(pieces) < SPLIT_READ_SEGMENTS:
                     return self._assemble(load(pieces), lo, hi, schema)
                 half = (len(pieces) + 1) // 2
-                pending.append(_read_pools()[1].submit(load, pieces[half:]))
+                pending.append(_read_pool().submit(load, pieces[half:]))
                 parts = load(pieces[:half])
                 parts += pending[0].result()
                 return self._assemble(parts, lo, hi, schema)
-            # Two pools: a segment's row groups start decoding as soon as it is verified
-            # (fetched, for a remote store) while later segments are still being fetched.
-            opener, decoder = _read_pools()
-            pending += (opener.submit(load_one, p) for p in pieces)
-            results: list[Future[list[pa.RecordBatch]] | list[pa.RecordBatch]] = []
-            for f in list(pending):
-                tasks, done = f.result()
-                results.append(done)
-                for task in tasks:
-                    pending.append(decoder.submit(decode, task))
-                    results.append(pending[-1])
-            parts = [r if isinstance(r, list) else r.result() for r in results]
-        except BaseException:  # the first failure in reading order: stop the rest
+            # One list of work in reading order: a large segment's row groups (planned here:
+            # its footer) as tasks of a few, each other segment whole (verified, opened and
+            # decoded by one thread). The caller and the pool's threads take the next item
+            # until none is left: no hand-off per segment.
+            work: list[tuple[SegmentRef, Span] | _Task] = []
+            for piece in pieces:
+                if piece[0].bytes >= SPLIT_SEGMENT_BYTES:
+                    work += plan(piece)
+                else:
+                    work.append(piece)
+            parts = _run_all(run, work)
+        except BaseException:
             for f in pending:
                 f.cancel()
             wait(pending)  # tasks already running finish before their files are closed
@@ -381,25 +383,51 @@ class _Task:
     span: Span
 
 
-_POOLS: tuple[int, ThreadPoolExecutor, ThreadPoolExecutor] | None = None
-_POOLS_LOCK = threading.Lock()
+_W = TypeVar("_W")
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL_LOCK = threading.Lock()
 
 
-def _read_pools() -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
-    """The process's pools of `read`: one opens and verifies segments, one decodes them.
+def _read_pool() -> ThreadPoolExecutor:
+    """The process's pool of `read` (`READ_WORKERS` threads).
 
     Shared by every read (starting threads per read cost a few milliseconds, as much as a
     small read itself) and made again in a forked child, which inherits no threads.
     """
-    global _POOLS
-    with _POOLS_LOCK:
-        if _POOLS is None or _POOLS[0] != os.getpid():
-            _POOLS = (
-                os.getpid(),
-                ThreadPoolExecutor(READ_WORKERS, "transit-open"),
-                ThreadPoolExecutor(READ_WORKERS, "transit-read"),
-            )
-        return _POOLS[1], _POOLS[2]
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = (os.getpid(), ThreadPoolExecutor(READ_WORKERS, "transit-read"))
+        return _POOL[1]
+
+
+def _run_all(run: Callable[[_W], list[pa.RecordBatch]], work: list[_W]) -> list[Any]:
+    """`[run(w) for w in work]`, by the caller and `READ_WORKERS - 1` threads of the pool,
+    each taking the next item not taken yet. After a failure no item is started any more, and
+    the failure of the earliest item is raised once every running one has finished (the items
+    before it were all taken, so they all ran)."""
+    results: list[Any] = [None] * len(work)
+    failed: dict[int, BaseException] = {}
+    taken = itertools.count()
+
+    def worker() -> None:
+        for i in taken:
+            if i >= len(work) or failed:
+                return
+            try:
+                results[i] = run(work[i])
+            except BaseException as e:
+                failed[i] = e
+                return
+
+    helpers = [_read_pool().submit(worker) for _ in range(min(READ_WORKERS, len(work)) - 1)]
+    try:
+        worker()
+    finally:
+        wait(helpers)
+    if failed:
+        raise failed[min(failed)]
+    return results
 
 
 #: How often a read fetches again a cached segment copy evicted before it was opened.
