@@ -262,8 +262,9 @@ class ReplayPlan:
                 source = catalog.segment_file(seg, span.origin)  # verified against its BLAKE3
                 try:
                     with _reading(catalog, seg, span):
+                        whole = span.lo <= seg.first_offset and span.hi > seg.last_offset
                         file, pf, tasks, names = open_segment(
-                            source, span.lo, span.hi, read_columns
+                            source, span.lo, span.hi, read_columns, whole=whole
                         )
                     break
                 except IntegrityError as e:

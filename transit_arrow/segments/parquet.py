@@ -266,14 +266,19 @@ def plan_segment(
 
 
 def open_segment(
-    source: str, start: int, end: int, columns: list[str] | None
+    source: str, start: int, end: int, columns: list[str] | None, *, whole: bool = False
 ) -> tuple[pa.MemoryMappedFile, pq.ParquetFile, list[list[int]], list[str] | None]:
     """`plan_segment` returning the opened `ParquetFile` (one thread's reader: `read_groups`
-    of its tasks in that thread reuse it) instead of its metadata."""
+    of its tasks in that thread reuse it) instead of its metadata. `whole`: the caller knows
+    that `[start, end)` covers the segment, so with every column every row group is read
+    (without looking at their statistics)."""
     file = pa.memory_map(source)
     try:
         pf = pq.ParquetFile(file)
-        groups, names = _plan(pf, start, end, columns)
+        if whole and columns is None:
+            groups, names = list(range(pf.metadata.num_row_groups)), None
+        else:
+            groups, names = _plan(pf, start, end, columns)
     except BaseException:
         file.close()
         raise
