@@ -151,7 +151,7 @@ def test_segments_of_another_codec_mix_with_old_ones_in_one_stream(old_log: Path
         before = events.read()
         events.append([{"i": 10_000 + k, "s": "snappy", "x": 1.0} for k in range(5)])
         events.flush()
-    with ta.open(old_log) as log:
+    with ta.open(old_log, segment_compression="zstd") as log:
         log.stream("events").append([{"i": 20_000, "s": "zstd", "x": 2.0}])
         log.stream("events").flush()
     assert _codecs(old_log, "events") == {"ZSTD", "SNAPPY"}

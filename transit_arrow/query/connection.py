@@ -22,6 +22,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import itertools
+import os
 import re
 import threading
 import weakref
@@ -642,21 +644,41 @@ def _creating(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute(_FOOTERS.format("true"))
 
 
+#: The process's DuckDB database behind every log's session (made again in a forked child).
+_SHARED: list[tuple[int, duckdb.DuckDBPyConnection]] = []
+_SESSION_IDS = itertools.count()
+
+
 def _session(catalog: Catalog) -> duckdb.DuckDBPyConnection:
-    """The connection `sql` and `to_duckdb` use for a log (one per catalog), closed with it."""
+    """The connection `sql` and `to_duckdb` use for a log (one per catalog), closed with it.
+
+    Sessions are connections (cursors) to one in-memory DuckDB database per process, each
+    with a private in-memory catalog of its own as its default (tables a query creates go
+    there; views of ours are temporary, which are the connection's own): a new database per
+    log handle cost more than opening a fresh handle and querying 500 small segments' footers
+    together (its creation and closing, about 25 ms). Settings (`SET`) are the database's."""
     with _LOCK:
         con = _SESSIONS.get(catalog)
         if con is None:
-            con = _SESSIONS[catalog] = _new_connection()
+            if not _SHARED or _SHARED[0][0] != os.getpid():
+                _SHARED[:] = [(os.getpid(), duckdb.connect())]
+                _SHARED[0][1].execute(_FOOTERS.format("true"))
+            con = _SHARED[0][1].cursor()
+            private = f"__transit_session_{next(_SESSION_IDS)}"
+            con.execute(f"ATTACH ':memory:' AS {private}; USE {private}")
+            _OURS.add(con)
+            _SESSIONS[catalog] = con
             _STATE[con] = _Views({}, set())
-            catalog.on_close(functools.partial(_close_session, catalog))
+            catalog.on_close(functools.partial(_close_session, catalog, private))
         return con
 
 
-def _close_session(catalog: Catalog) -> None:
+def _close_session(catalog: Catalog, private: str) -> None:
     with _LOCK:
         con = _SESSIONS.pop(catalog, None)
     if con is not None:
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"USE memory; DETACH {private}")
         con.close()
 
 
@@ -668,6 +690,9 @@ def _close_sessions() -> None:
         for con in list(_SESSIONS.values()):
             con.close()
         _SESSIONS.clear()
+        for _, shared in _SHARED:
+            shared.close()
+        _SHARED.clear()
 
 
 def _at_view(con: duckdb.DuckDBPyConnection, catalog: Catalog, plan: ReplayPlan, name: str) -> str:

@@ -187,9 +187,10 @@ def replay_select(
             (span.shift, span.label, span.provenance), (span, [], [])
         )
         for seg in _overlapping(span):
-            cut = _cut(span, seg, source(seg))
+            file = source(seg)
+            cut = _cut(span, seg, file)
             if cut is None:
-                whole.append(source(seg))
+                whole.append(file)
             else:
                 cuts.append(cut)
     selects = []

@@ -21,8 +21,11 @@ __all__ = [
     "DEFAULT_COMPRESSION",
     "GROUPS_PER_TASK",
     "ROW_GROUP_SIZE",
+    "SMALL_SEGMENT_BYTES",
+    "codec_of",
     "encode_segment",
     "iter_segment",
+    "open_segment",
     "plan_segment",
     "read_groups",
     "segment_path",
@@ -33,11 +36,16 @@ __all__ = [
 ROW_GROUP_SIZE = 65536
 #: The Parquet codec of new segments (`open(..., segment_compression=)`); readers need not
 #: know it (Parquet names each column chunk's codec), so segments of any codec mix in a log.
-#: zstd: half snappy's bytes on text for about 1.25x its encoding time (docs/format.md,
-#: "Segment encoding").
-DEFAULT_COMPRESSION = "zstd"
+#: "auto": zstd (half snappy's bytes on text for about 1.25x its encoding time), except for a
+#: small segment, which is written with snappy (docs/format.md, "Segment encoding").
+DEFAULT_COMPRESSION = "auto"
 #: The codecs `segment_compression` accepts.
-COMPRESSIONS = ("snappy", "zstd", "lz4_raw", "none")
+COMPRESSIONS = ("auto", "snappy", "zstd", "lz4_raw", "none")
+#: With "auto", a segment holding less than this many bytes of Arrow data is written with
+#: snappy: pyarrow makes a new zstd context for every column chunk it decompresses, which for
+#: a segment of 1,000 records cost as much as the rest of its decoding (a read of 10 such
+#: segments, or DuckDB's scan of 500, took about 1.3x and 1.15x as long as with snappy).
+SMALL_SEGMENT_BYTES = 1 << 20
 _DELTA_COLUMNS = ("_offset", "_timestamp")
 #: At most this many rows, and values of at most `_SAMPLE_BYTES`, are sampled to decide
 #: whether a column gets a dictionary; that many bytes of values to decide whether it is
@@ -136,6 +144,14 @@ def _encoding(
     return dictionary, codecs
 
 
+def codec_of(table: pa.Table, compression: str) -> str:
+    """The codec a segment of `table` is written with for `segment_compression=compression`:
+    "auto" is zstd, or snappy for less than `SMALL_SEGMENT_BYTES` of data."""
+    if compression != "auto":
+        return compression
+    return "snappy" if table.nbytes < SMALL_SEGMENT_BYTES else "zstd"
+
+
 def encode_segment(
     table: pa.Table,
     stream: str,
@@ -153,7 +169,7 @@ def encode_segment(
         np.zeros(n, dtype=np.int32), pa.array([stream], pa.string())
     )
     full = table.add_column(0, pa.field("_stream", stream_col.type, nullable=False), stream_col)
-    dictionary, codecs = _encoding(full, compression, row_group_size)
+    dictionary, codecs = _encoding(full, codec_of(table, compression), row_group_size)
     options: dict[str, Any] = {
         "compression": codecs,
         "row_group_size": row_group_size,
@@ -275,20 +291,34 @@ def plan_segment(
     metadata, the row groups that may hold offsets in `[start, end)` in tasks of
     `GROUPS_PER_TASK` (for `read_groups`), and the file's columns to read for `columns`
     (None: all). The caller closes the file."""
+    file, pf, tasks, names = open_segment(source, start, end, columns)
+    return file, pf.metadata, tasks, names
+
+
+def open_segment(
+    source: str, start: int, end: int, columns: list[str] | None, *, whole: bool = False
+) -> tuple[pa.MemoryMappedFile, pq.ParquetFile, list[list[int]], list[str] | None]:
+    """`plan_segment` returning the opened `ParquetFile` (one thread's reader: `read_groups`
+    of its tasks in that thread reuse it) instead of its metadata. `whole`: the caller knows
+    that `[start, end)` covers the segment, so with every column every row group is read
+    (without looking at their statistics)."""
     file = pa.memory_map(source)
     try:
         pf = pq.ParquetFile(file)
-        groups, names = _plan(pf, start, end, columns)
+        if whole and columns is None:
+            groups, names = list(range(pf.metadata.num_row_groups)), None
+        else:
+            groups, names = _plan(pf, start, end, columns)
     except BaseException:
         file.close()
         raise
     tasks = [groups[i : i + GROUPS_PER_TASK] for i in range(0, len(groups), GROUPS_PER_TASK)]
-    return file, pf.metadata, tasks, names
+    return file, pf, tasks, names
 
 
 def read_groups(
     source: pa.NativeFile,
-    metadata: pq.FileMetaData,
+    metadata: pq.FileMetaData | pq.ParquetFile,
     groups: list[int],
     names: list[str] | None,
     seg: SegmentRef,
@@ -296,9 +326,13 @@ def read_groups(
     end: int,
 ) -> pa.Table:
     """Rows `start <= _offset < end` of the given row groups of a segment (see
-    `plan_segment`). A range inside the file is a zero-copy slice when the offsets read are
+    `plan_segment`; `metadata` may be the `ParquetFile` of `open_segment`, used in the thread
+    that opened it). A range inside the file is a zero-copy slice when the offsets read are
     consecutive (as a segment's are), a filter otherwise."""
-    pf = pq.ParquetFile(source, metadata=metadata)
+    if isinstance(metadata, pq.ParquetFile):
+        pf = metadata
+    else:
+        pf = pq.ParquetFile(source, metadata=metadata)
     table = pf.read_row_groups(groups, columns=names, use_threads=False)
     if (start <= seg.first_offset and end > seg.last_offset) or table.num_rows == 0:
         return table
