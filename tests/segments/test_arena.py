@@ -108,3 +108,17 @@ def test_an_output_larger_than_its_estimate_falls_back(monkeypatch: pytest.Monke
     assert isinstance(data, bytes)
     assert meta["blake3"] == blake3.blake3(data).hexdigest()
     assert pq.read_table(pa.BufferReader(data)).num_rows == 5000
+
+
+def test_compressible_segments_do_not_take_a_pooled_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Sized for the Arrow data, the buffer would be mostly trimmed, then faulted in to regrow.
+    pool = ArenaPool()
+    monkeypatch.setattr(arena, "pool", pool)
+    n = 400_000
+    text = pa.array(["the same words again and again " * 2] * n)
+    head = _head(pa.table({"i": np.arange(n), "text": text}))
+    data, meta = encode_segment(head, "s")
+    assert isinstance(data, bytes) and len(pool) == 0
+    assert meta["bytes"] < head.nbytes // 4

@@ -180,11 +180,14 @@ def encode_segment(
         "use_dictionary": dictionary,
         "column_encoding": dict.fromkeys(_DELTA_COLUMNS, "DELTA_BINARY_PACKED"),
     }
+    # A pooled buffer only for segments stored mostly uncompressed (blobs that do not
+    # compress, or no codec), whose Parquet is about as large as their Arrow data: a buffer
+    # sized for compressible data would be mostly trimmed, then faulted in again to regrow.
     # Parquet is rarely larger than the Arrow data; if it is, the pooled buffer overflows and
     # the segment is encoded again into a growing one.
     bound = full.nbytes + full.nbytes // 8 + (1 << 20)
     data: bytes | bytearray | None = None
-    if bound >= arena.ARENA_MIN_BYTES:
+    if bound >= arena.ARENA_MIN_BYTES and _stored_plain(full, codecs) * 4 >= full.nbytes * 3:
         data = _encode_pooled(full, bound, options)
     if data is None:
         # A Python sink: `getvalue()` hands its bytes over without a copy, and it grows by
@@ -206,6 +209,14 @@ def encode_segment(
         "max_timestamp": tmax.as_py(),
     }
     return data, meta
+
+
+def _stored_plain(full: pa.Table, codecs: str | dict[str, str]) -> int:
+    """Bytes of Arrow data in the columns of `full` that `codecs` leaves uncompressed."""
+    if isinstance(codecs, str):
+        return int(full.nbytes) if codecs == "none" else 0
+    plain = {leaf.split(".", 1)[0] for leaf, codec in codecs.items() if codec == "none"}
+    return sum(int(full.column(name).nbytes) for name in plain if name in full.column_names)
 
 
 def _encode_pooled(full: pa.Table, bound: int, options: dict[str, Any]) -> bytearray | None:
