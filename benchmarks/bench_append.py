@@ -12,9 +12,7 @@ better for throughputs, lower for latencies):
    lists and builds Arrow batches;
 4. `threads`: 8 threads each appending single records `local` vs the physical bound of 8
    synchronous writers, 8 / (one fdatasync, measured on the same disk in the same run); for
-   reference, what 8 Python threads reach that each write + fdatasync a file of their own,
-   or one shared file, and what one core's worth of our CPU time per record allows (the
-   GIL serializes the Python part; the cores are shared with other work);
+   reference, what 8 Python threads reach that each write + fdatasync a file of their own;
 5. `w1`: the W1 workload, 500 x (append 1,000 records + flush) on one stream, vs
    `pq.write_table` of the same rows + fsync; median and p99 latency, and the medians of the
    first and the last 50 commits (flat: no growth with history);
@@ -225,15 +223,13 @@ def measure_fsync_s(work: Workdir, n: int = 200) -> float:
 
 
 def bench_threads(rows: list[dict[str, object]], seconds: float, runs: int, work: Workdir) -> None:
-    cpu: list[float] = []  # process CPU seconds per record of each run of ours
-
     def ours() -> float:
         log = ta.open(work.fresh("threads") / "log")
         stream = log.create_stream("bench")
         stream.append(rows[0])
         stop = time.perf_counter() + seconds
         counts = [0] * 8
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0 = time.perf_counter()
         threads = [
             threading.Thread(target=_append_until, args=(stream, rows, i, stop, counts))
             for i in range(8)
@@ -243,37 +239,29 @@ def bench_threads(rows: list[dict[str, object]], seconds: float, runs: int, work
         for t in threads:
             t.join()
         rate = sum(counts) / (time.perf_counter() - t0)
-        cpu.append((time.process_time() - c0) / max(1, sum(counts)))
         log.close()
         return rate
 
-    bounds, rates, refs, shared = [], [], [], []
+    bounds, rates, refs = [], [], []
     for _ in range(runs):
         bounds.append(8 / measure_fsync_s(work))
         rates.append(ours())
         refs.append(raw_writers(work, seconds))
-        shared.append(raw_writers(work, seconds, shared=True))
     bound, rate = statistics.median(bounds), statistics.median(rates)
-    ref, one_file = statistics.median(refs), statistics.median(shared)
-    per_record = statistics.median(cpu)
+    ref = statistics.median(refs)
     print(
         f"8 threads single-record append local: {rate:,.0f} rec/s; physical bound 8 / "
         f"fdatasync ({8e6 / bound:.0f} us) = {bound:,.0f} rec/s; ratio {rate / bound:.2f} "
         f"(target >= 0.7); reference: 8 Python threads each doing write(300 B) + fdatasync on "
-        f"a file of its own {ref:,.0f} rec/s, ratio {ref / bound:.2f}; on one shared file "
-        f"{one_file:,.0f} rec/s, ratio {one_file / bound:.2f}; our CPU per record "
-        f"{per_record * 1e6:.1f} us (process, user + system, all threads: one core's worth "
-        f"allows at most {1 / per_record:,.0f} rec/s, ratio {1 / per_record / bound:.2f})"
+        f"a file of its own {ref:,.0f} rec/s, ratio {ref / bound:.2f}"
     )
 
 
-def raw_writers(work: Workdir, seconds: float, *, shared: bool = False) -> float:
-    """Records per second of 8 threads, each writing 300 B + fdatasync to a file of its own
-    (or all to one `shared` file, appending) in a loop (no group commit, no Arrow, no
-    checksum): what Python threads reach on this disk."""
+def raw_writers(work: Workdir, seconds: float) -> float:
+    """Records per second of 8 threads, each writing 300 B + fdatasync to a file of its own in
+    a loop (no group commit, no Arrow, no checksum): what Python threads reach on this disk."""
     folder = work.fresh("raw-writers")
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if shared else 0)
-    fds = [os.open(folder / f"{0 if shared else i}", flags) for i in range(8)]
+    fds = [os.open(folder / f"{i}", os.O_WRONLY | os.O_CREAT) for i in range(8)]
     counts = [0] * 8
     stop = time.perf_counter() + seconds
 

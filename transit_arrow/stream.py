@@ -134,11 +134,6 @@ class Stream(Readable):
             if type(writer) is Writer:
                 level = catalog.options.durability if durability is None else durability
                 if level in DURABILITY_LEVELS:
-                    fast = writer.fast_ok
-                    if fast is not None:
-                        ack = fast.append(data, level)
-                        if ack is not None:
-                            return ack
                     return writer.append(data, level)
         self.check_open()
         level = catalog.options.durability if durability is None else durability

@@ -163,36 +163,6 @@ class TestFrames:
         assert loaded.table().column("c").to_pylist() == ["x0", "x1", "x2"]
         assert pa.ipc.open_stream(h.path.read_bytes()).read_all().num_rows == 3
 
-    def test_serialized_and_streamed_frames_are_the_same_bytes(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """A frame written from serialized batches (the usual way) is byte for byte the frame
-        Arrow's IPC writer streams into the file (dictionaries, huge batches): one format,
-        with frames of several batches, buffers written in several `writev` calls, and
-        sliced batches."""
-
-        def fill(folder: Path) -> bytes:
-            h = Head(folder, 0, USER, 2, 9)
-            h.add(_batch(0, 3))
-            _sync(h)
-            big = _batch(3, 40)
-            for first in (3, 13, 23):
-                h.add(big.slice(first - 3, 10))  # several batches, one frame
-            _sync(h)
-            h.add(_batch(33, 1))
-            _sync(h)
-            h.close_file()
-            return h.path.read_bytes()
-
-        monkeypatch.setattr("transit_arrow.segments.head._WRITE_BYTES", 1)  # a writev per batch
-        serialized = fill(tmp_path / "serialized")
-        monkeypatch.setattr("transit_arrow.segments.head._SERIALIZE_BYTES", 0)  # all stream
-        streamed = fill(tmp_path / "streamed")
-        assert serialized == streamed
-        loaded = load_head(tmp_path / "serialized" / f"{0:020d}-{9:020d}.arrow")
-        assert loaded.status == "ok" and _offsets(loaded.batches) == list(range(34))
-        assert [f.records for f in loaded.frames] == [3, 30, 1]
-
     def test_heads_oldest_first(self, folder: Path) -> None:
         """Several heads in a folder come back ordered by start offset, then epoch."""
         for start, epoch in ((1_000, 2), (7, 5), (10_000_000, 1), (7, 2)):

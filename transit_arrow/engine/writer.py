@@ -7,8 +7,8 @@ One `Writer` per stream per process, registered in the catalog by `writer_for`.
   Parquet compatibility, system columns) runs before the writer's state changes; then the
   records join the active head. A refused append leaves schema, offsets and files as they were.
 - **Group commit.** A `local` append writes every unwritten batch of every head as one frame
-  and makes it durable with one `fdatasync`; appenders that arrive meanwhile are covered by
-  the next sync, which may start while the previous one still runs (`sync_through`).
+  and makes it durable with one `fdatasync`; appenders that arrive meanwhile queue on the sync
+  lock and are covered by the next leader's single sync.
 - **Sealing** runs in a background thread: rolled heads become Parquet segments and commits.
   A failed seal is retried with backoff for as long as the writer lives, so an outage is
   survived, not remembered: `memory`/`local` appends go on (until `max_pending_heads` heads
@@ -134,12 +134,11 @@ class FastPath:
 
     The checks are exactly what conversion needs to succeed later (and what a Parquet segment
     stores exactly), so a buffered record can always become an Arrow batch and a segment;
-    anything else takes the general path. The whole per-record append is one function
-    generated for the schema and the writer (as `dataclasses` does): a few type tests per
-    row, no loop, no lookup, no further call on the way.
+    anything else takes the general path. The check is one function generated for the schema
+    (as `dataclasses` does): a few type tests per row, no loop, no lookup.
     """
 
-    def __init__(self, user: pa.Schema, writer: Writer, limits: tuple[int, int]) -> None:
+    def __init__(self, user: pa.Schema) -> None:
         self.schema = user
         self.names = tuple(user.names)
         names = [f"v{i}" for i in range(len(user))]
@@ -154,86 +153,38 @@ class FastPath:
         columns = [f"c{i}" for i in range(len(user))]
         source = "\n".join(
             [
-                "def append(row, durability):",
+                "def add(row, head, stamp):",
                 f"    if len(row) != {len(user)}:",
-                "        return None",
+                "        return -1",
                 "    try:",  # as many keys, none missing: the same keys
                 f"        {', '.join(names)}, = getter(row)",
                 "    except KeyError:",
-                "        return None",
+                "        return -1",
                 f"    if not ({' and '.join(tests)}):",
-                "        return None",
-                # The lock is taken by hand: `with` costs twice as much here.
-                "    lock.acquire()",
-                "    try:",
-                "        if writer.fast_ok is not this:",  # an error, closed, backpressure
-                "            return None",
-                "        head = writer.active",
-                f"        {', '.join(columns)}, = head.columns",
-                *(f"        {c}.append({v})" for c, v in zip(columns, names, strict=True)),
-                "        head.row_stamps.append(time_ns())",
-                f"        head.nbytes = size = head.nbytes + {size}",
-                "        head.records = records = head.records + 1",
-                "        first = head.start_offset + records - 1",
-                "        if records >= max_records or size >= max_bytes or durability == 'tiered':",
-                "            roll()",
-                "        writer.appended_since_check = True",
-                "    finally:",
-                "        lock.release()",
-                "    notify(name)",
-                "    if durability == 'memory':",
-                "        return new_ack(Ack, (first, first, 'memory'))",  # Ack(...) minus a frame
-                "    return writer.finish(first, first, durability)",
+                "        return -1",
+                f"    {', '.join(columns)}, = head.columns",
+                *(f"    {c}.append({v})" for c, v in zip(columns, names, strict=True)),
+                "    head.row_stamps.append(stamp)",
+                f"    head.nbytes += {size}",
+                "    head.records = records = head.records + 1",
+                "    return head.start_offset + records - 1",
             ]
         )
-        namespace: dict[str, Any] = {
-            "getter": operator.itemgetter(*self.names),
-            "writer": writer,
-            "this": self,
-            "lock": writer.lock,
-            "time_ns": time.time_ns,
-            "max_records": limits[0],
-            "max_bytes": limits[1],
-            "roll": writer.roll,
-            "notify": writer.catalog.notify_changed,
-            "name": writer.name,
-            "new_ack": tuple.__new__,
-            "Ack": Ack,
-        }
+        namespace: dict[str, Any] = {"getter": operator.itemgetter(*self.names)}
         exec(source, namespace)  # the column names are data in `namespace`, not code
-        #: `append(row, durability)`: append the record `row` to the writer's active head
-        #: (buffered in `Head.columns`) and return its `Ack` once `durability` is reached;
-        #: or return None, changing nothing, if it needs the general path.
-        self.append: Callable[[dict[str, Any], Durability], Ack | None] = namespace["append"]
+        #: `add(row, head, stamp_ns)`: buffer the record `row` in `head` (see `Head.columns`)
+        #: and return its offset; or return -1, changing nothing, if it needs the general path.
+        self.add: Callable[[dict[str, Any], Head, int], int] = namespace["add"]
 
     @classmethod
-    def for_schema(
-        cls, user: pa.Schema, writer: Writer, limits: tuple[int, int]
-    ) -> FastPath | None:
-        """The fast path of `writer` for records of schema `user`, if its columns allow one;
-        `limits` are the records and bytes at which the active head rolls."""
+    def for_schema(cls, user: pa.Schema) -> FastPath | None:
         if len(user) > 1 and all(f.type in _FAST_TYPES for f in user):
-            return cls(user, writer, limits)
+            return cls(user)
         return None
 
 
-#: Syncs of one writer's head files that may run at once (see `Writer.sync_through`). One:
-#: on the 2 shared cores measured, 8 threads of single-record `local` appends were CPU-bound
-#: (about 70-90 us of CPU per record), and letting a second sync start while one runs made
-#: smaller groups, more fdatasyncs and about 10-15 us more CPU per record, for no more records
-#: per second (`benchmarks/bench_append.py --only threads`). More may pay with spare cores.
-_MAX_SYNCS = 1
-
-
-class _Sync:
-    """One running sync of `Writer.sync_through`: the offset it makes durable everything
-    below (None while it is still writing) and how many appenders it serves."""
-
-    __slots__ = ("covers", "group")
-
-    def __init__(self) -> None:
-        self.covers: int | None = None
-        self.group = 1
+_ack: Callable[[type[Ack], tuple[int, int, Durability]], Ack] = tuple.__new__
+_time_ns = time.time_ns
 
 
 def _same_schema(a: pa.Schema | None, b: pa.Schema | None) -> bool:
@@ -278,12 +229,12 @@ class Writer:
         self.cond = threading.Condition(self.lock)
         self.sync_lock = threading.Lock()
         sync_mutex = threading.Lock()
-        self.sync_cond = threading.Condition(sync_mutex)  # "a sync wrote, or ended"
-        self.collect_cond = threading.Condition(sync_mutex)  # a starter: "an appender queued"
-        self.syncs: list[_Sync] = []  # the syncs running (see `sync_through`)
+        self.sync_cond = threading.Condition(sync_mutex)  # followers: "a round is done"
+        self.collect_cond = threading.Condition(sync_mutex)  # the leader: "an appender queued"
+        self.syncing = False  # a group commit leader is writing and syncing
         self.sync_waiting: list[int] = []  # the last offset of each appender waiting for it
-        self.collecting = False  # a starter waits for appenders to queue
-        self.last_group = 1  # appenders the last sync served
+        self.collecting = False  # the leader waits for appenders to queue
+        self.group = self.last_group = 1  # appenders the current / previous round serves
         self.sync_seconds = 0.0  # how long a sync takes (a moving average)
         #: A permanent failure (fenced, or a bug): every later call raises it.
         self.error: TransitError | None = None
@@ -294,7 +245,7 @@ class Writer:
         #: `fast` while the per-record path may add a record without further checks (no
         #: error, not closed, no backpressure); None otherwise. Kept by `_refresh_fast`.
         self.fast_ok: FastPath | None = None
-        self.appended_since_check = False
+        self._appended_since_check = False
         options = catalog.options
         self._max_records = options.segment_max_records
         self._max_bytes = options.segment_max_bytes
@@ -562,7 +513,7 @@ class Writer:
     def _new_head(self, start: int, schema: pa.Schema | None) -> Head:
         user = schema or pa.schema([])
         if self.fast is None or not _same_schema(self.fast.schema, user):
-            self.fast = FastPath.for_schema(user, self, (self._max_records, self._max_bytes))
+            self.fast = FastPath.for_schema(user)
         self._refresh_fast()
         return Head(self.heads_dir, start, user, self.manifest.generation, self.epoch)
 
@@ -589,13 +540,31 @@ class Writer:
         """Append one call's records, all or nothing, and wait for `durability`."""
         fast = self.fast_ok
         if fast is not None and type(data) is dict:
-            ack = fast.append(data, durability)  # the per-record hot path
-            if ack is not None:
-                return ack
+            # The per-record hot path (`Head.add_row`, generated for the schema). The lock is
+            # taken by hand: `with` costs twice as much here.
+            self.lock.acquire()
+            try:
+                head = self.active
+                first = fast.add(data, head, _time_ns()) if self.fast_ok is fast else -1
+                if first >= 0:
+                    if (
+                        head.records >= self._max_records
+                        or head.nbytes >= self._max_bytes
+                        or durability == "tiered"
+                    ):
+                        self._roll()
+                    self._appended_since_check = True
+            finally:
+                self.lock.release()
+            if first >= 0:
+                self.catalog.notify_changed(self.name)
+                if durability == "memory":
+                    return _ack(Ack, (first, first, "memory"))  # Ack(...) minus a frame
+                return self._finish(first, first, durability)
         self.check_usable()
         first, last = self._append_table(coerce_input(data, self.user_schema), durability)
         self.catalog.notify_changed(self.name)
-        return self.finish(first, last, durability)
+        return self._finish(first, last, durability)
 
     def _refresh_fast(self) -> None:
         """Recompute `fast_ok` (caller holds `lock`, or is the constructor)."""
@@ -632,16 +601,16 @@ class Writer:
                 # Nothing below can fail.
                 if not _same_schema(current, evolved):
                     if self.active.records:
-                        self.roll()
+                        self._roll()
                     self.active = self._new_head(self.active.start_offset, evolved)
                 self.active.add(batch)
-                self.appended_since_check = True
+                self._appended_since_check = True
                 if (
                     self.active.records >= self._max_records
                     or self.active.nbytes >= self._max_bytes
                     or durability == "tiered"
                 ):
-                    self.roll()
+                    self._roll()
                 return first, first + n - 1
 
     def _bulk_pieces(self, records: int, nbytes: int) -> int:
@@ -658,7 +627,7 @@ class Writer:
         (caller holds `lock`). They live in memory only (readers of this process see them);
         `tiered` waits for their one commit, which makes them durable."""
         if self.active.records:
-            self.roll()
+            self._roll()
         first = self.active.start_offset
         size = -(-table.num_rows // pieces)
         for at in range(0, table.num_rows, size):
@@ -668,7 +637,7 @@ class Writer:
             head.group = first
             self.pending.append(head)
         self.active = self._new_head(first + table.num_rows, user)
-        self.appended_since_check = True
+        self._appended_since_check = True
         self.cond.notify_all()
 
     def _admit(self) -> None:
@@ -693,7 +662,7 @@ class Writer:
         self._poked = True
         self.cond.notify_all()
 
-    def finish(self, first: int, last: int, durability: Durability) -> Ack:
+    def _finish(self, first: int, last: int, durability: Durability) -> Ack:
         """Wait for the durability asked for, then acknowledge."""
         if durability == "memory":
             return Ack(first, last, "memory")
@@ -703,7 +672,7 @@ class Writer:
         self.wait_committed(last + 1, (first, last))
         return Ack(first, last, "tiered")
 
-    def roll(self) -> None:
+    def _roll(self) -> None:
         """Move the active head to the sealing queue (caller holds `lock`)."""
         if not self.active.records:
             return
@@ -717,17 +686,14 @@ class Writer:
     def sync_through(self, last: int) -> None:
         """Group commit: make every record up to `last` durable in the head files.
 
-        A sync has two steps: *write* what every head holds unwritten (one frame per head,
-        usually one head; one writer at a time) and *sync* the files (fdatasync on duplicated
-        descriptors, outside every lock). Appenders whose record a running sync covers (it
-        wrote after they appended) wait for it; one whose record no running sync covers starts
-        the next sync once fewer than `_MAX_SYNCS` run (with more than one, its write and
-        sync overlap the running sync instead of waiting for it to end).
+        One appender at a time is the *leader*: it writes what every head holds unwritten (one
+        frame per head, usually one head) and syncs it once. Appenders arriving meanwhile wait
+        on `sync_cond`; when the leader is done they all wake at once, those it covered return,
+        and one of the others leads the next round, covering all of them with one sync.
 
-        Before writing, a starter waits (at most half a sync, measured) until as many
-        appenders as the previous group served have queued: appenders just served are about
-        to append again, and a sync they miss by microseconds would cost them a whole extra
-        sync.
+        Before writing, a leader waits (at most half a sync, measured) until as many appenders
+        as its predecessor served have queued: appenders it just served are about to append
+        again, and a sync they miss by microseconds would cost them a whole extra sync.
         """
         with self.sync_cond:
             if self.durable_next > last:
@@ -736,68 +702,48 @@ class Writer:
             if self.collecting:
                 self.collect_cond.notify()
             try:
-                while True:
-                    if self.durable_next > last:
-                        return
-                    # Wait for a sync still writing (it may cover `last`) or covering it,
-                    # or for a free slot; else start a sync.
-                    covered = any(s.covers is None or s.covers > last for s in self.syncs)
-                    if not covered and len(self.syncs) < _MAX_SYNCS:
+                while self.durable_next <= last:
+                    if not self.syncing:
+                        self.syncing = True
                         break
                     self.sync_cond.wait()
+                else:
+                    return
             finally:
                 self.sync_waiting.remove(last)
-            slot = _Sync()
-            self.syncs.append(slot)
-            self._collect(slot)
+            self._collect()
+        upto = self.durable_next
         try:
-            started = time.monotonic()
-            upto = self._write_round(last)
+            upto = self._sync_round(last)
+        finally:
             with self.sync_cond:
-                slot.covers = upto
-                if len(self.syncs) < _MAX_SYNCS:  # an appender it misses may start a sync
-                    self.sync_cond.notify_all()
-            self._sync_files(last)
-            elapsed = time.monotonic() - started
-        except BaseException:
-            with self.sync_cond:
-                self.syncs.remove(slot)
+                self.syncing = False
+                self.durable_next = max(self.durable_next, upto)
+                self.last_group, self.group = self.group, 1
                 self.sync_cond.notify_all()
-            raise
-        with self.sync_cond:
-            self.syncs.remove(slot)
-            self.durable_next = max(self.durable_next, upto)
-            self.last_group = slot.group
-            self.sync_seconds = (
-                elapsed if not self.sync_seconds else 0.8 * self.sync_seconds + 0.2 * elapsed
-            )
-            self.sync_cond.notify_all()
         # Tails that wait for `local` durability see the newly durable records at once.
         self.catalog.notify_changed(self.name)
 
-    def _collect(self, slot: _Sync) -> None:
-        """A starter's short wait for the appenders of the previous group (holds the sync
-        mutex); sets the slot's `group` to how many appenders it serves. Arrivals wake only
-        the starter (`collect_cond`); the others wake when a sync has written or ended."""
+    def _collect(self) -> None:
+        """The leader's short wait for the appenders of the previous group (holds
+        the sync mutex); sets `group` to how many appenders this round serves. Arrivals wake
+        only the leader (`collect_cond`), followers only wake when a round is done."""
         deadline = time.monotonic() + min(self.sync_seconds / 2, 0.002)
         self.collecting = True
         try:
             while True:
-                # Appenders that no other running sync covers.
-                floor = max([self.durable_next, *(s.covers or 0 for s in self.syncs)])
-                queued = sum(1 for w in self.sync_waiting if w >= floor) + 1
+                queued = sum(1 for w in self.sync_waiting if w >= self.durable_next) + 1
                 left = deadline - time.monotonic()
                 if queued >= self.last_group or left <= 0:
                     break
                 self.collect_cond.wait(left)
         finally:
             self.collecting = False
-        slot.group = queued
+        self.group = queued
 
-    def _write_round(self, last: int) -> int:
-        """Write every unwritten batch (one frame per head); returns the offset every record
-        below is written up to. The sync lock keeps the sealer from removing a head and other
-        writes out meanwhile."""
+    def _sync_round(self, last: int) -> int:
+        """Write and sync every unwritten batch; returns the offset everything below is
+        durable up to. The sync lock keeps the sealer from removing a head meanwhile."""
         with self.sync_lock:
             with self.lock:
                 if self.error is not None:
@@ -808,54 +754,26 @@ class Writer:
                     if job is not None:
                         work.append((head, job))
                 upto = self.active.next_offset
+            started = time.monotonic()
             try:
                 for head, job in work:
                     spare = self.spare if head.fd is None else None
                     if head.write(job, spare):
                         with self.lock:
                             self.spare = None
+                for head, job in work:
+                    head.sync(job[2])
             except OSError as e:
-                raise self._not_durable(last, e) from e
+                raise StorageError(
+                    f"writing the head of stream {self.name!r} in {self.heads_dir} failed: {e}; "
+                    f"records up to offset {last} were not acknowledged as 'local' (they stay "
+                    "appended in memory)"
+                ) from e
+            elapsed = time.monotonic() - started
+            self.sync_seconds = (
+                elapsed if not self.sync_seconds else 0.8 * self.sync_seconds + 0.2 * elapsed
+            )
             return upto
-
-    def _sync_files(self, last: int) -> None:
-        """fdatasync every head file holding written records not yet durable (and the heads
-        folder after a new file), on duplicated descriptors and outside the locks: a sync
-        covers every write that ended before it started, and the sealer may close and recycle
-        a head's file meanwhile (its records are committed then)."""
-        with self.lock:
-            if self.error is not None:
-                raise self.error
-            handles = []
-            try:
-                for head in [*self.pending, self.active]:
-                    handle = head.sync_handle()
-                    if handle is not None:
-                        handles.append((head, *handle))
-            except OSError as e:
-                for _, fd, _, _ in handles:
-                    os.close(fd)
-                raise self._not_durable(last, e) from e
-        try:
-            for _, fd, _, _ in handles:
-                os.fdatasync(fd)
-            if any(new for _, _, _, new in handles):
-                fsync_dir(self.heads_dir)
-        except OSError as e:
-            raise self._not_durable(last, e) from e
-        finally:
-            for _, fd, _, _ in handles:
-                os.close(fd)
-        with self.lock:
-            for head, _, records, new in handles:
-                head.synced(records, new)
-
-    def _not_durable(self, last: int, error: OSError) -> StorageError:
-        return StorageError(
-            f"writing the head of stream {self.name!r} in {self.heads_dir} failed: {error}; "
-            f"records up to offset {last} were not acknowledged as 'local' (they stay "
-            "appended in memory)"
-        )
 
     def wait_committed(self, target: int, offsets: tuple[int, int] | None = None) -> None:
         """Wait until every record below `target` is committed; raise `StorageError` if the
@@ -919,7 +837,7 @@ class Writer:
     def flush(self) -> Manifest:
         with self.lock:
             self.check_usable()
-            self.roll()
+            self._roll()
             target = self.active.start_offset
         self.wait_committed(target)
         return self.manifest
@@ -947,12 +865,12 @@ class Writer:
                         self._poked = False
                     age = now - self.active.created
                     if not self.closed and self.active.records and age >= options.segment_max_age:
-                        self.roll()
+                        self._roll()
                         continue
-                    if self.appended_since_check and now >= next_check:
+                    if self._appended_since_check and now >= next_check:
                         check = True
                         break
-                    deadlines = [next_check if self.appended_since_check else now + interval]
+                    deadlines = [next_check if self._appended_since_check else now + interval]
                     if self.pending:
                         deadlines.append(self.retry_at if idle else now + 0.5)
                     if self.active.records:
@@ -960,7 +878,7 @@ class Writer:
                     self.cond.wait(max(0.005, min(deadlines) - now))
             if check:
                 next_check = time.monotonic() + interval
-                self.appended_since_check = False
+                self._appended_since_check = False
                 self._check_lease()
 
     def _gave_up(self) -> bool:
@@ -1138,7 +1056,7 @@ class Writer:
             if self.closed:
                 return
             if self.error is None:
-                self.roll()
+                self._roll()
             self.closed = True
             self._refresh_fast()
             self._attempts_at_close = self.seal_attempts

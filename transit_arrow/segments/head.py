@@ -28,7 +28,6 @@ turned into one Arrow batch when the head is read, synced or sealed.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import re
@@ -196,6 +195,12 @@ class FrameCodec:
         data = sink.getvalue()
         return data.to_pybytes()[self.schema_message.size :]
 
+    def encode(self, batches: list[pa.RecordBatch]) -> list[Any]:
+        """The IPC messages of `batches` (buffers, written as they are)."""
+        if self.dictionaries:
+            return [self._stream(batches)]
+        return [b.serialize() for b in batches]
+
     def trailer(self, start: int, parts: Sequence[Any]) -> bytes:
         """The trailer closing a frame of `parts` that starts at byte `start` of the file."""
         length = sum(len(memoryview(p)) for p in parts)
@@ -214,12 +219,8 @@ class FrameCodec:
 #: Buffered rows below this many are converted to Arrow as structs, more column by column.
 _SMALL_ROWS = 64
 
-#: A batch of more bytes than this streams from the IPC writer into the file rather than being
-#: serialized to a buffer first (see `Head.write`): no copy of a huge batch in memory.
-_SERIALIZE_BYTES = 1 << 26
-
-#: A frame's serialized batches are written whenever this many bytes are gathered.
-_WRITE_BYTES = 1 << 24
+#: Frames of more bytes than this stream from the IPC writer into the file (see `Head.write`).
+_STREAM_BYTES = 1 << 18
 
 
 class _FrameSink:
@@ -815,7 +816,7 @@ class Head:
         #: a tuple per record would be tracked by the garbage collector, whose passes then
         #: rescan every buffered record).
         self.columns: list[list[Any]] = [[] for _ in user]
-        self.struct_type = pa.struct(list(self.schema))  # a whole head record
+        self.struct_type = pa.struct(list(user))
         self.row_stamps: list[int] = []
         #: The file this head was recovered from (its frames are re-checked before sealing).
         self.recovered: HeadFile | None = None
@@ -865,30 +866,23 @@ class Head:
             return
         start = self.next_offset - n
         if n < _SMALL_ROWS:
-            # A group commit's few records: one conversion of whole rows (system columns
-            # too) as structs, of transient tuples, costs less than one per column.
-            rows = zip(
-                range(start, start + n),
-                [s // 1000 for s in self.row_stamps],
-                itertools.repeat(None, n),
-                *self.columns,
-                strict=True,
-            )
-            whole: Any = pa.array(list(rows), type=self.struct_type)  # a StructArray
-            batch = pa.RecordBatch.from_struct_array(whole)
+            # A group commit's few records: one conversion as structs (of transient tuples),
+            # then their fields, costs less than one conversion per column.
+            stamps = pa.array([s // 1000 for s in self.row_stamps], TIMESTAMP_TYPE)
+            rows = pa.array(list(zip(*self.columns, strict=True)), type=self.struct_type)
+            values = rows.flatten()  # type: ignore[attr-defined]
         else:
             stamps = pa.array(np.array(self.row_stamps, np.int64) // 1000, TIMESTAMP_TYPE)
             values = [
                 pa.array(c, f.type) for c, f in zip(self.columns, self.user_schema, strict=True)
             ]
-            arrays = [
-                pa.array(np.arange(start, start + n, dtype=np.int64)),
-                stamps,
-                pa.nulls(n, HEADERS_TYPE),
-                *values,
-            ]
-            batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        self.batches.append(batch)
+        arrays = [
+            pa.array(np.arange(start, start + n, dtype=np.int64)),
+            stamps,
+            pa.nulls(n, HEADERS_TYPE),
+            *values,
+        ]
+        self.batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         self.columns = [[] for _ in self.columns]
         self.row_stamps = []
 
@@ -928,11 +922,10 @@ class Head:
         durable already, so the first sync needs no sync of the folder) when given. Returns
         whether it used `spare`.
 
-        A frame's batches are serialized to IPC message buffers, hashed and written with one
-        `writev` (no Python call per Arrow buffer); dictionary columns and huge batches stream
-        from Arrow's IPC writer into the file, hashed on the way. On failure the file is cut
-        back to its last complete frame and nothing counts as written, so a later write starts
-        from a clean end.
+        Small frames are encoded in memory and written with one `writev`; large ones stream
+        from Arrow's IPC writer into the file, hashed on the way (one copy, like writing the
+        IPC stream without a checksum). On failure the file is cut back to its last complete
+        frame and nothing counts as written, so a later write starts from a clean end.
         """
         batches, count, records = job
         used = False
@@ -956,12 +949,23 @@ class Head:
                 trailer = codec.trailer(0, [header])
                 _write_all(self.fd, [header, trailer])
                 base = header.size + len(trailer)
-            if codec.dictionaries or any(
-                b.get_total_buffer_size() > _SERIALIZE_BYTES for b in batches
-            ):
-                end = self._stream_frame(batches, base)
+            size = sum(b.get_total_buffer_size() for b in batches)
+            if codec.dictionaries or size > _STREAM_BYTES:
+                sink = _FrameSink(self.fd, codec.schema_message.size)
+                sink_file = pa.PythonFile(sink, mode="w")  # type: ignore[arg-type]
+                writer = pa.ipc.new_stream(sink_file, codec.schema)
+                for batch in batches:
+                    writer.write_batch(batch)
+                sink.finish()
+                digest = f"{_WRITTEN}:{sink.hasher.hexdigest()}"
+                trailer = codec.trailer_for(base, sink.length, digest)
+                _write_all(self.fd, [trailer])
+                end = base + sink.length + len(trailer)
             else:
-                end = self._serialized_frame(batches, base)
+                parts = codec.encode(batches)
+                trailer = codec.trailer(base, parts)
+                _write_all(self.fd, [*parts, trailer])
+                end = base + sum(len(memoryview(c)) for c in parts) + len(trailer)
         except OSError:
             if self.fd is not None:
                 with contextlib.suppress(OSError):
@@ -972,44 +976,6 @@ class Head:
         self.written_records = records
         return used
 
-    def _serialized_frame(self, batches: list[pa.RecordBatch], base: int) -> int:
-        """Write a frame of `batches` (no dictionaries) at byte `base`: each batch serialized
-        once to an IPC message buffer, hashed, and written with `writev` (every
-        `_WRITE_BYTES` and with the trailer), with no Python callback per buffer. Returns the
-        byte after the frame."""
-        assert self.fd is not None and self.codec is not None
-        hasher = _hasher(_WRITTEN)
-        parts: list[pa.Buffer] = []
-        length = held = 0
-        for batch in batches:
-            part = batch.serialize()
-            hasher.update(part)
-            parts.append(part)
-            length += part.size
-            held += part.size
-            if held >= _WRITE_BYTES:
-                _write_all(self.fd, parts)
-                parts, held = [], 0
-        trailer = self.codec.trailer_for(base, length, f"{_WRITTEN}:{hasher.hexdigest()}")
-        _write_all(self.fd, [*parts, trailer])
-        return base + length + len(trailer)
-
-    def _stream_frame(self, batches: list[pa.RecordBatch], base: int) -> int:
-        """Write a frame of `batches` at byte `base` streaming from Arrow's IPC writer into the
-        file, hashed on the way: for dictionary columns (the writer emits their dictionaries)
-        and for batches too large to copy into one buffer. Returns the byte after the frame."""
-        assert self.fd is not None and self.codec is not None
-        sink = _FrameSink(self.fd, self.codec.schema_message.size)
-        sink_file = pa.PythonFile(sink, mode="w")  # type: ignore[arg-type]
-        writer = pa.ipc.new_stream(sink_file, self.codec.schema)
-        for batch in batches:
-            writer.write_batch(batch)
-        sink.finish()
-        digest = f"{_WRITTEN}:{sink.hasher.hexdigest()}"
-        trailer = self.codec.trailer_for(base, sink.length, digest)
-        _write_all(self.fd, [trailer])
-        return base + sink.length + len(trailer)
-
     def sync(self, records: int) -> None:
         """fdatasync the file (and its folder, the first time): `records` are now durable."""
         assert self.fd is not None
@@ -1018,22 +984,6 @@ class Head:
             fsync_dir(self.folder)
             self.new_file = False
         self.durable_records = max(self.durable_records, records)
-
-    def sync_handle(self) -> tuple[int, int, bool] | None:
-        """What a sync outside the writer's locks needs (called under them): a duplicate of
-        the file's descriptor (the head may close its own meanwhile: sealed), how many records
-        are written, and whether the folder needs a sync too (a new file). None when every
-        written record is durable. The caller closes the descriptor, then calls `synced`."""
-        if self.fd is None or self.durable_records >= self.written_records:
-            return None
-        return os.dup(self.fd), self.written_records, self.new_file
-
-    def synced(self, records: int, folder: bool) -> None:
-        """A sync from `sync_handle` returned: `records` are durable (and the folder entry,
-        if `folder`). Called under the writer's locks."""
-        self.durable_records = max(self.durable_records, records)
-        if folder:
-            self.new_file = False
 
     def close_file(self) -> None:
         if self.fd is not None:
