@@ -204,7 +204,7 @@ def encode_segment(
         "last_offset": last.as_py(),
         "records": n,
         "bytes": len(data),
-        "blake3": hash_bytes(memoryview(data)),
+        "blake3": hash_bytes(data),
         "min_timestamp": tmin.as_py(),
         "max_timestamp": tmax.as_py(),
     }

@@ -39,7 +39,7 @@ def _threads(size: int) -> int:
     return blake3.blake3.AUTO if size >= PARALLEL_HASH_BYTES else 1
 
 
-def hash_bytes(data: bytes | memoryview) -> str:
+def hash_bytes(data: bytes | bytearray | memoryview) -> str:
     """BLAKE3 hex digest of `data` (on every core for inputs of 8 MiB or more)."""
     return str(blake3.blake3(data, max_threads=_threads(len(data))).hexdigest())
 
