@@ -35,7 +35,6 @@ from .engine.writer import Writer, writer_for
 from .errors import IntegrityError, InvalidInputError, TransitError
 from .layout import MATERIALIZATIONS, checkpoints_folder, segment_path, snapshots_folder
 from .manifest import Manifest, SegmentRef, compact_action, decode_snapshot, retain_action
-from .segments.parquet import encode_segment
 from .segments.verified import hash_bytes
 
 __all__ = [
@@ -227,9 +226,7 @@ def rewrite(
             f"{first}..{last} densely; nothing was compacted"
         )
     head = original.drop_columns(["_stream"])
-    data, meta = encode_segment(
-        head, name, catalog.options.row_group_size, catalog.options.segment_compression
-    )
+    data, meta = catalog.encode_segment(head, name)
     seg = SegmentRef(
         path=segment_path(catalog.stream_folder(name), first, last, meta["blake3"]), **meta
     )

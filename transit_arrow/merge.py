@@ -44,7 +44,6 @@ from .record import (
     full_schema,
     system_columns,
 )
-from .segments.parquet import encode_segment
 
 __all__ = ["MergeResolver", "register_merge_resolver"]
 
@@ -352,9 +351,7 @@ def _number(table: pa.Table, first: int) -> pa.Table:
 
 def _upload(catalog: Catalog, name: str, table: pa.Table) -> dict[str, Any]:
     folder = catalog.stream_folder(name)
-    data, meta = encode_segment(
-        table, name, catalog.options.row_group_size, catalog.options.segment_compression
-    )
+    data, meta = catalog.encode_segment(table, name)
     path = segment_path(folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
     catalog.put_segment(path, data, meta["blake3"])
     return {"type": "add_segment", "path": path, **meta}

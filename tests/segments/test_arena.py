@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import blake3
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import transit_arrow as ta
 from transit_arrow.record import HEADERS_TYPE, TIMESTAMP_TYPE
 from transit_arrow.segments import arena
 from transit_arrow.segments.arena import ArenaPool
@@ -122,3 +125,22 @@ def test_compressible_segments_do_not_take_a_pooled_buffer(
     data, meta = encode_segment(head, "s")
     assert isinstance(data, bytes) and len(pool) == 0
     assert meta["bytes"] < head.nbytes // 4
+
+
+def test_stores_that_copy_a_bytearray_get_bytes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # An S3 upload slices a bytearray body (a copy) and the memory store keeps a copy: only a
+    # store writing local files takes pooled buffers.
+    pool = ArenaPool()
+    monkeypatch.setattr(arena, "pool", pool)
+    head = _head(_blobs(6000, 4096, seed=4))
+    plain, meta = encode_segment(head, "s", pooled=False)
+    assert isinstance(plain, bytes) and len(pool) == 0
+    assert meta["blake3"] == blake3.blake3(plain).hexdigest()
+    with ta.open("memory://arena-test") as memory:
+        data, _ = memory.catalog.encode_segment(head, "s")
+    assert isinstance(data, bytes) and data == plain and len(pool) == 0
+    with ta.open(tmp_path / "log") as local:
+        pooled, _ = local.catalog.encode_segment(head, "s")
+    assert isinstance(pooled, bytearray) and bytes(pooled) == plain and len(pool) == 1

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import blake3
 import platformdirs
+import pyarrow as pa
 
 from ..commit import Commit, CommitLog, canonical, now_rfc3339, writer_identity
 from ..errors import (
@@ -72,6 +73,7 @@ from ..segments.head import (
     parse_spare_name,
     read_heads,
 )
+from ..segments.parquet import encode_segment
 from ..storage import ObjectStore
 from ..storage.base import Bytes
 from ..storage.guarded import guarded
@@ -303,6 +305,21 @@ class Catalog:
         of = f" of stream {stream!r}" if stream is not None else ""
         verified.check(path, seg.blake3, seg.bytes, what=f"segment {self.uri}/{seg.path}{of}")
         return path
+
+    def encode_segment(
+        self, table: pa.Table, name: str
+    ) -> tuple[bytes | bytearray, dict[str, Any]]:
+        """`segments.parquet.encode_segment` of a head table of stream `name` with this log's
+        row group size and codec. Large segments are encoded into pooled buffers only for a
+        store that writes them to a local file: S3 and the memory store copy a `bytearray`
+        (a 64 MiB S3 upload of one took 1.3x as long as of `bytes`)."""
+        return encode_segment(
+            table,
+            name,
+            self.options.row_group_size,
+            self.options.segment_compression,
+            pooled=self.store.local_path("") is not None,
+        )
 
     def put_segment(self, path: str, data: Bytes, digest: str | None = None) -> None:
         """Upload a segment file (content-addressed, so overwriting is harmless).

@@ -78,7 +78,6 @@ from ..segments.head import (
     set_aside,
     spare_name,
 )
-from ..segments.parquet import encode_segment
 from ..storage.local import fsync_dir
 from ..typing import Durability
 from .catalog import Catalog
@@ -1012,12 +1011,7 @@ class Writer:
 
     def _write_segment(self, table: pa.Table) -> SegmentRef:
         """Encode a head table as a Parquet segment and store it; return its reference."""
-        data, meta = encode_segment(
-            table,
-            self.name,
-            self.catalog.options.row_group_size,
-            self.catalog.options.segment_compression,
-        )
+        data, meta = self.catalog.encode_segment(table, self.name)
         path = segment_path(self.folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
         # Always put (the name is content-addressed, so overwriting is harmless): skipping an
         # existing object would commit a partial upload left by an interrupted attempt.
