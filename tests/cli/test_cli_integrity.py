@@ -72,8 +72,21 @@ def test_verify_a_stream_and_a_checkpoint(sealed: Path, tmp_path: Path) -> None:
     assert ok("verify", sealed, "--checkpoint", saved).stdout.startswith("verify b@g1: OK")
 
 
+def test_verify_without_a_stream_checks_every_stream(sealed: Path) -> None:
+    out = ok("verify", sealed).stdout
+    assert out.startswith("verify *: OK")
+    report = json.loads(ok("verify", sealed, "--deep", "-o", "json").stdout)
+    assert report["ok"] is True and report["orphaned_heads"] == []
+    assert {e["stream"] for e in report["entries"]} >= {"main", "b"}
+    seg = segments(sealed, "b")[0]
+    flip(seg, seg.stat().st_size // 2)
+    ok("verify", sealed)  # shallow: commits only
+    result = run("verify", sealed, "--deep")
+    assert result.exit_code == 1 and "FAIL segment    b: BLAKE3" in result.stdout
+    assert result.stderr.startswith("error: verification FAILED: 1 check failed")
+
+
 def test_verify_usage_errors(sealed: Path, tmp_path: Path) -> None:
-    failed("verify", sealed, code=2)
     failed("verify", sealed, "main", "--checkpoint", "{}", code=2)
     assert "neither checkpoint JSON" in failed(
         "verify", sealed, "--checkpoint", tmp_path / "missing.json", code=2

@@ -151,25 +151,23 @@ def verify(
     output: str,
     log_opts: LogOptions,
 ) -> None:
-    """Check the hash chains behind STREAM or a checkpoint.
+    """Check the hash chains behind STREAM, a checkpoint, or (neither given) every stream.
 
     Recomputes the commit chain of STREAM (its latest generation, or the checkpoint's) and of
-    every stream it derives from, and checks every pinned root. Prints one line per check; exits
-    with 1 ("verification FAILED") when any check fails. Without --deep, segment files are not
-    read: use it to detect damaged segments. With --trust, the checkpoint's Ed25519 signature
-    must verify and be by one of the given public keys.
+    every stream it derives from, and checks every pinned root. Lists the orphaned heads kept
+    aside (a fenced writer's acknowledged records) of the streams verified. Prints one line per
+    check; exits with 1 ("verification FAILED") when any check fails. Without --deep, segment
+    files are not read: use it to detect damaged segments. With --trust, the checkpoint's
+    Ed25519 signature must verify and be by one of the given public keys.
     """
-    if (stream is None) == (checkpoint_arg is None):
-        raise click.UsageError("pass either STREAM or --checkpoint, not both or neither")
+    if stream is not None and checkpoint_arg is not None:
+        raise click.UsageError("pass either STREAM or --checkpoint, not both")
     if trust_files and checkpoint_arg is None:
         raise click.UsageError("--trust applies to --checkpoint")
     trusted = [load_public_key(_read_key(f, "--trust")) for f in trust_files] or None
-    target: str | Checkpoint
+    target: str | Checkpoint | None = stream
     if checkpoint_arg is not None:
         target = _load_checkpoint(checkpoint_arg)
-    else:
-        assert stream is not None
-        target = stream
     with log_opts.open(uri) as log:
         report = log.verify(target, deep=deep, trusted_keys=trusted)
         name = target.stream if isinstance(target, Checkpoint) else target
