@@ -409,18 +409,32 @@ class Catalog:
             return False
         self._history[name] = [Manifest.initial(first)]
         self._commit_cache[name] = [first]
-        if self.store.exists(log.path(1)) and self.store.exists(log.path(SMALL_SNAPSHOT_INTERVAL)):
+        # Commits are dense: commit SMALL_SNAPSHOT_INTERVAL exists only if commit 1 does. With
+        # the metadata cache the probe of 1 is a `stat` the fold below reuses; on a remote
+        # store it would be one more request (the fold reads commit 1 without a probe).
+        if (self._meta is None or self._exists(name, log, 1)) and self.store.exists(
+            log.path(SMALL_SNAPSHOT_INTERVAL)
+        ):
             self._open_snapshot(name, log, first)
         self._advance(name, log)
         return True
 
     def _advance(self, name: str, log: CommitLog) -> None:
-        """Read and fold the commits after `name`'s known history, probing each before reading
-        it, up to the first missing one (a listing would also stop at a gap)."""
+        """Read and fold the commits after `name`'s known history, up to the first missing one
+        (a listing would also stop at a gap). With the metadata cache each is probed before it
+        is read (a `stat` the cache records); on a remote store each is just read, one request
+        a commit where a probe first would cost two."""
         history, commits = self._history[name], self._commit_cache[name]
-        while self._exists(name, log, len(history)):
+        while True:
+            if self._meta is not None and not self._exists(name, log, len(history)):
+                return
             last = self._last(history)
-            commit = log.read(len(history), last.root)
+            try:
+                commit = log.read(len(history), last.root)
+            except FileNotFoundError:
+                if self._meta is not None:
+                    raise  # probed a moment ago: removed meanwhile, not the end of the log
+                return
             history.append(last.apply(commit))
             commits.append(commit)
 
