@@ -46,10 +46,12 @@ def s3_client(s3_endpoint: Any) -> Any:
 
 
 class InFlight(ObjectStore):
-    """Forwards to `inner`; counts segment GETs per path and the most running at once."""
+    """Forwards to `inner`; counts GETs of `kind` (segments) per path and the most running at
+    once."""
 
-    def __init__(self, inner: ObjectStore, pause: float = 0.05) -> None:
+    def __init__(self, inner: ObjectStore, pause: float = 0.05, kind: str = "/segments/") -> None:
         self.inner = inner
+        self.kind = kind
         self.uri = inner.uri
         self.pause = pause
         self.gets: dict[str, int] = {}
@@ -58,7 +60,7 @@ class InFlight(ObjectStore):
         self.lock = threading.Lock()
 
     def get(self, path: str) -> bytes:
-        if "/segments/" not in path:
+        if self.kind not in path:
             return self.inner.get(path)
         with self.lock:
             self.gets[path] = self.gets.get(path, 0) + 1
@@ -266,3 +268,30 @@ def test_the_s3_store_pickles_for_workers(s3_uri: str, s3_endpoint: Any) -> None
     again = pickle.loads(pickle.dumps(store))
     assert again.get("a/b") == b"hello"
     assert again.requests["PutObject"] == 1 and again.requests["GetObject"] == 1
+
+
+def test_a_cold_open_fetches_a_parents_commits_at_once_and_still_checks_them(
+    s3_uri: str, s3_endpoint: Any, s3_client: Any, tmp_path: Path
+) -> None:
+    options = s3_endpoint.storage_options
+    write_branchy(s3_uri, options, tmp_path / "writer")
+    with ta.open(s3_uri, storage_options=options, local_dir=tmp_path / "w2") as log:
+        expected = log.stream("b").read()
+    probe = InFlight(S3Store(s3_uri, options), kind="/commits/")
+    with ta.open(probe, local_dir=tmp_path / "cold") as log:
+        assert log.stream("b").read().equals(expected)
+    main_commits = [p for p in probe.gets if p.startswith("streams/main/")]
+    assert len(main_commits) >= 6  # b's parent, folded through main@54's generation
+    assert all(n == 1 for p, n in probe.gets.items() if p in main_commits)
+    assert probe.most >= 2  # fetched at once, not one after another
+    # A prefetched commit is checked as a fetched one is: damage is found and named.
+    bucket, prefix = s3_uri[len("s3://") :].split("/", 1)
+    key = f"{prefix}/{sorted(main_commits)[2]}"
+    body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    at = body.index(b'"time":"') + len(b'"time":"')  # a year of the commit's time, changed
+    s3_client.put_object(Bucket=bucket, Key=key, Body=body[:at] + b"1" + body[at + 1 :])
+    with (
+        ta.open(probe, local_dir=tmp_path / "cold2") as log,
+        pytest.raises(IntegrityError, match="00000000000000000002"),
+    ):
+        log.stream("b").read()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +20,8 @@ __all__ = ["CommitLog", "canonical", "compute_root", "now_rfc3339"]
 
 FORMAT = 1
 Commit = dict[str, Any]
+#: Commits `CommitLog.prefetch` fetches at once.
+PREFETCH_THREADS = 8
 
 
 def canonical(obj: Any) -> bytes:
@@ -51,6 +55,23 @@ class CommitLog:
         self.stream = stream
         self.folder = commits_folder(folder)
         self.stream_folder = folder
+        self._fetched: dict[int, bytes] = {}
+
+    def prefetch(self, generations: range) -> None:
+        """Fetch these commits' bytes concurrently for the `read`s that follow (each is still
+        checked there, in chain order). Only for remote stores, where each is a request: a
+        fold through generation 20 then waits for about one round trip, not twenty. A commit
+        that cannot be fetched is left to `read`, which raises the right error."""
+        wanted = [g for g in generations if g not in self._fetched]
+        if len(wanted) < 2 or self.store.local_path("") is not None:
+            return
+
+        def fetch(generation: int) -> None:
+            with contextlib.suppress(Exception):  # `read` fetches it again and reports
+                self._fetched[generation] = self.store.get(self.path(generation))
+
+        with ThreadPoolExecutor(min(PREFETCH_THREADS, len(wanted))) as pool:
+            list(pool.map(fetch, wanted))
 
     def path(self, generation: int) -> str:
         """Store path of the commit with this generation."""
@@ -73,7 +94,7 @@ class CommitLog:
         """Read and check one commit: its fields, its place in the chain and its root."""
         path = self.path(generation)
         try:
-            data = self.store.get(path)
+            data = self._fetched.pop(generation, None) or self.store.get(path)
         except FileNotFoundError:
             raise
         except OSError as e:

@@ -482,6 +482,7 @@ class Catalog:
         log = CommitLog(self.store, name, self.stream_folder(name))
         if not self.store.exists(log.path(generation)):
             return None
+        log.prefetch(range(len(manifests), generation + 1))
         while len(manifests) <= generation:
             last = manifests[-1] if manifests else None
             commit = log.read(len(manifests), last.root if last is not None else None)
@@ -578,6 +579,9 @@ class Catalog:
         history, commits = self._history[name], self._commit_cache[name]
         manifest: Manifest | None = None
         last = len(history) - 1 if upto is None else upto
+        log.prefetch(
+            range(min((g for g in range(last + 1) if commits[g] is None), default=0), last + 1)
+        )
         for g in range(last + 1):
             known, commit = history[g], commits[g]
             if known is not None and commit is not None and g < len(history) - 1:
