@@ -10,7 +10,10 @@ CPU ratio rather than what overlaps):
 1. DoPut of `--records` records in batches of `--batch-rows` rows (default: 10,000 batches of
    100, then 100 batches of 10,000) through `transit serve`, in `memory` and in `local`
    durability, vs the same DoPut (same client code, same batches) to a raw `FlightServerBase`
-   that discards them; with, for scale, `Stream.append` of the same batches in process;
+   that discards them; beside them the same server with its log sealing only after the
+   upload (what the Parquet encoding of the heads that fill during a run costs it), for
+   scale `Stream.append` of the same batches in process, and for `local` its bound: the
+   same records appended in process and made durable by one write and fdatasync;
 2. DoGet of a branch of `--records` records (its parent's records up to the fork, in
    segments of `--segment-compression`) vs a raw Flight DoGet of the same batches (same
    schema, same row-group-sized batches) held in the raw server's memory, both read by the
@@ -25,7 +28,6 @@ CPU ratio rather than what overlaps):
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import shutil
@@ -131,10 +133,34 @@ class Child:
             self.proc.wait()
 
 
-def transit_server(root: Path, token_file: Path) -> Child:
+def transit_server(root: Path, token_file: Path, *, defer_seal: bool = False) -> Child:
+    """`transit serve ROOT` in a child process; `defer_seal`: the same server, its log opened
+    with segment limits no run reaches, so that it seals only when flushed (after a run)."""
+    if defer_seal:
+        return Child([sys.executable, __file__, "--serve-deferred", str(root), str(token_file)])
     cli = "from transit_arrow.cli import main; main()"
     args = [sys.executable, "-c", cli, "serve", str(root), "--token-file", str(token_file)]
     return Child(args)
+
+
+def serve_deferred(root: str, token_file: str) -> None:
+    """What `transit serve` runs, for a log that seals only when flushed."""
+    from transit_arrow.server.flight import TransitFlightServer, retain_freed_memory
+
+    retain_freed_memory()
+    never = 1 << 50
+    log = ta.open(root, segment_max_records=never, segment_max_bytes=never, segment_max_age=1e9)
+    token = Path(token_file).read_text().strip()
+    server = TransitFlightServer(log, "grpc://127.0.0.1:0", token=token)
+    print(f"serving grpc://127.0.0.1:{server.port}", flush=True)
+
+    def stop() -> None:
+        server.drain()
+        server.shutdown()
+
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop).start())
+    server.serve()
+    log.close()
 
 
 def raw_server(data: Path | None = None) -> Child:
@@ -182,45 +208,66 @@ def bench_put(
 ) -> None:
     batches = table.to_batches(max_chunksize=batch_rows)
     n = table.num_rows
-    raw_put = functools.partial(put, descriptor=flight.FlightDescriptor.for_path("x"))
+    raw_descriptor = flight.FlightDescriptor.for_path("x")
     for durability in ("memory", "local"):
-        root = work / f"put-{durability}"
-        ta.open(root).close()
-        raw, server = raw_server(), transit_server(root, token_file)
-        names = [f"s{i}" for i in range(runs)]
+        roots = [work / f"put-{durability}", work / f"put-{durability}-deferred"]
+        for root in roots:
+            ta.open(root).close()
+        raw = raw_server()
+        servers = [transit_server(roots[0], token_file)]
+        servers.append(transit_server(roots[1], token_file, defer_seal=True))
         t_raw: list[float] = []
-        t_ours: list[float] = []
         cpu_raw: list[float] = []
-        cpu_ours: list[float] = []
+        t_ours: tuple[list[float], list[float]] = ([], [])
+        cpu_ours: tuple[list[float], list[float]] = ([], [])
         try:
-            for name in names:  # interleaved, so that load changes hit both alike
+            for i in range(runs):  # interleaved, so that load changes hit all alike
                 t0, c0 = time.perf_counter(), raw.cpu()
-                raw_put(raw.address, batches=batches)
+                put(raw.address, raw_descriptor, batches)
                 t_raw.append(time.perf_counter() - t0)
                 cpu_raw.append(raw.cpu() - c0)
-                command = {"stream": name, "durability": durability, "create": True}
-                descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
-                t0, c0 = time.perf_counter(), server.cpu()
-                assert put(server.address, descriptor, batches) == n
-                t_ours.append(time.perf_counter() - t0)
-                cpu_ours.append(server.cpu() - c0)
-                # Untimed: the head sealed in the background must not slow the next run down.
-                with connect(server.address, token=TOKEN) as log:
-                    log.stream(name).flush()
+                for server, times, cpus in zip(servers, t_ours, cpu_ours, strict=True):
+                    name = f"s{i}"
+                    command = {"stream": name, "durability": durability, "create": True}
+                    descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
+                    t0, c0 = time.perf_counter(), server.cpu()
+                    assert put(server.address, descriptor, batches) == n
+                    times.append(time.perf_counter() - t0)
+                    cpus.append(server.cpu() - c0)
+                    # Untimed: the head sealed in the background must not slow the next run.
+                    with connect(server.address, token=TOKEN) as log:
+                        log.stream(name).flush()
         finally:
             raw.stop()
-            server.stop()
-            shutil.rmtree(root, ignore_errors=True)
-        raw_s, ours_s = statistics.median(t_raw), statistics.median(t_ours)
-        alone = ""
+            for server in servers:
+                server.stop()
+            for root in roots:
+                shutil.rmtree(root, ignore_errors=True)
+        raw_s = statistics.median(t_raw)
+        ours_s, deferred_s = (statistics.median(t) for t in t_ours)
+        alone = (
+            f"; the same server, its log sealing only after the upload (no Parquet encoding "
+            f"during it): ratio {raw_s / deferred_s:.2f}, server CPU "
+            f"{statistics.median(cpu_ours[1]):.2f} s a run"
+        )
         if engine:
             t_engine = engine_append(batches, durability, runs, work)
-            alone = f"; the engine alone, one append a batch, in process: {n / t_engine:,.0f} rec/s"
+            alone += (
+                f"; the engine alone, one append a batch, in process: {n / t_engine:,.0f} rec/s"
+            )
+        if durability == "local":
+            t_bound = durable_bound(batches, runs, work)
+            alone += (
+                f"; bound: appending them in process in groups of up to {GROUP_RECORDS:,} "
+                f"records and making them durable with one write and fdatasync takes "
+                f"{t_bound:.2f} s (ratio bound raw/max(raw, that) "
+                f"{raw_s / max(raw_s, t_bound):.2f})"
+            )
         print(
             f"DoPut {n:,} records in {len(batches):,} batches of {batch_rows}, {durability}: "
             f"raw Flight {n / raw_s:,.0f} rec/s, transit serve {n / ours_s:,.0f} rec/s, "
             f"ratio {raw_s / ours_s:.2f} (target >= 0.7; runs: raw {_seconds(t_raw)}, "
-            f"ours {_seconds(t_ours)}; {_cpu(cpu_raw, cpu_ours)}){alone}"
+            f"ours {_seconds(t_ours[0])}; {_cpu(cpu_raw, cpu_ours[0])}){alone}"
         )
 
 
@@ -240,6 +287,53 @@ def engine_append(batches: list[pa.RecordBatch], durability: Any, runs: int, wor
         shutil.rmtree(work / f"engine-{len(logs) - 1}", ignore_errors=True)
 
     return median_time(run, runs, close)
+
+
+#: The server folds small uploaded batches into engine appends of at most this many records.
+GROUP_RECORDS = 1 << 16
+
+
+def durable_bound(batches: list[pa.RecordBatch], runs: int, work: Path) -> float:
+    """Median time of what a `local` DoPut of `batches` needs of the engine and the disk, with
+    no Flight: the records appended in process at `memory` in groups of up to `GROUP_RECORDS`
+    (folded untimed, as the server folds small batches) and made durable at the end by one
+    group commit (the last group appended `local`: every head frame written, one
+    fdatasync). A pipelined server cannot beat max(receiving the batches, this)."""
+    table = pa.Table.from_batches(batches).combine_chunks()
+    groups = [
+        batch
+        for part in batches_of(batches, GROUP_RECORDS)
+        for batch in pa.Table.from_batches(part).combine_chunks().to_batches()
+    ]
+    assert sum(g.num_rows for g in groups) == table.num_rows
+    logs: list[ta.Log] = []
+
+    def run() -> None:
+        root = work / f"bound-{len(logs)}"
+        logs.append(ta.open(root))
+        stream = logs[-1].create_stream("s")
+        for group in groups[:-1]:
+            stream.append(group, durability="memory")
+        assert stream.append(groups[-1], durability="local").durability == "local"
+
+    def close() -> None:
+        logs[-1].close()
+        shutil.rmtree(work / f"bound-{len(logs) - 1}", ignore_errors=True)
+
+    return median_time(run, runs, close)
+
+
+def batches_of(batches: list[pa.RecordBatch], records: int) -> list[list[pa.RecordBatch]]:
+    """Consecutive runs of `batches` of at most `records` records each (a larger batch alone)."""
+    parts: list[list[pa.RecordBatch]] = [[]]
+    count = 0
+    for batch in batches:
+        if parts[-1] and count + batch.num_rows > records:
+            parts.append([])
+            count = 0
+        parts[-1].append(batch)
+        count += batch.num_rows
+    return parts
 
 
 def bench_get(
@@ -460,9 +554,13 @@ def main() -> None:
         help="the codec of the branch's segments in the DoGet part (the log's default: zstd)",
     )
     parser.add_argument("--serve-raw", nargs="?", const="", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-deferred", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_raw is not None:
         serve_raw(args.serve_raw or None)
+        return
+    if args.serve_deferred is not None:
+        serve_deferred(*args.serve_deferred)
         return
     work = Path(tempfile.mkdtemp(prefix="transit-bench-server-"))
     token_file = work / "token"
