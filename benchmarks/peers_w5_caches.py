@@ -16,7 +16,8 @@ fresh handle, as the peers benchmark does, in two states of the DuckDB instance 
 Then, to tell the files apart from the engines, this interpreter's DuckDB runs the same query
 with `read_parquet` over each system's data files (and over plain Parquet files written by
 pyarrow, as the floor writes them) on a new DuckDB instance each time: all files, the 500 small
-ones, the bulk.
+ones, the bulk; and over transit-arrow's segments encoded again without `_headers` (the
+1,000-row ones) or in snappy (the bulk).
 
 Prints the median wall and CPU (`time.process_time`, all threads) milliseconds of each.
 """
@@ -130,23 +131,51 @@ def _floor_files(root: Path) -> list[str]:
     return files
 
 
-def _scan(files: list[str], reps: int) -> str:
-    """Median wall / CPU ms of the query over `files` on a new DuckDB instance each time."""
+def _scan(sets: dict[str, list[str]], reps: int) -> dict[str, str]:
+    """Median wall / CPU ms of the query over each set of files, on a new DuckDB instance
+    each time; the sets take turns, so that a change of the machine's load hits all alike."""
     import duckdb
 
     query = (
         "SELECT model, count(*) AS n, avg(score) AS avg_score FROM read_parquet($files) "
         "GROUP BY model ORDER BY model"
     )
-    walls, cpus = [], []
+    found: dict[str, list[tuple[float, float]]] = {name: [] for name in sets}
     for _ in range(reps):
-        con = duckdb.connect()
-        con.execute("SELECT 1").fetchall()
-        wall, cpu = _timed(lambda con=con: con.execute(query, {"files": files}).fetchall())
-        walls.append(wall)
-        cpus.append(cpu)
-        con.close()
-    return f"{statistics.median(walls):.1f} / {statistics.median(cpus):.1f}"
+        for name, files in sets.items():
+            con = duckdb.connect()
+            con.execute("SELECT 1").fetchall()
+            found[name].append(
+                _timed(lambda con=con, files=files: con.execute(query, {"files": files}).fetchall())
+            )
+            con.close()
+    out = {}
+    for name, timings in found.items():
+        walls, cpus = zip(*timings, strict=True)
+        out[name] = f"{statistics.median(walls):.1f} / {statistics.median(cpus):.1f}"
+    return out
+
+
+def _variants(files: list[str], root: Path) -> dict[str, list[str]]:
+    """transit-arrow's segments encoded again by its own encoder, with one thing changed: the
+    1,000-row ones without `_headers` (all null here), the bulk in snappy instead of zstd
+    (the "auto" codec of segments of 1 MiB or more)."""
+    import pyarrow.parquet as pq
+
+    from transit_arrow.segments.parquet import encode_segment
+
+    small, bulk = _by_size(files)
+    out: dict[str, list[str]] = {"no _headers": [], "bulk in snappy": []}
+    root.mkdir(parents=True)
+    for i, path in enumerate(small + bulk):
+        head = pq.read_table(path).drop_columns(["_stream"])
+        if path in bulk:
+            kind, data = "bulk in snappy", encode_segment(head, "t", compression="snappy")[0]
+        else:
+            kind, data = "no _headers", encode_segment(head.drop_columns(["_headers"]), "t")[0]
+        out[kind].append(str(root / f"{i:06d}.parquet"))
+        Path(out[kind][-1]).write_bytes(bytes(data))
+    return out
 
 
 def _by_size(files: list[str]) -> tuple[list[str], list[str]]:
@@ -196,6 +225,19 @@ def _compare(reps: int, root: Path) -> None:
             cells += [f"{statistics.median(walls):.1f}", f"{statistics.median(cpus):.1f}"]
         print(f"| {system} | {' | '.join(cells)} |", flush=True)
     files["floor (pyarrow defaults)"] = _floor_files(root / "floor")
+    sets: dict[str, list[str]] = {}
+    for system, listed in files.items():
+        small, bulk = _by_size(listed)
+        sets[f"{system}: all"], sets[f"{system}: small"], sets[f"{system}: bulk"] = (
+            listed,
+            small,
+            bulk,
+        )
+    extra = {}
+    if "transit_arrow" in files:
+        extra = _variants(files["transit_arrow"], root / "variants")
+        sets.update((f"transit_arrow, {kind}", listed) for kind, listed in extra.items())
+    timed = _scan(sets, reps)
     print()
     print("| files of | columns | all: wall / CPU ms | 1,000-row files | the bulk |")
     print("|---|---|---|---|---|")
@@ -203,10 +245,19 @@ def _compare(reps: int, root: Path) -> None:
 
     for system, listed in files.items():
         small, bulk = _by_size(listed)
-        columns = pq.ParquetFile(small[0]).schema_arrow.names
-        cells = [_scan(listed, reps), _scan(small, reps), _scan(bulk, reps)]
+        columns = len(pq.ParquetFile(small[0]).schema_arrow.names)
+        cells = [timed[f"{system}: {part}"] for part in ("all", "small", "bulk")]
         label = f"{system} ({len(small)} + {len(bulk)} files)"
-        print(f"| {label} | {len(columns)} | {' | '.join(cells)} |", flush=True)
+        print(f"| {label} | {columns} | {' | '.join(cells)} |")
+    for kind, listed in extra.items():
+        size = sum(os.path.getsize(f) for f in listed) / (1 << 20)
+        cell = timed[f"transit_arrow, {kind}"]
+        cells = ["", cell, ""] if kind == "no _headers" else ["", "", cell]
+        print(f"| transit_arrow, {kind} ({size:.0f} MiB) | | {' | '.join(cells)} |")
+    if "transit_arrow" in files:
+        _, bulk = _by_size(files["transit_arrow"])
+        size = sum(os.path.getsize(f) for f in bulk) / (1 << 20)
+        print(f"| (transit_arrow's bulk as written: {size:.0f} MiB) | | | | |")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
