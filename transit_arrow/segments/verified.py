@@ -173,6 +173,11 @@ class VerifiedFiles:
             while len(self._footers) > FOOTERS:
                 del self._footers[next(iter(self._footers))]
 
+    def forget_footers(self) -> None:
+        """Drop every kept footer (the files stay remembered as verified)."""
+        with self._lock:
+            self._footers.clear()
+
     def forget(self, path: str | None = None) -> None:
         """Drop what is remembered about `path` (every file when None)."""
         with self._lock:
