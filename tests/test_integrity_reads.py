@@ -136,6 +136,39 @@ def test_repeated_reads_hash_once_and_notice_changes(tmp_path: Path) -> None:
         assert main.read().num_rows == 20
 
 
+def test_footers_are_kept_only_for_the_verified_identity(tmp_path: Path) -> None:
+    """A read keeps each verified segment's parsed footer; it is served again only while the
+    file keeps the identity and digest it was verified with: a rewritten file (same bytes),
+    a swapped one (another segment's bytes) or a forgotten registry never gets it."""
+    files = build(tmp_path / "log")
+    registry = verified.registry
+    first = str(files["first"])
+    digest = verified.hash_file(first)
+    with ta.open(tmp_path / "log") as log:
+        main = log.stream("main")
+        expected = main.read()
+        assert registry.footer(first, digest) is not None
+        assert registry.footer(first, "0" * 64) is None  # another digest
+        assert main.read().equals(expected)  # read again with the kept footer
+        good = files["first"].read_bytes()
+        files["first"].write_bytes(good)  # same bytes, new identity
+        os.utime(files["first"], ns=(1, 1))
+        registry.check(first, digest, len(good), what="segment")  # hashed again
+        assert registry.footer(first, digest) is None  # kept under the old identity
+        assert main.read().equals(expected)
+        assert registry.footer(first, digest) is not None  # kept for the new identity
+        files["first"].write_bytes(files["second"].read_bytes())  # valid Parquet, not ours
+        os.utime(files["first"], ns=(2, 2))
+        with pytest.raises(ta.IntegrityError, match=files["first"].name):
+            main.read()
+        assert registry.footer(first, digest) is None
+        files["first"].write_bytes(good)
+        assert main.read().equals(expected)
+        registry.forget()
+        assert registry.footer(first, digest) is None
+        assert main.read().equals(expected)
+
+
 def test_truncated_and_missing_segments(tmp_path: Path) -> None:
     """A truncated segment reports both sizes' hashes; a missing one says it is missing."""
     files = build(tmp_path / "log")

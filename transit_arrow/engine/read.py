@@ -264,7 +264,7 @@ class ReplayPlan:
                     with _reading(catalog, seg, span):
                         whole = span.lo <= seg.first_offset and span.hi > seg.last_offset
                         file, pf, tasks, names = open_segment(
-                            source, span.lo, span.hi, read_columns, whole=whole
+                            source, span.lo, span.hi, read_columns, whole=whole, digest=seg.blake3
                         )
                     break
                 except IntegrityError as e:

@@ -23,7 +23,6 @@ import atexit
 import contextlib
 import functools
 import itertools
-import os
 import re
 import threading
 import weakref
@@ -45,6 +44,7 @@ from ..integrity import Checkpoint
 from ..manifest import SegmentRef
 from ..materialize import materialized_tables
 from ..names import validate_stream_name
+from .database import FOOTERS, close_shared_database, shared_database
 from .errors import QueryError
 from .filesystem import ensure_registered, segment_url
 from .pack import HISTORY_PREFIX, KEYS, PACK, attach_pack, detach_pack, newest_key, pack_key
@@ -187,7 +187,7 @@ class _Views:
             self.changed = False
 
 
-_FOOTERS = "SET parquet_metadata_cache = {}"
+_FOOTERS = FOOTERS
 #: Connections this module made (`connect()` without one, and each log's own).
 _OURS: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
 _STATE: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, _Views] = weakref.WeakKeyDictionary()
@@ -644,8 +644,6 @@ def _creating(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute(_FOOTERS.format("true"))
 
 
-#: The process's DuckDB database behind every log's session (made again in a forked child).
-_SHARED: list[tuple[int, duckdb.DuckDBPyConnection]] = []
 _SESSION_IDS = itertools.count()
 
 
@@ -660,10 +658,7 @@ def _session(catalog: Catalog) -> duckdb.DuckDBPyConnection:
     with _LOCK:
         con = _SESSIONS.get(catalog)
         if con is None:
-            if not _SHARED or _SHARED[0][0] != os.getpid():
-                _SHARED[:] = [(os.getpid(), duckdb.connect())]
-                _SHARED[0][1].execute(_FOOTERS.format("true"))
-            con = _SHARED[0][1].cursor()
+            con = shared_database().cursor()
             private = f"__transit_session_{next(_SESSION_IDS)}"
             con.execute(f"ATTACH ':memory:' AS {private}; USE {private}")
             _OURS.add(con)
@@ -690,9 +685,7 @@ def _close_sessions() -> None:
         for con in list(_SESSIONS.values()):
             con.close()
         _SESSIONS.clear()
-        for _, shared in _SHARED:
-            shared.close()
-        _SHARED.clear()
+    close_shared_database()
 
 
 def _at_view(con: duckdb.DuckDBPyConnection, catalog: Catalog, plan: ReplayPlan, name: str) -> str:

@@ -36,12 +36,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import duckdb
 import pyarrow as pa
 
 from ..engine.replay import Span
 from ..manifest import SegmentRef
 from ..names import quote_ident, quote_str
+from .database import shared_database
 
 __all__ = [
     "SPANS_SCHEMA",
@@ -59,7 +59,6 @@ Source = Callable[[SegmentRef], str]
 
 _TYPES: dict[bytes, list[str]] = {}
 _TYPES_LOCK = threading.Lock()
-_TYPES_CON: list[duckdb.DuckDBPyConnection] = []
 _SCHEMA_MAP_TYPE = "MAP(VARCHAR, STRUCT(name VARCHAR, type VARCHAR, default_value VARCHAR))"
 # Values marking a column the file does not have, where spans fill provenance.
 _MISSING = {"_origin_stream": "", "_origin_offset": "-1"}
@@ -71,10 +70,13 @@ def duckdb_types(schema: pa.Schema) -> list[str]:
     with _TYPES_LOCK:
         types = _TYPES.get(key)
         if types is None:
-            if not _TYPES_CON:
-                _TYPES_CON.append(duckdb.connect())
-            relation = _TYPES_CON[0].from_arrow(schema.empty_table())
-            types = _TYPES[key] = [str(t) for t in relation.types]
+            # A cursor of the process's database: a database of its own cost ~20 ms to make.
+            con = shared_database().cursor()
+            try:
+                relation = con.from_arrow(schema.empty_table())
+                types = _TYPES[key] = [str(t) for t in relation.types]
+            finally:
+                con.close()
     return types
 
 

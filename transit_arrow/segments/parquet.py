@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from ..layout import segment_path
 from ..manifest import SegmentRef
-from . import arena
+from . import arena, verified
 from .verified import hash_bytes
 
 __all__ = [
@@ -315,15 +315,26 @@ def plan_segment(
 
 
 def open_segment(
-    source: str, start: int, end: int, columns: list[str] | None, *, whole: bool = False
+    source: str,
+    start: int,
+    end: int,
+    columns: list[str] | None,
+    *,
+    whole: bool = False,
+    digest: str | None = None,
 ) -> tuple[pa.MemoryMappedFile, pq.ParquetFile, list[list[int]], list[str] | None]:
     """`plan_segment` returning the opened `ParquetFile` (one thread's reader: `read_groups`
     of its tasks in that thread reuse it) instead of its metadata. `whole`: the caller knows
     that `[start, end)` covers the segment, so with every column every row group is read
-    (without looking at their statistics)."""
+    (without looking at their statistics). `digest`: the BLAKE3 the file was just verified
+    to hold (`verified.check`): its footer is then parsed once per identity of the file and
+    kept in the registry of verified files."""
     file = pa.memory_map(source)
     try:
-        pf = pq.ParquetFile(file)
+        footer = None if digest is None else verified.registry.footer(source, digest)
+        pf = pq.ParquetFile(file, metadata=footer)
+        if footer is None and digest is not None:
+            verified.registry.keep_footer(source, digest, pf.metadata)
         if whole and columns is None:
             groups, names = list(range(pf.metadata.num_row_groups)), None
         else:
