@@ -124,6 +124,11 @@ def _widen(column: str, old: pa.DataType, new: pa.DataType) -> pa.DataType:
     )
 
 
+def _plain_schema(schema: pa.Schema) -> bool:
+    """Whether `schema` is as `evolve_schema` builds them: nullable fields, no metadata."""
+    return not schema.metadata and all(f.nullable and not f.metadata for f in schema)
+
+
 def evolve_schema(current: pa.Schema | None, incoming: pa.Schema) -> pa.Schema:
     """Return the user schema that holds both `current` and `incoming` data.
 
@@ -132,6 +137,8 @@ def evolve_schema(current: pa.Schema | None, incoming: pa.Schema) -> pa.Schema:
     """
     if current is None:
         return pa.schema([pa.field(f.name, f.type) for f in incoming])
+    if incoming.equals(current) and _plain_schema(current):
+        return current  # the usual case: nothing to evolve
     fields = [pa.field(f.name, f.type) for f in current]
     index = {f.name: i for i, f in enumerate(fields)}
     for f in incoming:

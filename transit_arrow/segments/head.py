@@ -816,7 +816,7 @@ class Head:
         #: a tuple per record would be tracked by the garbage collector, whose passes then
         #: rescan every buffered record).
         self.columns: list[list[Any]] = [[] for _ in user]
-        self.struct_type = pa.struct(list(user))
+        self.row_type: pa.StructType | None = None  # the head schema as a struct, once used
         self.row_stamps: list[int] = []
         #: The file this head was recovered from (its frames are re-checked before sealing).
         self.recovered: HeadFile | None = None
@@ -866,23 +866,32 @@ class Head:
             return
         start = self.next_offset - n
         if n < _SMALL_ROWS:
-            # A group commit's few records: one conversion as structs (of transient tuples),
-            # then their fields, costs less than one conversion per column.
-            stamps = pa.array([s // 1000 for s in self.row_stamps], TIMESTAMP_TYPE)
-            rows = pa.array(list(zip(*self.columns, strict=True)), type=self.struct_type)
-            values = rows.flatten()  # type: ignore[attr-defined]
+            # A group commit's few records: one conversion of transient row tuples to a struct
+            # of every head column costs less than one conversion per column.
+            if self.row_type is None:
+                self.row_type = pa.struct(list(self.schema))
+            rows = zip(
+                range(start, start + n),
+                [s // 1000 for s in self.row_stamps],
+                [None] * n,
+                *self.columns,
+                strict=True,
+            )
+            struct: Any = pa.array(list(rows), type=self.row_type)  # a StructArray
+            batch = pa.RecordBatch.from_struct_array(struct)
         else:
             stamps = pa.array(np.array(self.row_stamps, np.int64) // 1000, TIMESTAMP_TYPE)
             values = [
                 pa.array(c, f.type) for c, f in zip(self.columns, self.user_schema, strict=True)
             ]
-        arrays = [
-            pa.array(np.arange(start, start + n, dtype=np.int64)),
-            stamps,
-            pa.nulls(n, HEADERS_TYPE),
-            *values,
-        ]
-        self.batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+            arrays = [
+                pa.array(np.arange(start, start + n, dtype=np.int64)),
+                stamps,
+                pa.nulls(n, HEADERS_TYPE),
+                *values,
+            ]
+            batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        self.batches.append(batch)
         self.columns = [[] for _ in self.columns]
         self.row_stamps = []
 
