@@ -97,6 +97,9 @@ _PLACEHOLDER = _MARKER + b"X" * (_VALUE_LEN - len(_MARKER))
 _NAME = re.compile(r"^(\d{20})(?:-(\d{20}))?\.arrow$")
 _SPARE = re.compile(r"^spare-(\d{20})-(\d{6})\.arrow$")
 _ORPHAN_SUFFIX = ".orphan.json"
+#: How frames are encoded: Arrow's defaults, stated (`new_stream` without options would read two
+#: environment variables on every frame, and they could make it write a pre-1.0 format).
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions()
 
 
 def head_name(start_offset: int, epoch: int) -> str:
@@ -189,7 +192,7 @@ class FrameCodec:
     ) -> bytes:
         """The IPC messages a stream writer emits for `batches`, without the schema message."""
         sink = pa.BufferOutputStream()
-        writer = pa.ipc.new_stream(sink, self.schema)
+        writer = pa.ipc.new_stream(sink, self.schema, options=_IPC_OPTIONS)
         for batch in batches:
             writer.write_batch(batch, custom_metadata=metadata)
         data = sink.getvalue()
@@ -962,7 +965,7 @@ class Head:
             if codec.dictionaries or size > _STREAM_BYTES:
                 sink = _FrameSink(self.fd, codec.schema_message.size)
                 sink_file = pa.PythonFile(sink, mode="w")  # type: ignore[arg-type]
-                writer = pa.ipc.new_stream(sink_file, codec.schema)
+                writer = pa.ipc.new_stream(sink_file, codec.schema, options=_IPC_OPTIONS)
                 for batch in batches:
                     writer.write_batch(batch)
                 sink.finish()
