@@ -60,6 +60,7 @@ from ..record import (
     conform,
     evolve_schema,
     head_schema,
+    parquet_exact,
     schema_to_json,
     user_part,
 )
@@ -588,9 +589,46 @@ class Writer:
             if ack is not None:
                 return ack
         self.check_usable()
-        first, last = self._append_table(coerce_input(data, self.user_schema), durability)
+        span = None
+        if (type(data) is pa.RecordBatch or type(data) is pa.Table) and durability != "tiered":
+            span = self._append_plain(data)
+        if span is None:
+            span = self._append_table(coerce_input(data, self.user_schema), durability)
         self.catalog.notify_changed(self.name)
-        return self._finish(first, last, durability)
+        return self._finish(*span, durability)
+
+    def _append_plain(self, data: pa.RecordBatch | pa.Table) -> tuple[int, int] | None:
+        """Append Arrow data that is in the stream's schema exactly, with values Parquet
+        stores exactly and no caller system column: it needs no conversion and no check
+        (the general path would find nothing to change). None, changing nothing, for any
+        other data: it takes the general path."""
+        current = self.user_schema
+        n = data.num_rows
+        if (
+            current is None
+            or not n
+            or not data.schema.equals(current, check_metadata=True)
+            or not parquet_exact(current)
+        ):
+            return None
+        stamps, headers = caller_columns(data)
+        columns = list(map(_single, data.columns))
+        with self.lock:
+            self.check_usable()
+            self._admit()
+            head = self.active
+            if head.user_schema is not current:
+                return None  # another append evolved the schema meanwhile
+            first = head.next_offset
+            offsets = pa.array(np.arange(first, first + n, dtype=np.int64))
+            # Nothing below can fail.
+            head.add(
+                pa.RecordBatch.from_arrays([offsets, stamps, headers, *columns], schema=head.schema)
+            )
+            self._appended_since_check = True
+            if head.records >= self.max_records or head.nbytes >= self.max_bytes:
+                self._roll()
+            return first, first + n - 1
 
     def _refresh_fast(self) -> None:
         """Recompute `fast_ok` (caller holds `lock`, or is the constructor)."""
