@@ -666,6 +666,34 @@ def test_arrow_data_of_types_parquet_must_check_is_still_checked(
     assert s.read().column("n").to_pylist() == [1, 1]
 
 
+def test_change_tokens_count_from_the_first_watcher(log: ta.Log) -> None:
+    """Appends cost no change notification until something asks for a change token; from
+    then on every append changes the token, and a wait on an old token returns at once."""
+    catalog = log.catalog
+    s = log.create_stream("s")
+    s.append({"n": 0, "m": 0})
+    assert not catalog.watched
+    seen = catalog.version("s")
+    assert catalog.watched
+    s.append({"n": 1, "m": 1})
+    assert catalog.version("s") != seen
+    assert catalog.wait_changed("s", seen, timeout=0) != seen
+    again = catalog.version("s")
+    s.append({"n": 2, "m": 2}, durability="local")
+    assert catalog.version("s") != again
+
+
+def test_per_record_append_at_no_level_appends_nothing(log: ta.Log) -> None:
+    """The generated per-record append refuses a durability that is no level before it
+    appends anything: the call raises and the stream is unchanged."""
+    s = log.create_stream("s")
+    s.append({"n": 0, "m": 0})
+    with pytest.raises(ta.InvalidInputError):
+        s.append({"n": 1, "m": 1}, durability="eventually")  # type: ignore[arg-type]
+    assert s.next_offset == 1
+    assert _values(s) == [0]
+
+
 # --- heads of the previous format ---------------------------------------------------------------
 
 
