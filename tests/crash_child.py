@@ -28,8 +28,10 @@ prefixed by its tag:
 Scenarios: "mixed" (every mode and input shape), "seal" (big heads sealed by flush()), "rows"
 (per-record dict appends, mostly memory), "tiered" (every call waits for its commit),
 "outage" (mixed, while the store's commits and segment uploads fail now and then: failed
-calls report FAIL), and "takeover" (mixed, opening with `take_over=True`; both the fencing and
-the fenced writer report FAIL FencedError, then FENCED).
+calls report FAIL), "takeover" (mixed, opening with `take_over=True`; both the fencing and
+the fenced writer report FAIL FencedError, then FENCED), and "threads" (`threads` threads each
+appending single records `local` at once, sharing syncs; they report `TCALL <seq>` before and
+`TACK <seq> <offset> <reached>` after each call instead of CALL and ACK).
 
 Every record's payload is a pure function of its `writer_seq` (see `record`), so the parent can
 check each visible record byte for byte without the child sending the data back.
@@ -45,6 +47,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -275,6 +278,32 @@ class _LogLines(logging.Handler):
         self.report(f"LOG {record.levelname} {record.getMessage()}".replace("\n", " | "))
 
 
+def run_threads(stream: ta.Stream, cfg: dict[str, Any], emit: Reporter) -> None:
+    """Scenario "threads": `cfg["threads"]` threads append single records `local` at once
+    (thread `t` appends seqs `seq + t`, `seq + t + threads`, ...) until the child is killed."""
+    count = cfg["threads"]
+
+    def work(t: int) -> None:
+        try:
+            seq = cfg["seq"] + t
+            while True:
+                emit(f"TCALL {seq}")
+                row = record(seq, seq, cfg["profile"])
+                ack = stream.append(row, durability="local")
+                emit(f"TACK {seq} {ack.first_offset} {ack.durability}")
+                seq += count
+        except BaseException as e:
+            emit(f"ERROR {type(e).__name__}: {e}".replace("\n", " | "))
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(3)
+
+    for t in range(count):
+        threading.Thread(target=work, args=(t,), daemon=True).start()
+    while True:
+        time.sleep(1)
+
+
 def run_child(cfg: dict[str, Any]) -> None:
     """The forked child: open the log, append until killed."""
     emit = Reporter(cfg["tag"])
@@ -300,6 +329,8 @@ def run_child(cfg: dict[str, Any]) -> None:
             )
         stream = log.stream(cfg["stream"], take_over=cfg.get("take_over", False))
         emit("START")
+        if cfg["scenario"] == "threads":
+            run_threads(stream, cfg, emit)
         appender = Appender(stream, cfg, emit, store)
         deadline = time.monotonic() + cfg["max_seconds"]
         try:

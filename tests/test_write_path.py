@@ -14,6 +14,7 @@ fix, see the report of the change):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -590,6 +591,107 @@ def test_concurrent_local_appenders_share_fdatasyncs(
         thread.join()
     assert s.next_offset == 201
     assert counter.calls <= 200 / 3, f"{counter.calls} fdatasyncs for 200 appends"
+
+
+def test_arrow_data_in_the_streams_schema_is_appended_as_is(
+    log: ta.Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch or table exactly in the stream's schema (types Parquet stores exactly, no
+    caller system column) skips conversion and checks; anything else takes the general path.
+    Both give the same records: dense offsets, append times, no headers, the values."""
+    import transit_arrow.engine.writer as writer_module
+
+    converted = []
+    real = writer_module.coerce_input
+
+    def counting(data: Any, current: Any) -> Any:
+        converted.append(type(data).__name__)
+        return real(data, current)
+
+    s = log.create_stream("s")
+    s.append({"a": 0, "b": "x0"})
+    schema = pa.schema([("a", pa.int64()), ("b", pa.string())])
+    monkeypatch.setattr(writer_module, "coerce_input", counting)
+
+    def batch(lo: int, hi: int, kind: pa.Schema = schema) -> pa.RecordBatch:
+        return pa.RecordBatch.from_pylist(
+            [{"a": i, "b": f"x{i}"} for i in range(lo, hi)], schema=kind
+        )
+
+    chunked = pa.Table.from_batches([batch(7, 9), batch(9, 12)])
+    plain = [batch(1, 4), pa.Table.from_batches([batch(4, 7)]), chunked, batch(12, 13)]
+    for data in plain:
+        s.append(data, durability="local")
+    assert converted == []  # none converted
+    other = [
+        batch(13, 15, schema.with_metadata({"k": "v"})),  # metadata: conformed
+        batch(15, 17, pa.schema([pa.field("a", pa.int64(), False), ("b", pa.string())])),
+        pa.RecordBatch.from_pylist(
+            [{"a": 17, "b": "x17", "_timestamp": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)}]
+        ),
+        batch(18, 20).cast(pa.schema([("a", pa.int32()), ("b", pa.string())])),
+    ]
+    for data in other:
+        s.append(data)
+    assert len(converted) == len(other)
+    table = s.read()
+    assert table.column("_offset").to_pylist() == list(range(20))
+    assert table.column("a").to_pylist() == list(range(20))
+    assert table.column("b").to_pylist() == [f"x{i}" for i in range(20)]
+    assert table.column("_timestamp").null_count == 0
+    assert table.column("_headers").null_count == 20
+    assert table.column("_timestamp")[17].as_py() == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    user = [s.schema.field(name) for name in ("a", "b")]
+    assert user == list(schema) and not any(f.metadata for f in user)  # nothing leaked
+    s.flush()
+    assert s.read().equals(table)
+
+
+def test_arrow_data_of_types_parquet_must_check_is_still_checked(
+    log: ta.Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream whose columns need the Parquet check (here seconds, which Parquet rescales)
+    checks every appended batch, even one exactly in the stream's schema."""
+    import transit_arrow.engine.writer as writer_module
+
+    checked = []
+    real = writer_module.check_parquet
+    monkeypatch.setattr(writer_module, "check_parquet", lambda t: checked.append(1) or real(t))
+    schema = pa.schema([("t", pa.timestamp("s")), ("n", pa.int64())])
+    s = log.create_stream("s")
+    data = pa.RecordBatch.from_pylist([{"t": dt.datetime(2024, 1, 1), "n": 1}], schema=schema)
+    s.append(data)
+    s.append(data, durability="local")
+    assert len(checked) == 2
+    assert s.read().column("n").to_pylist() == [1, 1]
+
+
+def test_change_tokens_count_from_the_first_watcher(log: ta.Log) -> None:
+    """Appends cost no change notification until something asks for a change token; from
+    then on every append changes the token, and a wait on an old token returns at once."""
+    catalog = log.catalog
+    s = log.create_stream("s")
+    s.append({"n": 0, "m": 0})
+    assert not catalog.watched
+    seen = catalog.version("s")
+    assert catalog.watched
+    s.append({"n": 1, "m": 1})
+    assert catalog.version("s") != seen
+    assert catalog.wait_changed("s", seen, timeout=0) != seen
+    again = catalog.version("s")
+    s.append({"n": 2, "m": 2}, durability="local")
+    assert catalog.version("s") != again
+
+
+def test_per_record_append_at_no_level_appends_nothing(log: ta.Log) -> None:
+    """The generated per-record append refuses a durability that is no level before it
+    appends anything: the call raises and the stream is unchanged."""
+    s = log.create_stream("s")
+    s.append({"n": 0, "m": 0})
+    with pytest.raises(ta.InvalidInputError):
+        s.append({"n": 1, "m": 1}, durability="eventually")  # type: ignore[arg-type]
+    assert s.next_offset == 1
+    assert _values(s) == [0]
 
 
 # --- heads of the previous format ---------------------------------------------------------------

@@ -28,6 +28,7 @@ __all__ = [
     "from_arrow",
     "full_schema",
     "head_schema",
+    "parquet_exact",
     "schema_from_json",
     "schema_to_json",
 ]
@@ -124,6 +125,11 @@ def _widen(column: str, old: pa.DataType, new: pa.DataType) -> pa.DataType:
     )
 
 
+def _plain_schema(schema: pa.Schema) -> bool:
+    """Whether `schema` is as `evolve_schema` builds them: nullable fields, no metadata."""
+    return not schema.metadata and all(f.nullable and not f.metadata for f in schema)
+
+
 def evolve_schema(current: pa.Schema | None, incoming: pa.Schema) -> pa.Schema:
     """Return the user schema that holds both `current` and `incoming` data.
 
@@ -132,6 +138,8 @@ def evolve_schema(current: pa.Schema | None, incoming: pa.Schema) -> pa.Schema:
     """
     if current is None:
         return pa.schema([pa.field(f.name, f.type) for f in incoming])
+    if incoming.equals(current) and _plain_schema(current):
+        return current  # the usual case: nothing to evolve
     fields = [pa.field(f.name, f.type) for f in current]
     index = {f.name: i for i, f in enumerate(fields)}
     for f in incoming:
@@ -409,7 +417,7 @@ def system_columns(table: pa.Table, first_offset: int, now_us: int | None = None
     return [offsets, *caller_columns(table, now_us)]
 
 
-def caller_columns(table: pa.Table, now_us: int | None = None) -> list[Any]:
+def caller_columns(table: pa.Table | pa.RecordBatch, now_us: int | None = None) -> list[Any]:
     """`_timestamp` and `_headers` for a coerced input table: the caller's, checked, or the
     append time and no headers."""
     n = table.num_rows
@@ -437,8 +445,23 @@ def caller_columns(table: pa.Table, now_us: int | None = None) -> list[Any]:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise InvalidInputError(f"'_headers' must be a map of strings: {e}") from e
     else:
-        headers = pa.nulls(n, HEADERS_TYPE)
+        headers = _null_headers(n)
     return [ts, headers]
+
+
+#: All-null `_headers` columns by length (arrays are immutable: appends of one size share one).
+_NULL_HEADERS: dict[int, pa.Array[Any]] = {}
+
+
+def _null_headers(n: int) -> pa.Array[Any]:
+    column = _NULL_HEADERS.get(n)
+    if column is None:
+        column = pa.nulls(n, HEADERS_TYPE)
+        if n <= 1 << 16:
+            if len(_NULL_HEADERS) >= 16:
+                _NULL_HEADERS.clear()
+            _NULL_HEADERS[n] = column
+    return column
 
 
 # --- Parquet compatibility: checked before an append is acknowledged ----------------------------
@@ -480,6 +503,16 @@ def _parquet_exact(kind: pa.DataType) -> bool:
     if isinstance(kind, pa.MapType):
         return _parquet_exact(kind.key_type) and _parquet_exact(kind.item_type)
     return any(test(kind) for test in _PARQUET_EXACT)
+
+
+def parquet_exact(schema: pa.Schema) -> bool:
+    """Whether a Parquet segment stores every value of every column of `schema` exactly, so
+    that `check_parquet` has nothing to check for it."""
+    unchecked = _UNCHECKED.get(schema)
+    if unchecked is None:
+        unchecked = tuple(f.name for f in schema if not _parquet_exact(f.type))
+        _UNCHECKED[schema] = unchecked
+    return not unchecked
 
 
 def check_parquet(table: pa.Table) -> None:

@@ -127,14 +127,19 @@ class Stream(Readable):
             and sequence is None
             and not self.closed
             and not catalog.closed
-            and "_headers" not in data
         ):
-            # The per-record hot path: a plain record to this process's writer.
+            # The per-record hot path: a plain record to this process's writer, appended by
+            # the function it generated for its schema. That refuses (None, nothing changed)
+            # what it cannot take: reserved columns, other types, a level that is no level.
             writer = catalog.writers.get(self.name)
             if type(writer) is Writer:
-                level = catalog.options.durability if durability is None else durability
-                if level in DURABILITY_LEVELS:
-                    return writer.append(data, level)
+                fast = writer.fast_ok
+                if fast is not None:
+                    ack = fast.append(
+                        data, catalog.options.durability if durability is None else durability
+                    )
+                    if ack is not None:
+                        return ack
         self.check_open()
         level = catalog.options.durability if durability is None else durability
         if level not in DURABILITY_LEVELS:
@@ -142,7 +147,10 @@ class Stream(Readable):
                 f"durability must be one of {', '.join(DURABILITY_LEVELS)}, not {level!r}"
             )
         once = None if producer is None and sequence is None else check_producer(producer, sequence)
-        if type(data) is not dict or "_headers" in data:  # plain dicts: the per-record path
+        if type(data) is pa.Table or type(data) is pa.RecordBatch:
+            if "_headers" in data.schema.names:  # else no reserved header to screen
+                data = screen_headers(data)
+        elif type(data) is not dict or "_headers" in data:  # plain dicts: the per-record path
             data = screen_headers(data)
         if not catalog.has_writer(self.name):
             # The first append of this process takes the writer lease (files in the store and

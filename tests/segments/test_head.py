@@ -141,6 +141,32 @@ class TestFrames:
         assert _offsets(loaded.batches) == list(range(100, 105))
         assert loaded.table().column("s").to_pylist() == [f"r{i}" for i in range(5)]
 
+    @pytest.mark.parametrize("rows", [1, 7, 63, 64, 200])
+    def test_buffered_rows_become_the_same_batch_at_any_size(self, folder: Path, rows: int) -> None:
+        """Few buffered rows are converted as one struct, many column by column: the batch is
+        the same either way (values, nulls, types, schema and its metadata)."""
+        user = pa.schema([("i", pa.int64()), ("s", pa.string()), ("f", pa.float64())])
+        h = Head(folder, 10, user, 0, 1)
+        for k in range(rows):
+            value = None if k % 5 == 4 else k
+            h.add_row((value, f"r{k}", k / 2 if k % 3 else k), 1_700_000_000_123_456_789 + k, 24)
+        (batch,) = h.all_batches()
+        expected = pa.RecordBatch.from_arrays(
+            [
+                pa.array(range(10, 10 + rows), pa.int64()),
+                pa.array([1_700_000_000_123_456 + (789 + k) // 1000 for k in range(rows)]).cast(
+                    TIMESTAMP_TYPE
+                ),
+                pa.nulls(rows, HEADERS_TYPE),
+                pa.array([None if k % 5 == 4 else k for k in range(rows)], pa.int64()),
+                pa.array([f"r{k}" for k in range(rows)], pa.string()),
+                pa.array([k / 2 if k % 3 else k for k in range(rows)], pa.float64()),
+            ],
+            schema=head_schema(user),
+        )
+        assert batch.schema.equals(head_schema(user), check_metadata=True)
+        assert batch.equals(expected)
+
     def test_dictionary_columns(self, folder: Path) -> None:
         """Dictionary-encoded columns are framed with their dictionaries."""
         user = pa.schema([("c", pa.dictionary(pa.int32(), pa.string()))])

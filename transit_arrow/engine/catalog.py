@@ -209,6 +209,9 @@ class Catalog:
         self._sequence = itertools.count(1)
         # How many threads wait in `wait_changed`: with none, a change takes no lock.
         self._waiting = 0
+        #: Whether anyone ever asked for a change token (`version`, `wait_changed`): until
+        #: then a change costs nothing (`notify_changed` returns at once).
+        self.watched = False
         self.closed = False
         self._close_hooks: list[Callable[[], None]] = []
 
@@ -785,10 +788,15 @@ class Catalog:
     def notify_changed(self, name: str) -> None:
         """Wake whoever waits for `name` to change (this process appended or committed).
 
-        Costs one dictionary store when nobody waits (the per-record append path calls it).
-        The store happens before the waiter count is read, and a waiter counts itself before
-        it reads the counter, so a change is never missed.
+        Costs nothing until someone asks for a change token (`watched`), then one dictionary
+        store when nobody waits (the per-record append path calls it). A watcher sets
+        `watched` before it reads a token, and a change is made before `watched` is read
+        here, so a change this skips is one the watcher sees; the store happens before the
+        waiter count is read, and a waiter counts itself before it reads the counter, so a
+        change is never missed.
         """
+        if not self.watched:
+            return
         self._versions[name] = next(self._sequence)
         if self._waiting:
             with self.changed:
@@ -802,6 +810,7 @@ class Catalog:
     def version(self, name: str) -> int:
         """A token of this process's changes to `name`: it differs after each change (for
         `wait_changed`; compare with `!=` only)."""
+        self.watched = True
         return self._versions.get(name, 0)
 
     def wait_changed(
@@ -814,6 +823,7 @@ class Catalog:
         """Block until `name`'s change token differs from `seen`, `stop()` is true (checked
         when woken, e.g. by `wake_all`), `timeout` seconds pass or the catalog closes; return
         the token."""
+        self.watched = True
         with self.changed:
             self._waiting += 1
             try:

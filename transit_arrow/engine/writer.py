@@ -60,6 +60,7 @@ from ..record import (
     conform,
     evolve_schema,
     head_schema,
+    parquet_exact,
     schema_to_json,
     user_part,
 )
@@ -133,11 +134,13 @@ class FastPath:
 
     The checks are exactly what conversion needs to succeed later (and what a Parquet segment
     stores exactly), so a buffered record can always become an Arrow batch and a segment;
-    anything else takes the general path. The check is one function generated for the schema
-    (as `dataclasses` does): a few type tests per row, no loop, no lookup.
+    anything else takes the general path. The whole append is one function generated for the
+    writer and its schema (as `dataclasses` does): a few type tests per row, the record's
+    values stored in the active head's column lists under the writer's lock, no loop, no
+    lookup, no further call on the way to a `memory` ack.
     """
 
-    def __init__(self, user: pa.Schema) -> None:
+    def __init__(self, user: pa.Schema, writer: Writer) -> None:
         self.schema = user
         self.names = tuple(user.names)
         names = [f"v{i}" for i in range(len(user))]
@@ -152,38 +155,79 @@ class FastPath:
         columns = [f"c{i}" for i in range(len(user))]
         source = "\n".join(
             [
-                "def add(row, head, stamp):",
+                "def append(row, durability):",
                 f"    if len(row) != {len(user)}:",
-                "        return -1",
+                "        return None",
                 "    try:",  # as many keys, none missing: the same keys
                 f"        {', '.join(names)}, = getter(row)",
                 "    except KeyError:",
-                "        return -1",
+                "        return None",
                 f"    if not ({' and '.join(tests)}):",
-                "        return -1",
-                f"    {', '.join(columns)}, = head.columns",
-                *(f"    {c}.append({v})" for c, v in zip(columns, names, strict=True)),
-                "    head.row_stamps.append(stamp)",
-                f"    head.nbytes += {size}",
-                "    head.records = records = head.records + 1",
-                "    return head.start_offset + records - 1",
+                "        return None",
+                "    if durability != 'memory' and durability != 'local'"
+                " and durability != 'tiered':",
+                "        return None",
+                "    acquire()",
+                "    try:",
+                "        if writer.fast_ok is not fast:",
+                "            return None",
+                "        head = writer.active",
+                f"        {', '.join(columns)}, = head.columns",
+                *(f"        {c}.append({v})" for c, v in zip(columns, names, strict=True)),
+                "        head.row_stamps.append(time_ns())",
+                f"        head.nbytes = nbytes = head.nbytes + {size}",
+                "        head.records = records = head.records + 1",
+                "        if records >= max_records or nbytes >= max_bytes"
+                " or durability == 'tiered':",
+                "            writer._roll()",
+                "        writer._appended_since_check = True",
+                "    finally:",
+                "        release()",
+                "    first = head.start_offset + records - 1",
+                "    if catalog.watched:",
+                "        catalog.notify_changed(name)",
+                "    if durability == 'memory':",
+                "        return new_ack(Ack, (first, first, 'memory'))",  # Ack(...) minus a frame
+                "    return writer._finish(first, first, durability)",
             ]
         )
-        namespace: dict[str, Any] = {"getter": operator.itemgetter(*self.names)}
+        namespace: dict[str, Any] = {
+            "getter": operator.itemgetter(*self.names),
+            "writer": writer,
+            "fast": self,
+            "acquire": writer.lock.acquire,
+            "release": writer.lock.release,
+            "time_ns": time.time_ns,
+            "max_records": writer.max_records,
+            "max_bytes": writer.max_bytes,
+            "catalog": writer.catalog,
+            "name": writer.name,
+            "new_ack": tuple.__new__,
+            "Ack": Ack,
+        }
         exec(source, namespace)  # the column names are data in `namespace`, not code
-        #: `add(row, head, stamp_ns)`: buffer the record `row` in `head` (see `Head.columns`)
-        #: and return its offset; or return -1, changing nothing, if it needs the general path.
-        self.add: Callable[[dict[str, Any], Head, int], int] = namespace["add"]
+        #: `append(row, durability)`: append the record `row` to the writer's active head (see
+        #: `Head.columns`) and return its `Ack` at `durability`; or return None, changing
+        #: nothing, if it needs the general path (or `durability` is no level).
+        self.append: Callable[[dict[str, Any], Durability], Ack | None] = namespace["append"]
 
     @classmethod
-    def for_schema(cls, user: pa.Schema) -> FastPath | None:
+    def for_schema(cls, user: pa.Schema, writer: Writer) -> FastPath | None:
         if len(user) > 1 and all(f.type in _FAST_TYPES for f in user):
-            return cls(user)
+            return cls(user, writer)
         return None
 
 
-_ack: Callable[[type[Ack], tuple[int, int, Durability]], Ack] = tuple.__new__
-_time_ns = time.time_ns
+class _Waiter:
+    """An appender waiting in group commit (`Writer.sync_through`)."""
+
+    __slots__ = ("last", "lead", "lock")
+
+    def __init__(self, last: int) -> None:
+        self.last = last  # the offset it needs durable
+        self.lead = False  # woken to lead the next round, not served
+        self.lock = threading.Lock()  # held until it is woken
+        self.lock.acquire()
 
 
 def _same_schema(a: pa.Schema | None, b: pa.Schema | None) -> bool:
@@ -227,12 +271,13 @@ class Writer:
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.sync_lock = threading.Lock()
-        sync_mutex = threading.Lock()
-        self.sync_cond = threading.Condition(sync_mutex)  # followers: "a round is done"
-        self.collect_cond = threading.Condition(sync_mutex)  # the leader: "an appender queued"
-        self.syncing = False  # a group commit leader is writing and syncing
-        self.sync_waiting: list[int] = []  # the last offset of each appender waiting for it
-        self.collecting = False  # the leader waits for appenders to queue
+        # Group commit (`sync_through`): the state below is guarded by `sync_mutex`.
+        self.sync_mutex = threading.Lock()
+        self.syncing = False  # a leader holds the round: collecting, writing or syncing
+        self.sync_waiting: list[_Waiter] = []  # appenders waiting for a round, oldest first
+        #: While the leader waits for its group to fill: released by the arrival that fills it.
+        self.collector: Any = None
+        self.collect_need = 0  # how many appenders (the leader too) fill the group
         self.group = self.last_group = 1  # appenders the current / previous round serves
         self.sync_seconds = 0.0  # how long a sync takes (a moving average)
         #: A permanent failure (fenced, or a bug): every later call raises it.
@@ -246,8 +291,8 @@ class Writer:
         self.fast_ok: FastPath | None = None
         self._appended_since_check = False
         options = catalog.options
-        self._max_records = options.segment_max_records
-        self._max_bytes = options.segment_max_bytes
+        self.max_records = options.segment_max_records
+        self.max_bytes = options.segment_max_bytes
         self._max_pending = options.max_pending_heads
         # The sealer's state: consecutive failed attempts on the oldest pending head, the error
         # once they exceed `seal_retries`, attempts made so far, and a request to retry now.
@@ -512,7 +557,7 @@ class Writer:
     def _new_head(self, start: int, schema: pa.Schema | None) -> Head:
         user = schema or pa.schema([])
         if self.fast is None or not _same_schema(self.fast.schema, user):
-            self.fast = FastPath.for_schema(user)
+            self.fast = FastPath.for_schema(user, self)
         self._refresh_fast()
         return Head(self.heads_dir, start, user, self.manifest.generation, self.epoch)
 
@@ -539,31 +584,50 @@ class Writer:
         """Append one call's records, all or nothing, and wait for `durability`."""
         fast = self.fast_ok
         if fast is not None and type(data) is dict:
-            # The per-record hot path (`Head.add_row`, generated for the schema). The lock is
-            # taken by hand: `with` costs twice as much here.
-            self.lock.acquire()
-            try:
-                head = self.active
-                first = fast.add(data, head, _time_ns()) if self.fast_ok is fast else -1
-                if first >= 0:
-                    if (
-                        head.records >= self._max_records
-                        or head.nbytes >= self._max_bytes
-                        or durability == "tiered"
-                    ):
-                        self._roll()
-                    self._appended_since_check = True
-            finally:
-                self.lock.release()
-            if first >= 0:
-                self.catalog.notify_changed(self.name)
-                if durability == "memory":
-                    return _ack(Ack, (first, first, "memory"))  # Ack(...) minus a frame
-                return self._finish(first, first, durability)
+            ack = fast.append(data, durability)  # the per-record hot path
+            if ack is not None:
+                return ack
         self.check_usable()
-        first, last = self._append_table(coerce_input(data, self.user_schema), durability)
+        span = None
+        if (type(data) is pa.RecordBatch or type(data) is pa.Table) and durability != "tiered":
+            span = self._append_plain(data)
+        if span is None:
+            span = self._append_table(coerce_input(data, self.user_schema), durability)
         self.catalog.notify_changed(self.name)
-        return self._finish(first, last, durability)
+        return self._finish(*span, durability)
+
+    def _append_plain(self, data: pa.RecordBatch | pa.Table) -> tuple[int, int] | None:
+        """Append Arrow data that is in the stream's schema exactly, with values Parquet
+        stores exactly and no caller system column: it needs no conversion and no check
+        (the general path would find nothing to change). None, changing nothing, for any
+        other data: it takes the general path."""
+        current = self.user_schema
+        n = data.num_rows
+        if (
+            current is None
+            or not n
+            or not data.schema.equals(current, check_metadata=True)
+            or not parquet_exact(current)
+        ):
+            return None
+        stamps, headers = caller_columns(data)
+        columns = list(map(_single, data.columns))
+        with self.lock:
+            self.check_usable()
+            self._admit()
+            head = self.active
+            if head.user_schema is not current:
+                return None  # another append evolved the schema meanwhile
+            first = head.next_offset
+            offsets = pa.array(np.arange(first, first + n, dtype=np.int64))
+            # Nothing below can fail.
+            head.add(
+                pa.RecordBatch.from_arrays([offsets, stamps, headers, *columns], schema=head.schema)
+            )
+            self._appended_since_check = True
+            if head.records >= self.max_records or head.nbytes >= self.max_bytes:
+                self._roll()
+            return first, first + n - 1
 
     def _refresh_fast(self) -> None:
         """Recompute `fast_ok` (caller holds `lock`, or is the constructor)."""
@@ -605,8 +669,8 @@ class Writer:
                 self.active.add(batch)
                 self._appended_since_check = True
                 if (
-                    self.active.records >= self._max_records
-                    or self.active.nbytes >= self._max_bytes
+                    self.active.records >= self.max_records
+                    or self.active.nbytes >= self.max_bytes
                     or durability == "tiered"
                 ):
                     self._roll()
@@ -617,9 +681,9 @@ class Writer:
         the active head as usual). An append that fills a segment by itself is sealed as
         segments of at most `segment_max_records` / `segment_max_bytes` each, encoded in
         parallel and committed by one commit; it never goes through an IPC head."""
-        if records < self._max_records and nbytes < self._max_bytes:
+        if records < self.max_records and nbytes < self.max_bytes:
             return 1
-        return max(-(-records // self._max_records), -(-nbytes // self._max_bytes), 2)
+        return max(-(-records // self.max_records), -(-nbytes // self.max_bytes), 2)
 
     def _add_bulk(self, table: pa.Table, user: pa.Schema, pieces: int) -> None:
         """Queue a bulk append as `pieces` heads of one seal group, after the active head
@@ -686,59 +750,89 @@ class Writer:
         """Group commit: make every record up to `last` durable in the head files.
 
         One appender at a time is the *leader*: it writes what every head holds unwritten (one
-        frame per head, usually one head) and syncs it once. Appenders arriving meanwhile wait
-        on `sync_cond`; when the leader is done they all wake at once, those it covered return,
-        and one of the others leads the next round, covering all of them with one sync.
+        frame per head, usually one head) and syncs it once. Appenders arriving meanwhile queue
+        and block, each on a lock of its own. When the round is done the leader wakes exactly
+        the appenders it covered, and hands the lead to the oldest of the others (if any),
+        whose round then covers all of them with one sync: no thread wakes to find it has
+        nothing to do, and none competes for a lock on waking.
 
         Before writing, a leader waits (at most half a sync, measured) until as many appenders
         as its predecessor served have queued: appenders it just served are about to append
-        again, and a sync they miss by microseconds would cost them a whole extra sync.
+        again, and a sync they miss by microseconds would cost them a whole extra sync. The
+        arrival that completes the group wakes it (the others do not).
         """
-        with self.sync_cond:
-            if self.durable_next > last:
+        mutex = self.sync_mutex
+        mutex.acquire()
+        if self.durable_next > last:
+            mutex.release()
+            return
+        if self.syncing:
+            waiter = _Waiter(last)
+            self.sync_waiting.append(waiter)
+            collector = self.collector
+            if collector is not None and len(self.sync_waiting) + 1 >= self.collect_need:
+                self.collector = None
+                collector.release()
+            mutex.release()
+            waiter.lock.acquire()  # released once served, or handed the lead
+            if not waiter.lead:
                 return
-            self.sync_waiting.append(last)
-            if self.collecting:
-                self.collect_cond.notify()
-            try:
-                while self.durable_next <= last:
-                    if not self.syncing:
-                        self.syncing = True
-                        break
-                    self.sync_cond.wait()
-                else:
-                    return
-            finally:
-                self.sync_waiting.remove(last)
-            self._collect()
-        upto = self.durable_next
+        else:
+            self.syncing = True
+            mutex.release()
+        self._lead(last)
+
+    def _lead(self, last: int) -> None:
+        """Run one group commit round as its leader (`syncing` is set for this thread), then
+        wake the appenders it covered and hand the lead to the next waiting one."""
+        self._collect()
+        upto = -1
         try:
             upto = self._sync_round(last)
         finally:
-            with self.sync_cond:
+            mutex = self.sync_mutex
+            mutex.acquire()
+            if upto > self.durable_next:
+                self.durable_next = upto
+            durable = self.durable_next
+            self.last_group, self.group = self.group, 1
+            served: list[_Waiter] = []
+            rest: list[_Waiter] = []
+            for waiter in self.sync_waiting:
+                (served if waiter.last < durable else rest).append(waiter)
+            successor = None
+            if rest:  # they queued after this round started (or it failed): the next round
+                successor = rest.pop(0)
+                successor.lead = True  # `syncing` stays set: the lead passes to it
+            else:
                 self.syncing = False
-                self.durable_next = max(self.durable_next, upto)
-                self.last_group, self.group = self.group, 1
-                self.sync_cond.notify_all()
+            self.sync_waiting = rest
+            mutex.release()
+            for waiter in served:
+                waiter.lock.release()
+            if successor is not None:
+                successor.lock.release()
         # Tails that wait for `local` durability see the newly durable records at once.
         self.catalog.notify_changed(self.name)
 
     def _collect(self) -> None:
-        """The leader's short wait for the appenders of the previous group (holds
-        the sync mutex); sets `group` to how many appenders this round serves. Arrivals wake
-        only the leader (`collect_cond`), followers only wake when a round is done."""
-        deadline = time.monotonic() + min(self.sync_seconds / 2, 0.002)
-        self.collecting = True
-        try:
-            while True:
-                queued = sum(1 for w in self.sync_waiting if w >= self.durable_next) + 1
-                left = deadline - time.monotonic()
-                if queued >= self.last_group or left <= 0:
-                    break
-                self.collect_cond.wait(left)
-        finally:
-            self.collecting = False
+        """The leader's short wait for the appenders of the previous group; sets `group` to
+        how many appenders this round serves."""
+        mutex = self.sync_mutex
+        need = self.last_group
+        mutex.acquire()
+        queued = len(self.sync_waiting) + 1
+        if queued < need and self.sync_seconds:
+            collector = threading.Lock()
+            collector.acquire()
+            self.collector, self.collect_need = collector, need
+            mutex.release()
+            collector.acquire(timeout=min(self.sync_seconds / 2, 0.002))
+            mutex.acquire()
+            self.collector = None
+            queued = len(self.sync_waiting) + 1
         self.group = queued
+        mutex.release()
 
     def _sync_round(self, last: int) -> int:
         """Write and sync every unwritten batch; returns the offset everything below is

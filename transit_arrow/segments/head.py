@@ -97,6 +97,9 @@ _PLACEHOLDER = _MARKER + b"X" * (_VALUE_LEN - len(_MARKER))
 _NAME = re.compile(r"^(\d{20})(?:-(\d{20}))?\.arrow$")
 _SPARE = re.compile(r"^spare-(\d{20})-(\d{6})\.arrow$")
 _ORPHAN_SUFFIX = ".orphan.json"
+#: How frames are encoded: Arrow's defaults, stated (`new_stream` without options would read two
+#: environment variables on every frame, and they could make it write a pre-1.0 format).
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions()
 
 
 def head_name(start_offset: int, epoch: int) -> str:
@@ -189,7 +192,7 @@ class FrameCodec:
     ) -> bytes:
         """The IPC messages a stream writer emits for `batches`, without the schema message."""
         sink = pa.BufferOutputStream()
-        writer = pa.ipc.new_stream(sink, self.schema)
+        writer = pa.ipc.new_stream(sink, self.schema, options=_IPC_OPTIONS)
         for batch in batches:
             writer.write_batch(batch, custom_metadata=metadata)
         data = sink.getvalue()
@@ -816,7 +819,7 @@ class Head:
         #: a tuple per record would be tracked by the garbage collector, whose passes then
         #: rescan every buffered record).
         self.columns: list[list[Any]] = [[] for _ in user]
-        self.struct_type = pa.struct(list(user))
+        self.row_type: pa.StructType | None = None  # the head schema as a struct, once used
         self.row_stamps: list[int] = []
         #: The file this head was recovered from (its frames are re-checked before sealing).
         self.recovered: HeadFile | None = None
@@ -866,23 +869,32 @@ class Head:
             return
         start = self.next_offset - n
         if n < _SMALL_ROWS:
-            # A group commit's few records: one conversion as structs (of transient tuples),
-            # then their fields, costs less than one conversion per column.
-            stamps = pa.array([s // 1000 for s in self.row_stamps], TIMESTAMP_TYPE)
-            rows = pa.array(list(zip(*self.columns, strict=True)), type=self.struct_type)
-            values = rows.flatten()  # type: ignore[attr-defined]
+            # A group commit's few records: one conversion of transient row tuples to a struct
+            # of every head column costs less than one conversion per column.
+            if self.row_type is None:
+                self.row_type = pa.struct(list(self.schema))
+            rows = zip(
+                range(start, start + n),
+                [s // 1000 for s in self.row_stamps],
+                [None] * n,
+                *self.columns,
+                strict=True,
+            )
+            struct: Any = pa.array(list(rows), type=self.row_type)  # a StructArray
+            batch = pa.RecordBatch.from_struct_array(struct)
         else:
             stamps = pa.array(np.array(self.row_stamps, np.int64) // 1000, TIMESTAMP_TYPE)
             values = [
                 pa.array(c, f.type) for c, f in zip(self.columns, self.user_schema, strict=True)
             ]
-        arrays = [
-            pa.array(np.arange(start, start + n, dtype=np.int64)),
-            stamps,
-            pa.nulls(n, HEADERS_TYPE),
-            *values,
-        ]
-        self.batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+            arrays = [
+                pa.array(np.arange(start, start + n, dtype=np.int64)),
+                stamps,
+                pa.nulls(n, HEADERS_TYPE),
+                *values,
+            ]
+            batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        self.batches.append(batch)
         self.columns = [[] for _ in self.columns]
         self.row_stamps = []
 
@@ -953,7 +965,7 @@ class Head:
             if codec.dictionaries or size > _STREAM_BYTES:
                 sink = _FrameSink(self.fd, codec.schema_message.size)
                 sink_file = pa.PythonFile(sink, mode="w")  # type: ignore[arg-type]
-                writer = pa.ipc.new_stream(sink_file, codec.schema)
+                writer = pa.ipc.new_stream(sink_file, codec.schema, options=_IPC_OPTIONS)
                 for batch in batches:
                     writer.write_batch(batch)
                 sink.finish()
