@@ -124,6 +124,7 @@ class FaultyStore(ObjectStore):
     def __init__(self, inner: ObjectStore, faults: list[Fault] | None = None) -> None:
         self.inner = inner
         self.uri = inner.uri
+        self.remote = inner.remote
         self.faults: list[Fault] = list(faults or [])
         self.requests: list[Request] = []
         self.injected: list[tuple[Request, FaultKind]] = []

@@ -25,8 +25,9 @@ import transit_arrow as ta
 import transit_arrow.storage.s3 as s3_module
 from transit_arrow.errors import IntegrityError
 from transit_arrow.segments.prefetch import DEFAULT_WORKERS
-from transit_arrow.storage import ObjectInfo, ObjectStore, S3Store
+from transit_arrow.storage import LocalStore, MemoryStore, ObjectInfo, ObjectStore, S3Store
 from transit_arrow.storage.base import Bytes
+from transit_arrow.storage.guarded import guarded
 
 pytestmark = pytest.mark.s3
 
@@ -295,3 +296,9 @@ def test_a_cold_open_fetches_a_parents_commits_at_once_and_still_checks_them(
         pytest.raises(IntegrityError, match="00000000000000000002"),
     ):
         log.stream("b").read()
+
+
+def test_only_remote_stores_fetch_commits_at_once(tmp_path: Path) -> None:
+    assert not LocalStore(tmp_path).remote and not MemoryStore().remote
+    assert not guarded(MemoryStore()).remote
+    assert InFlight(MemoryStore()).remote  # a store this package does not know: remote

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import socket
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -57,13 +58,14 @@ class CommitLog:
         self.stream_folder = folder
         self._fetched: dict[int, bytes] = {}
 
-    def prefetch(self, generations: range) -> None:
+    def prefetch(self, generations: Iterable[int]) -> None:
         """Fetch these commits' bytes concurrently for the `read`s that follow (each is still
-        checked there, in chain order). Only for remote stores, where each is a request: a
-        fold through generation 20 then waits for about one round trip, not twenty. A commit
-        that cannot be fetched is left to `read`, which raises the right error."""
+        checked there, in chain order). Only for remote stores (`ObjectStore.remote`), where
+        each is a request: a fold through generation 20 then waits for about one round trip,
+        not twenty. A commit that cannot be fetched is left to `read`, which raises the right
+        error."""
         wanted = [g for g in generations if g not in self._fetched]
-        if len(wanted) < 2 or self.store.local_path("") is not None:
+        if len(wanted) < 2 or not self.store.remote:
             return
 
         def fetch(generation: int) -> None:

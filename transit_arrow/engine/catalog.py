@@ -582,9 +582,7 @@ class Catalog:
         history, commits = self._history[name], self._commit_cache[name]
         manifest: Manifest | None = None
         last = len(history) - 1 if upto is None else upto
-        log.prefetch(
-            range(min((g for g in range(last + 1) if commits[g] is None), default=0), last + 1)
-        )
+        log.prefetch(g for g in range(last + 1) if commits[g] is None)  # those read below
         for g in range(last + 1):
             known, commit = history[g], commits[g]
             if known is not None and commit is not None and g < len(history) - 1:

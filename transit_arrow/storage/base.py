@@ -30,6 +30,9 @@ class ObjectStore(abc.ABC):
 
     #: URI of the store's root, for messages.
     uri: str
+    #: Whether each call is a request over a network (S3, or a store this package does not
+    #: know): worth running several at once. False for local folders and `memory://`.
+    remote: bool = True
 
     @abc.abstractmethod
     def get(self, path: str) -> bytes:

@@ -25,6 +25,7 @@ class GuardedStore(ObjectStore):
     def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
         self.uri = inner.uri
+        self.remote = inner.remote
 
     def _call(self, what: str, path: str, fn: Callable[[], T]) -> T:
         try:

@@ -61,6 +61,8 @@ def write_file_atomic(path: Path, data: Bytes, *, durable: bool = True) -> None:
 class LocalStore(ObjectStore):
     """Objects stored as files below a root folder."""
 
+    remote = False
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         self._root = str(self.root)

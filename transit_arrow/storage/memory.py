@@ -16,6 +16,8 @@ _REGISTRY_LOCK = threading.Lock()
 class MemoryStore(ObjectStore):
     """Objects held in a dict; `MemoryStore.named(n)` returns one shared store per name."""
 
+    remote = False
+
     def __init__(self, uri: str = "memory://") -> None:
         self.uri = uri
         self._objects: dict[str, bytes] = {}
