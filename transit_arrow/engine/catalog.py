@@ -413,8 +413,9 @@ class Catalog:
         self._history[name] = [Manifest.initial(first)]
         self._commit_cache[name] = [first]
         # Commits are dense: commit SMALL_SNAPSHOT_INTERVAL exists only if commit 1 does. With
-        # the metadata cache the probe of 1 is a `stat` the fold below reuses; on a remote
-        # store it would be one more request (the fold reads commit 1 without a probe).
+        # the metadata cache probing 1 first is a `stat` that spares the probe of 32 for most
+        # streams; on a remote store it would be one more request (the fold reads commit 1
+        # without a probe).
         if (self._meta is None or self._exists(name, log, 1)) and self.store.exists(
             log.path(SMALL_SNAPSHOT_INTERVAL)
         ):

@@ -187,7 +187,6 @@ class _Views:
             self.changed = False
 
 
-_FOOTERS = FOOTERS
 #: Connections this module made (`connect()` without one, and each log's own).
 _OURS: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
 _STATE: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, _Views] = weakref.WeakKeyDictionary()
@@ -624,7 +623,7 @@ def connect(
 def _new_connection() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     # Segments are immutable files: their footers can be cached for good.
-    con.execute(_FOOTERS.format("true"))
+    con.execute(FOOTERS.format("true"))
     _OURS.add(con)
     return con
 
@@ -637,11 +636,11 @@ def _creating(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     if con not in _OURS:
         yield
         return
-    con.execute(_FOOTERS.format("false"))
+    con.execute(FOOTERS.format("false"))
     try:
         yield
     finally:
-        con.execute(_FOOTERS.format("true"))
+        con.execute(FOOTERS.format("true"))
 
 
 _SESSION_IDS = itertools.count()
