@@ -125,6 +125,7 @@ class FaultyStore(ObjectStore):
         self.inner = inner
         self.uri = inner.uri
         self.remote = inner.remote
+        self.copies_puts = inner.copies_puts
         self.faults: list[Fault] = list(faults or [])
         self.requests: list[Request] = []
         self.injected: list[tuple[Request, FaultKind]] = []

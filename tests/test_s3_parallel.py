@@ -302,3 +302,92 @@ def test_only_remote_stores_fetch_commits_at_once(tmp_path: Path) -> None:
     assert not LocalStore(tmp_path).remote and not MemoryStore().remote
     assert not guarded(MemoryStore()).remote
     assert InFlight(MemoryStore()).remote  # a store this package does not know: remote
+
+
+def test_a_request_body_reads_its_buffer_in_place() -> None:
+    data = bytearray(range(256)) * 16
+    body = s3_module.RequestBody(data)
+    assert len(body) == 4096 and body.tell() == 0
+    assert body.read(10) == bytes(range(10)) and body.tell() == 10
+    with body.getbuffer() as view:  # aiohttp learns the size this way, then releases it
+        assert view.nbytes == 4096
+    target = bytearray(6)
+    assert body.readinto(target) == 6 and bytes(target) == bytes(range(10, 16))
+    assert body.seek(-4, 2) == 4092 and body.read() == bytes(range(252, 256))
+    assert body.read(5) == b""
+    assert body.seek(0) == 0 and body.read() == bytes(data)
+    with pytest.raises(ValueError, match="negative"):
+        body.seek(-1)
+    with pytest.raises(OSError, match="read-only"):
+        body.write(b"x")
+    assert body.getvalue() == bytes(data)
+
+
+def test_each_request_gets_a_new_body_from_the_first_byte() -> None:
+    # The botocore hook runs once per API call, on the caller's parameters: a call s3fs
+    # retries starts again from a new body at offset 0, whatever the failed one had read.
+    payload = bytes(2 * s3_module.ZERO_COPY_BYTES)
+    params: dict[str, Any] = {"Body": payload}
+    s3_module._read_in_place(params)
+    first = params["Body"]
+    assert isinstance(first, s3_module.RequestBody)
+    first.read(1000)
+    again: dict[str, Any] = {"Body": payload}
+    s3_module._read_in_place(again)
+    assert again["Body"] is not first and again["Body"].tell() == 0
+    small: dict[str, Any] = {"Body": b"tiny"}
+    s3_module._read_in_place(small)
+    assert small["Body"] == b"tiny"  # below ZERO_COPY_BYTES botocore's own path is as fast
+
+
+def test_large_puts_are_sent_in_place_and_arrive_whole(
+    s3_uri: str, s3_endpoint: Any, s3_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bodies: list[type] = []
+    original = s3_module._read_in_place
+
+    def spy(params: dict[str, Any], **kwargs: Any) -> None:
+        original(params, **kwargs)
+        bodies.append(type(params["Body"]))
+
+    monkeypatch.setattr(s3_module, "_read_in_place", spy)
+    store = S3Store(s3_uri, s3_endpoint.storage_options)
+    rng = np.random.default_rng(3)
+    big = rng.bytes(3 * 1024 * 1024 + 17)
+    bucket, prefix = s3_uri[len("s3://") :].split("/", 1)
+    for name, data in (("bytes", big), ("bytearray", bytearray(big))):
+        store.put(f"in-place/{name}", data)
+        sent = s3_client.get_object(Bucket=bucket, Key=f"{prefix}/in-place/{name}")
+        assert sent["Body"].read() == big
+    store.put_if_absent("in-place/once", big)
+    with pytest.raises(FileExistsError):
+        store.put_if_absent("in-place/once", big)
+    assert store.get("in-place/once") == big
+    assert bodies.count(s3_module.RequestBody) == 4
+    assert store.requests["PutObject"] == 4
+    assert "CreateMultipartUpload" not in store.requests
+
+
+def test_large_s3_seals_are_encoded_into_a_reused_buffer(
+    s3_uri: str, s3_endpoint: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The upload reads the pooled buffer in place, so an S3 seal saves faulting in a new one;
+    # the buffer is lent again only after the upload let go of it.
+    from transit_arrow.segments import arena
+
+    pool = arena.ArenaPool()
+    monkeypatch.setattr(arena, "pool", pool)
+    options = s3_endpoint.storage_options
+    first, second = incompressible(20 * 1024 * 1024), incompressible(18 * 1024 * 1024)
+    with ta.open(s3_uri, storage_options=options, local_dir=tmp_path / "w") as log:
+        stream = log.create_stream("big")
+        for table in (first, second):
+            stream.append(table)
+            stream.flush()
+            assert len(pool) == 1  # the second seal reused the first one's buffer
+        segments = log.catalog.manifest("big").segments
+    assert len(segments) == 2
+    with ta.open(s3_uri, storage_options=options, local_dir=tmp_path / "cold") as log:
+        got = log.stream("big").read(columns=["i", "blob"])
+        assert log.verify("big", deep=True).ok
+    assert got.equals(pa.concat_tables([first, second]))

@@ -130,8 +130,8 @@ def test_compressible_segments_do_not_take_a_pooled_buffer(
 def test_stores_that_copy_a_bytearray_get_bytes(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # An S3 upload slices a bytearray body (a copy) and the memory store keeps a copy: only a
-    # store writing local files takes pooled buffers.
+    # The memory store keeps a copy of what it is given: only stores that write a file from
+    # the buffer or send it in place (local folders, S3) take pooled buffers.
     pool = ArenaPool()
     monkeypatch.setattr(arena, "pool", pool)
     head = _head(_blobs(6000, 4096, seed=4))

@@ -33,6 +33,10 @@ class ObjectStore(abc.ABC):
     #: Whether each call is a request over a network (S3, or a store this package does not
     #: know): worth running several at once. False for local folders and `memory://`.
     remote: bool = True
+    #: Whether `put` keeps a copy of the buffer it is given (the memory store does). When it
+    #: does not (a local file is written from it, an S3 body is read from it in place), a large
+    #: segment is encoded into a reused buffer, which saves faulting in fresh memory.
+    copies_puts: bool = False
 
     @abc.abstractmethod
     def get(self, path: str) -> bytes:

@@ -26,6 +26,7 @@ class GuardedStore(ObjectStore):
         self.inner = inner
         self.uri = inner.uri
         self.remote = inner.remote
+        self.copies_puts = inner.copies_puts
 
     def _call(self, what: str, path: str, fn: Callable[[], T]) -> T:
         try:

@@ -17,6 +17,7 @@ class MemoryStore(ObjectStore):
     """Objects held in a dict; `MemoryStore.named(n)` returns one shared store per name."""
 
     remote = False
+    copies_puts = True
 
     def __init__(self, uri: str = "memory://") -> None:
         self.uri = uri
