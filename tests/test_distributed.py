@@ -33,7 +33,7 @@ def branchy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ta.Log]:
 def client() -> Iterator[Any]:
     """A real cluster: a scheduler and two single-threaded worker processes."""
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
     with distributed.Client(cluster) as c:
         assert len(c.scheduler_info()["workers"]) == 2
