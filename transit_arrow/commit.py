@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +16,7 @@ import blake3
 from .errors import CommitConflictError, IntegrityError, StorageError
 from .layout import commit_path, commits_folder
 from .storage import ObjectStore
+from .storage.base import Durable
 
 __all__ = ["CommitLog", "canonical", "compute_root", "now_rfc3339"]
 
@@ -115,8 +116,13 @@ class CommitLog:
         prev_root: str | None,
         actions: list[dict[str, Any]],
         writer: dict[str, Any],
+        *,
+        after: Sequence[Durable] = (),
     ) -> Commit:
-        """Create commit `generation` put-if-absent; `CommitConflictError` if it exists."""
+        """Create commit `generation` put-if-absent; `CommitConflictError` if it exists.
+
+        `after`: the `Durable`s of the new segments it adds (`Catalog.put_new_segment`): the
+        commit appears only once they returned, and not at all if one raises."""
         entry: Commit = {
             "format": FORMAT,
             "stream": self.stream,
@@ -129,7 +135,7 @@ class CommitLog:
         entry["root"] = compute_root(entry, prev_root)
         path = self.path(generation)
         try:
-            self.store.put_if_absent(path, canonical(entry))
+            self.store.put_if_absent_after(path, canonical(entry), after)
         except FileExistsError:
             raise CommitConflictError(
                 f"commit {generation} of stream {self.stream!r} already exists: another writer "

@@ -231,6 +231,53 @@ class TestPutIfAbsent:
         assert store.list("commits") == ["00000000000000000001.json"]
 
 
+class TestPutUnreferenced:
+    """`put_unreferenced` stores an object nothing refers to yet; its `Durable` returns once
+    the object is durable; `put_if_absent_after` makes an object appear only after those."""
+
+    def test_round_trip_once_durable(self, store: ObjectStore) -> None:
+        durable = store.put_unreferenced("s/segments/a.parquet", ALL_BYTES)
+        durable()
+        assert store.get("s/segments/a.parquet") == ALL_BYTES
+        assert store.list("s/segments") == ["a.parquet"]
+
+    def test_rewriting_the_same_bytes_over_a_torn_or_longer_file(self, store: ObjectStore) -> None:
+        """An interrupted attempt left a torn file, or a longer one, at the path: a new put
+        leaves exactly the new bytes (and a committed file written again stays whole)."""
+        store.put("k", ALL_BYTES[:100])
+        store.put_unreferenced("k", ALL_BYTES)()
+        assert store.get("k") == ALL_BYTES
+        store.put_unreferenced("k", ALL_BYTES[:10])()
+        assert store.get("k") == ALL_BYTES[:10] and store.head("k").size == 10
+
+    def test_the_object_appears_only_after_every_durable(self, store: ObjectStore) -> None:
+        seen: list[bool] = []
+
+        def first() -> None:
+            seen.append(store.exists("commits/1.json"))
+
+        segment = store.put_unreferenced("segments/x", b"records")
+        store.put_if_absent_after("commits/1.json", b"{}", [segment, first, first])
+        assert seen == [False, False]
+        assert store.get("commits/1.json") == b"{}"
+
+    def test_a_failing_durable_creates_nothing(self, store: ObjectStore) -> None:
+        def fails() -> None:
+            raise OSError("the segment could not be synced")
+
+        with pytest.raises(OSError, match="could not be synced"):
+            store.put_if_absent_after("commits/1.json", b"{}", [fails])
+        assert not store.exists("commits/1.json")
+        assert store.list("commits") == []
+        store.put_if_absent("commits/1.json", b"{}")  # the slot is still free
+
+    def test_an_existing_object_raises_and_keeps_content(self, store: ObjectStore) -> None:
+        store.put_if_absent("k", b"old")
+        with pytest.raises(FileExistsError):
+            store.put_if_absent_after("k", b"new", [store.put_unreferenced("seg", b"x")])
+        assert store.get("k") == b"old"
+
+
 class TestList:
     """`list(prefix)`: sorted child names of a folder, sub-folders as 'name/'."""
 

@@ -166,6 +166,67 @@ class TestAtomicWrites:
         assert os.listdir(path.parent) == ["0.json"]
 
 
+class TestPutUnreferenced:
+    """A new segment is written in place and synced in the background; the commit that refers
+    to it appears only once its data and folder entry are synced."""
+
+    def test_written_in_place_and_synced_before_the_commit(
+        self, local: LocalStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        synced: list[str] = []
+        real_fsync = os.fsync
+
+        def recording_fsync(fd: int) -> None:
+            real_fsync(fd)
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+        monkeypatch.setattr(os, "fsync", recording_fsync)
+        durable = local.put_unreferenced("s/segments/a.parquet", b"records")
+        assert _temp_names(local.root) == []  # no temporary name: the file is new
+        local.put_if_absent_after("s/commits/1.json", b"{}", [durable])
+        segment = str(local.root / "s/segments/a.parquet")
+        segments = str(local.root / "s/segments")
+        commit_link = synced.index(str(local.root / "s/commits"))  # the commit's folder, last
+        assert segment in synced[:commit_link] and segments in synced[:commit_link]
+        assert (local.root / "s/segments/a.parquet").read_bytes() == b"records"
+        assert oct((local.root / "s/segments/a.parquet").stat().st_mode & 0o777) == "0o644"
+
+    def test_a_failed_sync_fails_the_commit_and_creates_nothing(
+        self, local: LocalStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        real_fsync = os.fsync
+
+        def failing_fsync(fd: int) -> None:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(".parquet"):
+                raise OSError(5, "Input/output error")
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+        durable = local.put_unreferenced("s/segments/a.parquet", b"records")
+        with pytest.raises(OSError, match="Input/output"):
+            local.put_if_absent_after("s/commits/1.json", b"{}", [durable])
+        assert local.list("s/commits") == [] and _temp_names(local.root) == []
+
+    def test_a_failed_write_removes_the_new_file(
+        self, local: LocalStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def full_disk(fd: int, data: object, offset: int) -> int:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "pwrite", full_disk)
+        with pytest.raises(OSError, match="No space"):
+            local.put_unreferenced("s/segments/a.parquet", b"records")
+        assert local.list("s/segments") == []
+
+    def test_an_existing_file_is_replaced_atomically(self, local: LocalStore) -> None:
+        # A committed segment written again (a retried seal) is never torn for its readers.
+        local.put("s/segments/a.parquet", b"records")
+        before = (local.root / "s/segments/a.parquet").stat().st_ino
+        local.put_unreferenced("s/segments/a.parquet", b"records")()
+        assert (local.root / "s/segments/a.parquet").stat().st_ino != before  # renamed over
+        assert local.get("s/segments/a.parquet") == b"records"
+
+
 class TestStoreFromUri:
     """`store_from_uri` picks the backend by URI scheme."""
 

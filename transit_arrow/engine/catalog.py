@@ -75,7 +75,7 @@ from ..segments.head import (
 )
 from ..segments.parquet import encode_segment
 from ..storage import ObjectStore
-from ..storage.base import Bytes
+from ..storage.base import Bytes, Durable
 from ..storage.guarded import guarded
 from ..typing import Durability
 from .metacache import MetaCache
@@ -333,9 +333,21 @@ class Catalog:
         """
         self.store.put(path, data)
         if digest is not None:
-            local = self.store.local_path(path)
-            if local is not None:
-                verified.registry.remember(local, digest)
+            self._remember(path, digest)
+
+    def put_new_segment(self, path: str, data: Bytes, digest: str) -> Durable:
+        """Store a segment that no commit refers to yet (`ObjectStore.put_unreferenced`: on a
+        local folder written in place while it syncs in the background). Pass the returned
+        `Durable` to the commit that adds the segment (`CommitLog.create(after=...)`), which
+        appears only once the segment is durable. `digest` as for `put_segment`."""
+        durable = self.store.put_unreferenced(path, data)
+        self._remember(path, digest)
+        return durable
+
+    def _remember(self, path: str, digest: str) -> None:
+        local = self.store.local_path(path)
+        if local is not None:
+            verified.registry.remember(local, digest)
 
     # --- manifests ------------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ from ..segments.head import (
     set_aside,
     spare_name,
 )
+from ..storage.base import Durable
 from ..storage.local import fsync_dir
 from ..typing import Durability
 from .catalog import Catalog
@@ -1058,10 +1059,12 @@ class Writer:
         one commit; several are encoded in parallel (Parquet encoding releases the GIL)."""
         tables = [self._checked_table(head) for head in heads]
         if len(tables) == 1:
-            segs = [self._write_segment(tables[0])]
+            written = [self._write_segment(tables[0])]
         else:
             with ThreadPoolExecutor(min(len(tables), os.cpu_count() or 1)) as pool:
-                segs = list(pool.map(self._write_segment, tables))
+                written = list(pool.map(self._write_segment, tables))
+        segs = [seg for seg, _ in written]
+        durables = [durable for _, durable in written]
         actions: list[dict[str, Any]] = []
         user = heads[0].user_schema
         if not _same_schema(user, self.manifest.schema):
@@ -1070,10 +1073,12 @@ class Writer:
         generation = self.manifest.generation + 1
         try:
             commit = self.commit_log.create(
-                generation, self.manifest.root, actions, self._identity()
+                generation, self.manifest.root, actions, self._identity(), after=durables
             )
         except CommitConflictError:
             commit = self._resolve_conflict(generation, segs)
+            for durable in durables:  # our own earlier attempt: its segments are ours too
+                durable()
         with self.sync_lock, self.lock:
             self.manifest = self.catalog.remember(self.name, commit)
             for head in heads:
@@ -1103,14 +1108,15 @@ class Writer:
             raise IntegrityError(f"head of stream {self.name!r} at {head.start_offset} is torn")
         return table
 
-    def _write_segment(self, table: pa.Table) -> SegmentRef:
-        """Encode a head table as a Parquet segment and store it; return its reference."""
+    def _write_segment(self, table: pa.Table) -> tuple[SegmentRef, Durable]:
+        """Encode a head table as a Parquet segment and store it; return its reference and
+        the `Durable` the commit adding it waits for."""
         data, meta = self.catalog.encode_segment(table, self.name)
         path = segment_path(self.folder, meta["first_offset"], meta["last_offset"], meta["blake3"])
         # Always put (the name is content-addressed, so overwriting is harmless): skipping an
         # existing object would commit a partial upload left by an interrupted attempt.
-        self.catalog.put_segment(path, data, meta["blake3"])
-        return SegmentRef(path=path, **meta)
+        durable = self.catalog.put_new_segment(path, data, meta["blake3"])
+        return SegmentRef(path=path, **meta), durable
 
     def _resolve_conflict(self, generation: int, segs: list[SegmentRef]) -> dict[str, Any]:
         """Our commit slot was taken: by ourselves (a retried request), or by a fencing writer."""

@@ -8,12 +8,21 @@ raise the builtin `FileNotFoundError` / `FileExistsError`; only the log layer ra
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Bytes", "ObjectInfo", "ObjectStore"]
+__all__ = ["Bytes", "Durable", "ObjectInfo", "ObjectStore"]
 
 Bytes = bytes | bytearray | memoryview
 """What `put` accepts: any contiguous bytes-like object."""
+
+Durable = Callable[[], None]
+"""What `ObjectStore.put_unreferenced` returns: call it to wait until the object is durable
+(it raises if the object could not be made durable)."""
+
+
+def _already_durable() -> None:
+    """The `Durable` of an object that was durable when its put returned."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,25 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def put_if_absent(self, path: str, data: Bytes) -> None:
         """Create the object atomically; `FileExistsError` if it exists (nothing is changed)."""
+
+    def put_unreferenced(self, path: str, data: Bytes) -> Durable:
+        """Store an object nothing refers to yet (a segment before the commit that adds it)
+        and return a `Durable`: it returns once the object is durable, or raises.
+
+        Until then the object may be missing or torn after a crash, and a reader may see it
+        torn meanwhile: nothing may refer to it before the `Durable` returned (pass it to
+        `put_if_absent_after`). Every writer of a given path writes the same bytes (the paths
+        of segments name their BLAKE3). The default is `put`, durable when it returns."""
+        self.put(path, data)
+        return _already_durable
+
+    def put_if_absent_after(self, path: str, data: Bytes, after: Sequence[Durable]) -> None:
+        """`put_if_absent`, the object appearing only once every `Durable` of `after`
+        returned (the objects it refers to are durable); the store may prepare the object
+        meanwhile. If one of them raises, nothing is created and the error propagates."""
+        for durable in after:
+            durable()
+        self.put_if_absent(path, data)
 
     @abc.abstractmethod
     def list(self, prefix: str) -> list[str]:

@@ -8,11 +8,11 @@ operation and the object, with the backend's exception as `__cause__`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from ..errors import StorageError, TransitError
-from .base import Bytes, ObjectInfo, ObjectStore
+from .base import Bytes, Durable, ObjectInfo, ObjectStore
 
 __all__ = ["GuardedStore", "guarded"]
 
@@ -52,6 +52,15 @@ class GuardedStore(ObjectStore):
     def put_if_absent(self, path: str, data: Bytes) -> None:
         """See `ObjectStore.put_if_absent`."""
         self._call("create", path, lambda: self.inner.put_if_absent(path, data))
+
+    def put_unreferenced(self, path: str, data: Bytes) -> Durable:
+        """See `ObjectStore.put_unreferenced` (its `Durable` raises `StorageError` too)."""
+        durable = self._call("write", path, lambda: self.inner.put_unreferenced(path, data))
+        return lambda: self._call("write", path, durable)
+
+    def put_if_absent_after(self, path: str, data: Bytes, after: Sequence[Durable]) -> None:
+        """See `ObjectStore.put_if_absent_after`."""
+        self._call("create", path, lambda: self.inner.put_if_absent_after(path, data, after))
 
     def list(self, prefix: str) -> list[str]:
         """See `ObjectStore.list`."""

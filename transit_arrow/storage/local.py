@@ -1,13 +1,18 @@
-"""`file://` backend: objects are files; every write is temp file + fsync + atomic rename/link."""
+"""`file://` backend: objects are files; every write is temp file + fsync + atomic rename/link,
+except an object nothing refers to yet (`put_unreferenced`: a segment before its commit),
+which is written in place while its file and folder are synced in the background."""
 
 from __future__ import annotations
 
 import os
 import stat
+import threading
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from .base import Bytes, ObjectInfo, ObjectStore
+from .base import Bytes, Durable, ObjectInfo, ObjectStore
 
 __all__ = ["LocalStore", "fsync_dir", "write_file_atomic"]
 
@@ -58,6 +63,39 @@ def write_file_atomic(path: Path, data: Bytes, *, durable: bool = True) -> None:
         fsync_dir(path.parent)
 
 
+_syncers: tuple[int, ThreadPoolExecutor] | None = None
+_syncers_lock = threading.Lock()
+
+
+def _sync_pool() -> ThreadPoolExecutor:
+    """This process's threads for background fsyncs (made anew in a forked child, which
+    inherits the parent's pool without its threads)."""
+    global _syncers
+    with _syncers_lock:
+        if _syncers is None or _syncers[0] != os.getpid():
+            _syncers = (os.getpid(), ThreadPoolExecutor(4, thread_name_prefix="transit-fsync"))
+        return _syncers[1]
+
+
+def _durable_already() -> None:
+    """The `Durable` of a file that was durable when its put returned."""
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: Bytes) -> int:
+    view = memoryview(data).cast("B")
+    written = 0
+    while written < view.nbytes:
+        written += os.pwrite(fd, view[written:], written)
+    return written
+
+
 class LocalStore(ObjectStore):
     """Objects stored as files below a root folder."""
 
@@ -100,12 +138,53 @@ class LocalStore(ObjectStore):
         write_file_atomic(self._path(path), data)
 
     def put_if_absent(self, path: str, data: Bytes) -> None:
+        self.put_if_absent_after(path, data, ())
+
+    def put_unreferenced(self, path: str, data: Bytes) -> Durable:
+        """See `ObjectStore.put_unreferenced`. A new file is written at its final name and its
+        data and folder entry are fsynced at once in the background: one sync's wait, where
+        temp + fsync + rename + fsync of the folder is two in a row. A file already there (an
+        interrupted attempt's, or a committed one written again) is replaced atomically, as
+        by `put`, so bytes a commit refers to are never torn."""
+        target = self._path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            write_file_atomic(target, data)
+            return _durable_already
+        try:
+            _write_all(fd, data)
+        except BaseException:
+            os.close(fd)
+            target.unlink(missing_ok=True)  # ours (O_EXCL), and nothing refers to it
+            raise
+        synced: list[Future[None]] = []
+        try:
+            synced.append(_sync_pool().submit(_fsync_and_close, fd))
+            synced.append(_sync_pool().submit(fsync_dir, target.parent))
+        except RuntimeError:  # the interpreter is exiting (an `atexit` close): sync here
+            if not synced:
+                _fsync_and_close(fd)
+            fsync_dir(target.parent)
+
+        def durable() -> None:
+            for future in synced:
+                future.result()
+
+        return durable
+
+    def put_if_absent_after(self, path: str, data: Bytes, after: Sequence[Durable]) -> None:
+        """See `ObjectStore.put_if_absent_after`: the file is written and fsynced under a
+        temporary name while the objects of `after` sync, then linked into place."""
         target = self._path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             raise FileExistsError(path)
         tmp = _write_temp(target.parent, data)
         try:
+            for durable in after:
+                durable()
             # link() fails if the target exists, atomically: the put-if-absent primitive.
             os.link(tmp, target)
         finally:
