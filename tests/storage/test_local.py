@@ -227,6 +227,34 @@ class TestPutUnreferenced:
         assert local.get("s/segments/a.parquet") == b"records"
 
 
+class TestNewFolders:
+    """A write that creates folders also fsyncs the folders their entries went into, so a new
+    stream's first commit survives an OS crash with the folders that hold it."""
+
+    @pytest.mark.parametrize("how", ["put", "put_if_absent", "put_unreferenced"])
+    def test_the_parents_of_created_folders_are_synced(
+        self, local: LocalStore, monkeypatch: pytest.MonkeyPatch, how: str
+    ) -> None:
+        local.put("streams/a/commits/1.json", b"{}")
+        synced: list[str] = []
+        real_fsync = os.fsync
+
+        def recording_fsync(fd: int) -> None:
+            real_fsync(fd)
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+        monkeypatch.setattr(os, "fsync", recording_fsync)
+        durable = getattr(local, how)("streams/b/commits/1.json", b"{}")
+        if durable is not None:
+            durable()
+        folders = {str(local.root / f) for f in ("streams", "streams/b", "streams/b/commits")}
+        assert folders <= set(synced)
+        synced.clear()
+        getattr(local, how)("streams/b/commits/2.json", b"{}")  # existing folders: only its own
+        assert str(local.root / "streams") not in synced
+        assert str(local.root / "streams/b") not in synced
+
+
 class TestStoreFromUri:
     """`store_from_uri` picks the backend by URI scheme."""
 

@@ -4,6 +4,7 @@ which is written in place while its file and folder are synced in the background
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from .base import Bytes, Durable, ObjectInfo, ObjectStore
 
-__all__ = ["LocalStore", "fsync_dir", "write_file_atomic"]
+__all__ = ["LocalStore", "fsync_dir", "make_folder", "sync_folders", "write_file_atomic"]
 
 _TMP_PREFIX = ".tmp-"
 
@@ -45,14 +46,46 @@ def _write_temp(directory: Path, data: Bytes, durable: bool = True) -> Path:
     return tmp
 
 
-def write_file_atomic(path: Path, data: Bytes, *, durable: bool = True) -> None:
-    """Replace `path` with `data` durably: temp + fsync + rename + fsync of the folder.
+def make_folder(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents. Returns the folders whose entries changed (the
+    parent of each folder that was missing), which must be fsynced for the new folders, and
+    so what is put in them, to survive an OS crash; empty when `folder` existed."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        # Made by a concurrent writer meanwhile: its entry is still synced below, since that
+        # writer may not have synced it yet.
+        with contextlib.suppress(FileExistsError):
+            new.mkdir()
+    return [new.parent for new in missing]
 
-    `durable=False` skips both fsyncs (still atomic: readers see the old file or the whole new
+
+def sync_folders(folders: Sequence[Path]) -> None:
+    """fsync every folder of `folders` (new entries in them survive an OS crash), all at once."""
+    if len(folders) == 1:
+        fsync_dir(folders[0])
+        return
+    try:
+        pending = [_sync_pool().submit(fsync_dir, folder) for folder in folders]
+    except RuntimeError:  # the interpreter is exiting: one after the other
+        for folder in folders:
+            fsync_dir(folder)
+        return
+    for future in pending:
+        future.result()
+
+
+def write_file_atomic(path: Path, data: Bytes, *, durable: bool = True) -> None:
+    """Replace `path` with `data` durably: temp + fsync + rename + fsync of the folder (and of
+    the parents of folders it had to create).
+
+    `durable=False` skips the fsyncs (still atomic: readers see the old file or the whole new
     one while the machine runs), for copies that are checked before use and can be fetched
     again, such as the segment cache's: after an OS crash such a file may be missing or torn,
     which its check detects."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    created = make_folder(path.parent)
     tmp = _write_temp(path.parent, data, durable)
     try:
         os.replace(tmp, path)
@@ -60,7 +93,7 @@ def write_file_atomic(path: Path, data: Bytes, *, durable: bool = True) -> None:
         tmp.unlink(missing_ok=True)
         raise
     if durable:
-        fsync_dir(path.parent)
+        sync_folders([path.parent, *created])
 
 
 _syncers: tuple[int, ThreadPoolExecutor] | None = None
@@ -147,7 +180,7 @@ class LocalStore(ObjectStore):
         interrupted attempt's, or a committed one written again) is replaced atomically, as
         by `put`, so bytes a commit refers to are never torn."""
         target = self._path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        created = make_folder(target.parent)
         try:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -162,11 +195,11 @@ class LocalStore(ObjectStore):
         synced: list[Future[None]] = []
         try:
             synced.append(_sync_pool().submit(_fsync_and_close, fd))
-            synced.append(_sync_pool().submit(fsync_dir, target.parent))
+            synced.append(_sync_pool().submit(sync_folders, [target.parent, *created]))
         except RuntimeError:  # the interpreter is exiting (an `atexit` close): sync here
             if not synced:
                 _fsync_and_close(fd)
-            fsync_dir(target.parent)
+            sync_folders([target.parent, *created])
 
         def durable() -> None:
             for future in synced:
@@ -178,7 +211,7 @@ class LocalStore(ObjectStore):
         """See `ObjectStore.put_if_absent_after`: the file is written and fsynced under a
         temporary name while the objects of `after` sync, then linked into place."""
         target = self._path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        created = make_folder(target.parent)
         if target.exists():
             raise FileExistsError(path)
         tmp = _write_temp(target.parent, data)
@@ -189,7 +222,7 @@ class LocalStore(ObjectStore):
             os.link(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-        fsync_dir(target.parent)
+        sync_folders([target.parent, *created])
 
     def list(self, prefix: str) -> list[str]:
         folder = self._file(prefix) if prefix.strip("/") else self._root
