@@ -166,21 +166,27 @@ class TestAtomicWrites:
         assert os.listdir(path.parent) == ["0.json"]
 
 
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths fsynced from now on (files and folders), in order."""
+    paths: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        real_fsync(fd)
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return paths
+
+
 class TestPutUnreferenced:
     """A new segment is written in place and synced in the background; the commit that refers
     to it appears only once its data and folder entry are synced."""
 
     def test_written_in_place_and_synced_before_the_commit(
-        self, local: LocalStore, monkeypatch: pytest.MonkeyPatch
+        self, local: LocalStore, synced: list[str]
     ) -> None:
-        synced: list[str] = []
-        real_fsync = os.fsync
-
-        def recording_fsync(fd: int) -> None:
-            real_fsync(fd)
-            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-
-        monkeypatch.setattr(os, "fsync", recording_fsync)
         durable = local.put_unreferenced("s/segments/a.parquet", b"records")
         assert _temp_names(local.root) == []  # no temporary name: the file is new
         local.put_if_absent_after("s/commits/1.json", b"{}", [durable])
@@ -233,17 +239,10 @@ class TestNewFolders:
 
     @pytest.mark.parametrize("how", ["put", "put_if_absent", "put_unreferenced"])
     def test_the_parents_of_created_folders_are_synced(
-        self, local: LocalStore, monkeypatch: pytest.MonkeyPatch, how: str
+        self, local: LocalStore, synced: list[str], how: str
     ) -> None:
         local.put("streams/a/commits/1.json", b"{}")
-        synced: list[str] = []
-        real_fsync = os.fsync
-
-        def recording_fsync(fd: int) -> None:
-            real_fsync(fd)
-            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-
-        monkeypatch.setattr(os, "fsync", recording_fsync)
+        synced.clear()
         durable = getattr(local, how)("streams/b/commits/1.json", b"{}")
         if durable is not None:
             durable()
