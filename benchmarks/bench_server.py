@@ -10,10 +10,11 @@ CPU ratio rather than what overlaps):
 1. DoPut of `--records` records in batches of `--batch-rows` rows (default: 10,000 batches of
    100, then 100 batches of 10,000) through `transit serve`, in `memory` and in `local`
    durability, vs the same DoPut (same client code, same batches) to a raw `FlightServerBase`
-   that discards them; beside them the same server with its log sealing only after the
-   upload (what the Parquet encoding of the heads that fill during a run costs it), for
-   scale `Stream.append` of the same batches in process, and for `local` its bound: the
-   same records appended in process and made durable by one write and fdatasync;
+   that discards them; beside them the same server with its log sealing every head as soon
+   as it fills (`DEFERRED_HEADS = 0`: what the upload pays when Parquet encoding competes
+   with it, as before the server deferred seals during uploads), for scale `Stream.append`
+   of the same batches in process, and for `local` its bound: the same records appended in
+   process and made durable by one write and fdatasync;
 2. DoGet of a branch of `--records` records (its parent's records up to the fork, in
    segments of `--segment-compression`) vs a raw Flight DoGet of the same batches (same
    schema, same row-group-sized batches) held in the raw server's memory, both read by the
@@ -133,34 +134,17 @@ class Child:
             self.proc.wait()
 
 
-def transit_server(root: Path, token_file: Path, *, defer_seal: bool = False) -> Child:
-    """`transit serve ROOT` in a child process; `defer_seal`: the same server, its log opened
-    with segment limits no run reaches, so that it seals only when flushed (after a run)."""
-    if defer_seal:
-        return Child([sys.executable, __file__, "--serve-deferred", str(root), str(token_file)])
-    cli = "from transit_arrow.cli import main; main()"
-    args = [sys.executable, "-c", cli, "serve", str(root), "--token-file", str(token_file)]
+CLI = "from transit_arrow.cli import main; main()"
+#: `transit serve` whose log seals every head as soon as it fills, even during an upload.
+EAGER_CLI = f"import transit_arrow.engine.writer as w; w.DEFERRED_HEADS = 0; {CLI}"
+
+
+def transit_server(root: Path, token_file: Path, *, eager_seal: bool = False) -> Child:
+    """`transit serve ROOT` in a child process; `eager_seal`: the same server, its log not
+    deferring seals during uploads (`DEFERRED_HEADS = 0`)."""
+    code = EAGER_CLI if eager_seal else CLI
+    args = [sys.executable, "-c", code, "serve", str(root), "--token-file", str(token_file)]
     return Child(args)
-
-
-def serve_deferred(root: str, token_file: str) -> None:
-    """What `transit serve` runs, for a log that seals only when flushed."""
-    from transit_arrow.server.flight import TransitFlightServer, retain_freed_memory
-
-    retain_freed_memory()
-    never = 1 << 50
-    log = ta.open(root, segment_max_records=never, segment_max_bytes=never, segment_max_age=1e9)
-    token = Path(token_file).read_text().strip()
-    server = TransitFlightServer(log, "grpc://127.0.0.1:0", token=token)
-    print(f"serving grpc://127.0.0.1:{server.port}", flush=True)
-
-    def stop() -> None:
-        server.drain()
-        server.shutdown()
-
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop).start())
-    server.serve()
-    log.close()
 
 
 def raw_server(data: Path | None = None) -> Child:
@@ -210,12 +194,12 @@ def bench_put(
     n = table.num_rows
     raw_descriptor = flight.FlightDescriptor.for_path("x")
     for durability in ("memory", "local"):
-        roots = [work / f"put-{durability}", work / f"put-{durability}-deferred"]
+        roots = [work / f"put-{durability}", work / f"put-{durability}-eager"]
         for root in roots:
             ta.open(root).close()
         raw = raw_server()
         servers = [transit_server(roots[0], token_file)]
-        servers.append(transit_server(roots[1], token_file, defer_seal=True))
+        servers.append(transit_server(roots[1], token_file, eager_seal=True))
         t_raw: list[float] = []
         cpu_raw: list[float] = []
         t_ours: tuple[list[float], list[float]] = ([], [])
@@ -234,7 +218,8 @@ def bench_put(
                     assert put(server.address, descriptor, batches) == n
                     times.append(time.perf_counter() - t0)
                     cpus.append(server.cpu() - c0)
-                    # Untimed: the head sealed in the background must not slow the next run.
+                    # Untimed: the heads the upload left unsealed (or sealed in the background)
+                    # are sealed before the next run, so that they do not slow it down.
                     with connect(server.address, token=TOKEN) as log:
                         log.stream(name).flush()
         finally:
@@ -244,11 +229,11 @@ def bench_put(
             for root in roots:
                 shutil.rmtree(root, ignore_errors=True)
         raw_s = statistics.median(t_raw)
-        ours_s, deferred_s = (statistics.median(t) for t in t_ours)
+        ours_s, eager_s = (statistics.median(t) for t in t_ours)
         alone = (
-            f"; the same server, its log sealing only after the upload (no Parquet encoding "
-            f"during it): ratio {raw_s / deferred_s:.2f}, server CPU "
-            f"{statistics.median(cpu_ours[1]):.2f} s a run"
+            f"; the same server sealing each head as it fills, during the upload (not "
+            f"deferring seals): ratio {raw_s / eager_s:.2f} (runs {_seconds(t_ours[1])}), "
+            f"server CPU {statistics.median(cpu_ours[1]):.2f} s a run"
         )
         if engine:
             t_engine = engine_append(batches, durability, runs, work)
@@ -554,13 +539,9 @@ def main() -> None:
         help="the codec of the branch's segments in the DoGet part (the log's default: zstd)",
     )
     parser.add_argument("--serve-raw", nargs="?", const="", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--serve-deferred", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_raw is not None:
         serve_raw(args.serve_raw or None)
-        return
-    if args.serve_deferred is not None:
-        serve_deferred(*args.serve_deferred)
         return
     work = Path(tempfile.mkdtemp(prefix="transit-bench-server-"))
     token_file = work / "token"

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 from flight_helpers import (
+    CLI,
     TOKEN,
     WAIT,
     Child,
@@ -202,6 +203,67 @@ def test_sigkill_mid_upload_loses_no_acknowledged_batch(tmp_path: Path, token_fi
         assert seqs == list(range(len(seqs)))
         code, err = server.terminate()
         assert code == 0, err
+    finally:
+        server.close()
+
+
+#: `transit serve` on a log whose heads roll every 5,000 records and whose sealer, while an
+#: upload defers seals, waits for no idle time or age: every rolled head up to the bound stays
+#: unsealed until the upload ends.
+DEFERRING_SERVE = f"""
+import functools
+import transit_arrow.cli.common as common
+import transit_arrow.engine.writer as writer
+writer.DEFER_IDLE = 1e9
+common.open_log = functools.partial(
+    common.open_log, segment_max_records=5000, segment_max_age=1e9
+)
+{CLI}
+"""
+
+
+@pytest.mark.crash
+def test_sigkill_during_a_deferred_seal_upload_loses_no_acknowledged_batch(
+    tmp_path: Path, token_file: Path
+) -> None:
+    """A `local` upload that fills several heads, which the sealer leaves unsealed while it
+    lasts: a SIGKILL loses none of the acknowledged batches; the restarted server recovers
+    the unsealed heads, in order, with no gap and no duplicate."""
+    root = tmp_path / "log"
+    with ta.open(root) as log:
+        log.create_stream("d")
+    server = ServerProcess(root, token_file, code=DEFERRING_SERVE).start()
+    try:
+        uploader = Child("upload", server.address, TOKEN, "d", "10000000", "1000")
+        # Engine appends fold up to 65,536 uploaded records, so a head holds 5,000 to about
+        # 70,000: past 300,000 acknowledged records, at least three heads have rolled.
+        events = [uploader.event()]
+        while events[-1].get("last_offset", -1) < 300_000:
+            events.append(uploader.event())
+        server.kill()
+        events += uploader.finish()
+        acks = [e for e in events if "last_offset" in e]
+        assert {a["durability"] for a in acks} == {"local"}
+        for before, after in itertools.pairwise(acks):
+            assert after["first_offset"] == before["last_offset"] + 1
+        acknowledged = acks[-1]["last_offset"] + 1
+        assert acknowledged == 1000 * sum(a["batches"] for a in acks) > 300_000
+        # The sealer left rolled heads unsealed (it seals the oldest beyond the bound).
+        heads = [p for p in root.rglob("heads/*.arrow") if p.stat().st_size]
+        assert len(heads) >= 2, heads
+
+        server = ServerProcess(root, token_file).start()  # a plain server on the same log
+        with connect(server.address, token=TOKEN) as log:
+            table = log.stream("d").read()
+        seqs = table.column("seq").to_pylist()
+        assert table.column("_offset").to_pylist() == list(range(len(seqs)))
+        assert len(seqs) >= acknowledged and len(seqs) % 1000 == 0
+        assert seqs == list(range(len(seqs)))
+        code, err = server.terminate()
+        assert code == 0, err
+        with ta.open(root) as log:  # everything sealed on the way out: the heads are gone
+            assert log.stream("d").commits().num_rows >= 1
+            assert log.verify("d", deep=True).ok
     finally:
         server.close()
 

@@ -495,21 +495,25 @@ class _Upload:
         batch = next(batches, None)
         if batch is None:
             return
+        # While the rest streams in, the log's sealer leaves the heads it fills unsealed (up
+        # to a bound), sealing them once the upload ends: see `Writer.defer_seals`.
+        deferring = writer_for(self.stream.catalog, self.stream.name).defer_seals()
         if self.deferred:
             self.syncer = threading.Thread(
                 target=self._sync_loop, name="transit-append-sync", daemon=True
             )
             self.syncer.start()
-        self.thread.start()
-        try:
-            while batch is not None and self.inbox.put(batch):
-                batch = next(batches, None)
-            self.inbox.end()
-        except BaseException:
-            self.inbox.stop()  # the upload broke: append nothing more of it
-            raise
-        finally:
-            self.thread.join()
+        with deferring:
+            self.thread.start()
+            try:
+                while batch is not None and self.inbox.put(batch):
+                    batch = next(batches, None)
+                self.inbox.end()
+            except BaseException:
+                self.inbox.stop()  # the upload broke: append nothing more of it
+                raise
+            finally:
+                self.thread.join()
         if self.error is not None:
             raise self.error
 
