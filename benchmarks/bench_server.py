@@ -139,12 +139,19 @@ CLI = "from transit_arrow.cli import main; main()"
 EAGER_CLI = f"import transit_arrow.engine.writer as w; w.DEFERRED_HEADS = 0; {CLI}"
 
 
-def transit_server(root: Path, token_file: Path, *, eager_seal: bool = False) -> Child:
-    """`transit serve ROOT` in a child process; `eager_seal`: the same server, its log not
-    deferring seals during uploads (`DEFERRED_HEADS = 0`)."""
+def transit_server(
+    root: Path, token_file: Path, *, eager_seal: bool = False, extra: tuple[str, ...] = ()
+) -> Child:
+    """`transit serve ROOT [EXTRA...]` in a child process; `eager_seal`: the same server,
+    its log not deferring seals during uploads (`DEFERRED_HEADS = 0`)."""
     code = EAGER_CLI if eager_seal else CLI
     args = [sys.executable, "-c", code, "serve", str(root), "--token-file", str(token_file)]
-    return Child(args)
+    return Child([*args, *extra])
+
+
+#: The decoded-row-group cache of the DoGet part's cached server (MB): the branch's 1 M
+#: records decode to about 300 MB.
+READ_CACHE_MB = 512
 
 
 def raw_server(data: Path | None = None) -> Child:
@@ -347,36 +354,53 @@ def bench_get(
 
     raw = raw_server(data)
     server = transit_server(root, token_file)
+    cached = transit_server(root, token_file, extra=("--read-cache-mb", str(READ_CACHE_MB)))
+    children = (raw, server, cached)
     try:
-        times: tuple[list[float], list[float], list[float]] = ([], [], [])
-        cpus: tuple[list[float], list[float]] = ([], [])
-        client_cpus: tuple[list[float], list[float]] = ([], [])
-        # Raw and server runs interleaved, so that load changes hit both alike, with nothing
+        times: tuple[list[float], ...] = ([], [], [], [])
+        cpus: tuple[list[float], ...] = ([], [], [])
+        client_cpus: tuple[list[float], ...] = ([], [], [])
+        # Raw and server runs interleaved, so that load changes hit all alike, with nothing
         # else between them (an in-process read between them left the client's allocator
         # faulting pages in again: 0.41-0.54 s of client CPU a raw run, 0.33-0.38 without).
-        for _ in range(runs):
-            for out, ticket, child in ((times[0], b"x", raw), (times[1], b"parent/branch", server)):
+        # The cached server's first run is cold (its cache empty), the others warm.
+        for _ in range(runs + 1):
+            for i, (ticket, child) in enumerate(
+                ((b"x", raw), (b"parent/branch", server), (b"parent/branch", cached))
+            ):
                 t0, c0, p0 = time.perf_counter(), child.cpu(), time.process_time()
                 get(child.address, ticket)
-                out.append(time.perf_counter() - t0)
-                cpus[child is server].append(child.cpu() - c0)
-                client_cpus[child is server].append(time.process_time() - p0)
-        with ta.open(root) as log:  # the server only reads: this handle takes no lease
+                times[i].append(time.perf_counter() - t0)
+                cpus[i].append(child.cpu() - c0)
+                client_cpus[i].append(time.process_time() - p0)
+        with ta.open(root) as log:  # the servers only read: this handle takes no lease
             branch = log.stream("parent/branch")
-            times[2].append(median_time(lambda: sum(b.num_rows for b in branch.reader()), runs))
-        t_raw, t_ours, t_decode = (statistics.median(t) for t in times)
+            times[3].append(median_time(lambda: sum(b.num_rows for b in branch.reader()), runs))
+        # The first round warms the raw and uncached servers up and fills the cache.
+        t_raw, t_ours, t_warm = (statistics.median(t[1:]) for t in times[:3])
+        t_cold, t_decode = times[2][0], times[3][0]
     finally:
-        raw.stop()
-        server.stop()
+        for child in children:
+            child.stop()
+    cpus = tuple(c[1:] for c in cpus)
+    client_cpus = tuple(c[1:] for c in client_cpus)
     print(
         f"DoGet of a {n:,}-record branch ({compression} segments): "
         f"raw Flight {n / t_raw:,.0f} rec/s, "
         f"transit serve {n / t_ours:,.0f} rec/s, ratio {t_raw / t_ours:.2f} (target >= 0.7); "
         f"reading the branch's verified Parquet segments in process, no server: "
         f"{n / t_decode:,.0f} rec/s (ratio bound raw/decode {t_raw / t_decode:.2f}); "
-        f"{_cpu(*cpus)}; client CPU a run (the same consumption, read_all): raw "
+        f"{_cpu(cpus[0], cpus[1])}; client CPU a run (the same consumption, read_all): raw "
         f"{statistics.median(client_cpus[0]):.2f} s, transit serve "
         f"{statistics.median(client_cpus[1]):.2f} s"
+    )
+    print(
+        f"The same DoGet from `transit serve --read-cache-mb {READ_CACHE_MB}`: warm (the "
+        f"branch's row groups decoded by an earlier read) {n / t_warm:,.0f} rec/s, ratio "
+        f"{t_raw / t_warm:.2f} (runs {_seconds(times[2][1:])}; server CPU "
+        f"{statistics.median(cpus[2]):.2f} s a run); cold (cache empty: its first read) "
+        f"{t_cold:.2f} s, ratio {t_raw / t_cold:.2f}; cold without a cache is the ratio above "
+        f"(runs {_seconds(times[1][1:])})"
     )
 
 

@@ -376,3 +376,26 @@ def test_a_slow_reader_does_not_grow_server_memory(tmp_path: Path, token_file: P
     finally:
         code, err = server.terminate()
     assert code == 0, err
+
+
+def test_a_read_cache_serves_the_same_records(tmp_path: Path, token_file: Path) -> None:
+    """`transit serve --read-cache-mb`: a second read of the same segments (from the cache)
+    returns what the first one (decoded) returned."""
+    root = tmp_path / "log"
+    with ta.open(root) as log:
+        s = log.create_stream("c")
+        s.append([{"k": k, "v": f"v{k}"} for k in range(5000)])
+        s.flush()
+        s.append({"k": -1, "v": "head"})
+    server = ServerProcess(root, token_file, extra=["--read-cache-mb", "64"]).start()
+    try:
+        with connect(server.address, token=TOKEN) as log:
+            first = log.stream("c").read()
+            assert first.column("k").to_pylist() == [*range(5000), -1]
+            for _ in range(2):
+                assert log.stream("c").read().equals(first)
+                assert log.stream("c").read(start=10, end=20).equals(first.slice(10, 10))
+        code, err = server.terminate()
+        assert code == 0, err
+    finally:
+        server.close()

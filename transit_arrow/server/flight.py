@@ -74,6 +74,7 @@ from ..errors import (
 from ..integrity import Checkpoint
 from ..log import Log
 from ..query import QueryError
+from ..segments.decoded import DecodedCache
 from ..stream import Ack, Stream
 from ..typing import Durability
 from ..view import StreamView
@@ -530,6 +531,9 @@ class TransitFlightServer(flight.FlightServerBase):
         tls_certificates: `[(cert_pem, key_pem)]` to serve TLS.
         max_inflight_appends: uploads in progress per connection; more wait up to
             `admission_wait` seconds, then are refused `unavailable`.
+        read_cache_bytes: when > 0, reads (DoGet) keep the row groups they decode, up to
+            this many bytes, and later reads of the same segments reuse them
+            (`segments.decoded`); 0: every read decodes.
     """
 
     def __init__(
@@ -541,12 +545,17 @@ class TransitFlightServer(flight.FlightServerBase):
         tls_certificates: list[tuple[str, str]] | None = None,
         max_inflight_appends: int = 8,
         admission_wait: float = 30.0,
+        read_cache_bytes: int = 0,
     ) -> None:
         if not token:
             raise InvalidInputError("the server needs a non-empty token")
         if max_inflight_appends < 1:
             raise InvalidInputError("max_inflight_appends must be >= 1")
+        if read_cache_bytes < 0:
+            raise InvalidInputError("read_cache_bytes must be >= 0")
         self.log = log
+        if read_cache_bytes:
+            log.catalog.decoded = DecodedCache(read_cache_bytes)
         self.draining = threading.Event()
         self._appends = threading.Condition()  # engine appends in progress, and closing
         self._active_appends = 0
