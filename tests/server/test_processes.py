@@ -193,18 +193,22 @@ def test_sigkill_mid_upload_loses_no_acknowledged_batch(tmp_path: Path, token_fi
         assert acknowledged == 2000 * sum(a["batches"] for a in acks)
 
         server = ServerProcess(root, token_file).start()  # restart on the same log
-        with connect(server.address, token=TOKEN) as log:
-            table = log.stream("u").read()
-        seqs = table.column("seq").to_pylist()
-        assert table.column("_offset").to_pylist() == list(range(len(seqs)))
-        # Every acknowledged batch is there, whole, at its offsets; unacknowledged ones are
-        # whole batches too (each batch is one atomic append).
-        assert len(seqs) >= acknowledged and len(seqs) % 2000 == 0
-        assert seqs == list(range(len(seqs)))
+        check_uploaded(server, "u", acknowledged, 2000)
         code, err = server.terminate()
         assert code == 0, err
     finally:
         server.close()
+
+
+def check_uploaded(server: ServerProcess, stream: str, acknowledged: int, batch: int) -> None:
+    """After a restart: every acknowledged batch of an `upload` child is there, whole, at its
+    offsets; unacknowledged ones are whole batches too (each batch is one atomic append)."""
+    with connect(server.address, token=TOKEN) as log:
+        table = log.stream(stream).read()
+    seqs = table.column("seq").to_pylist()
+    assert table.column("_offset").to_pylist() == list(range(len(seqs)))
+    assert len(seqs) >= acknowledged and len(seqs) % batch == 0
+    assert seqs == list(range(len(seqs)))
 
 
 #: `transit serve` on a log whose heads roll every 5,000 records and whose sealer, while an
@@ -253,12 +257,7 @@ def test_sigkill_during_a_deferred_seal_upload_loses_no_acknowledged_batch(
         assert len(heads) >= 2, heads
 
         server = ServerProcess(root, token_file).start()  # a plain server on the same log
-        with connect(server.address, token=TOKEN) as log:
-            table = log.stream("d").read()
-        seqs = table.column("seq").to_pylist()
-        assert table.column("_offset").to_pylist() == list(range(len(seqs)))
-        assert len(seqs) >= acknowledged and len(seqs) % 1000 == 0
-        assert seqs == list(range(len(seqs)))
+        check_uploaded(server, "d", acknowledged, 1000)
         code, err = server.terminate()
         assert code == 0, err
         with ta.open(root) as log:  # everything sealed on the way out: the heads are gone

@@ -77,9 +77,8 @@ def _read_pem(path: Path | None, option: str) -> str | None:
     "--read-cache-mb",
     type=click.IntRange(min=0),
     default=0,
-    show_default=True,
     help="Keep up to this many MB of decoded row groups for later reads of the same "
-    "segments (0: every read decodes).",
+    "segments [default: 0, every read decodes].",
 )
 @click.option(
     "--drain-timeout",
