@@ -533,7 +533,8 @@ class TransitFlightServer(flight.FlightServerBase):
             `admission_wait` seconds, then are refused `unavailable`.
         read_cache_bytes: when > 0, reads (DoGet) keep the row groups they decode, up to
             this many bytes, and later reads of the same segments reuse them
-            (`segments.decoded`); 0: every read decodes.
+            (`segments.decoded`; set on `log`, whose own streaming reads use it too); 0:
+            every read decodes.
     """
 
     def __init__(
