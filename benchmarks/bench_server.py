@@ -10,10 +10,11 @@ CPU ratio rather than what overlaps):
 1. DoPut of `--records` records in batches of `--batch-rows` rows (default: 10,000 batches of
    100, then 100 batches of 10,000) through `transit serve`, in `memory` and in `local`
    durability, vs the same DoPut (same client code, same batches) to a raw `FlightServerBase`
-   that discards them; beside them the same server with its log sealing only after the
-   upload (what the Parquet encoding of the heads that fill during a run costs it), for
-   scale `Stream.append` of the same batches in process, and for `local` its bound: the
-   same records appended in process and made durable by one write and fdatasync;
+   that discards them; beside them the same server with its log sealing every head as soon
+   as it fills (`DEFERRED_HEADS = 0`: what the upload pays when Parquet encoding competes
+   with it, as before the server deferred seals during uploads), for scale `Stream.append`
+   of the same batches in process, and for `local` its bound: the same records appended in
+   process and made durable by one write and fdatasync;
 2. DoGet of a branch of `--records` records (its parent's records up to the fork, in
    segments of `--segment-compression`) vs a raw Flight DoGet of the same batches (same
    schema, same row-group-sized batches) held in the raw server's memory, both read by the
@@ -133,34 +134,24 @@ class Child:
             self.proc.wait()
 
 
-def transit_server(root: Path, token_file: Path, *, defer_seal: bool = False) -> Child:
-    """`transit serve ROOT` in a child process; `defer_seal`: the same server, its log opened
-    with segment limits no run reaches, so that it seals only when flushed (after a run)."""
-    if defer_seal:
-        return Child([sys.executable, __file__, "--serve-deferred", str(root), str(token_file)])
-    cli = "from transit_arrow.cli import main; main()"
-    args = [sys.executable, "-c", cli, "serve", str(root), "--token-file", str(token_file)]
-    return Child(args)
+CLI = "from transit_arrow.cli import main; main()"
+#: `transit serve` whose log seals every head as soon as it fills, even during an upload.
+EAGER_CLI = f"import transit_arrow.engine.writer as w; w.DEFERRED_HEADS = 0; {CLI}"
 
 
-def serve_deferred(root: str, token_file: str) -> None:
-    """What `transit serve` runs, for a log that seals only when flushed."""
-    from transit_arrow.server.flight import TransitFlightServer, retain_freed_memory
+def transit_server(
+    root: Path, token_file: Path, *, eager_seal: bool = False, extra: tuple[str, ...] = ()
+) -> Child:
+    """`transit serve ROOT [EXTRA...]` in a child process; `eager_seal`: the same server,
+    its log not deferring seals during uploads (`DEFERRED_HEADS = 0`)."""
+    code = EAGER_CLI if eager_seal else CLI
+    args = [sys.executable, "-c", code, "serve", str(root), "--token-file", str(token_file)]
+    return Child([*args, *extra])
 
-    retain_freed_memory()
-    never = 1 << 50
-    log = ta.open(root, segment_max_records=never, segment_max_bytes=never, segment_max_age=1e9)
-    token = Path(token_file).read_text().strip()
-    server = TransitFlightServer(log, "grpc://127.0.0.1:0", token=token)
-    print(f"serving grpc://127.0.0.1:{server.port}", flush=True)
 
-    def stop() -> None:
-        server.drain()
-        server.shutdown()
-
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop).start())
-    server.serve()
-    log.close()
+#: The decoded-row-group cache of the DoGet part's cached server (MB): the branch's 1 M
+#: records decode to about 300 MB.
+READ_CACHE_MB = 512
 
 
 def raw_server(data: Path | None = None) -> Child:
@@ -210,12 +201,12 @@ def bench_put(
     n = table.num_rows
     raw_descriptor = flight.FlightDescriptor.for_path("x")
     for durability in ("memory", "local"):
-        roots = [work / f"put-{durability}", work / f"put-{durability}-deferred"]
+        roots = [work / f"put-{durability}", work / f"put-{durability}-eager"]
         for root in roots:
             ta.open(root).close()
         raw = raw_server()
         servers = [transit_server(roots[0], token_file)]
-        servers.append(transit_server(roots[1], token_file, defer_seal=True))
+        servers.append(transit_server(roots[1], token_file, eager_seal=True))
         t_raw: list[float] = []
         cpu_raw: list[float] = []
         t_ours: tuple[list[float], list[float]] = ([], [])
@@ -234,7 +225,8 @@ def bench_put(
                     assert put(server.address, descriptor, batches) == n
                     times.append(time.perf_counter() - t0)
                     cpus.append(server.cpu() - c0)
-                    # Untimed: the head sealed in the background must not slow the next run.
+                    # Untimed: the heads the upload left unsealed (or sealed in the background)
+                    # are sealed before the next run, so that they do not slow it down.
                     with connect(server.address, token=TOKEN) as log:
                         log.stream(name).flush()
         finally:
@@ -244,11 +236,11 @@ def bench_put(
             for root in roots:
                 shutil.rmtree(root, ignore_errors=True)
         raw_s = statistics.median(t_raw)
-        ours_s, deferred_s = (statistics.median(t) for t in t_ours)
+        ours_s, eager_s = (statistics.median(t) for t in t_ours)
         alone = (
-            f"; the same server, its log sealing only after the upload (no Parquet encoding "
-            f"during it): ratio {raw_s / deferred_s:.2f}, server CPU "
-            f"{statistics.median(cpu_ours[1]):.2f} s a run"
+            f"; the same server sealing each head as it fills, during the upload (not "
+            f"deferring seals): ratio {raw_s / eager_s:.2f} (runs {_seconds(t_ours[1])}), "
+            f"server CPU {statistics.median(cpu_ours[1]):.2f} s a run"
         )
         if engine:
             t_engine = engine_append(batches, durability, runs, work)
@@ -362,36 +354,54 @@ def bench_get(
 
     raw = raw_server(data)
     server = transit_server(root, token_file)
+    cached = transit_server(root, token_file, extra=("--read-cache-mb", str(READ_CACHE_MB)))
+    children = (raw, server, cached)
     try:
-        times: tuple[list[float], list[float], list[float]] = ([], [], [])
-        cpus: tuple[list[float], list[float]] = ([], [])
-        client_cpus: tuple[list[float], list[float]] = ([], [])
-        # Raw and server runs interleaved, so that load changes hit both alike, with nothing
+        times: tuple[list[float], ...] = ([], [], [], [])
+        cpus: tuple[list[float], ...] = ([], [], [])
+        client_cpus: tuple[list[float], ...] = ([], [], [])
+        # Raw and server runs interleaved, so that load changes hit all alike, with nothing
         # else between them (an in-process read between them left the client's allocator
         # faulting pages in again: 0.41-0.54 s of client CPU a raw run, 0.33-0.38 without).
-        for _ in range(runs):
-            for out, ticket, child in ((times[0], b"x", raw), (times[1], b"parent/branch", server)):
+        # The cached server's first run is cold (its cache empty), the others warm.
+        for _ in range(runs + 1):
+            for i, (ticket, child) in enumerate(
+                ((b"x", raw), (b"parent/branch", server), (b"parent/branch", cached))
+            ):
                 t0, c0, p0 = time.perf_counter(), child.cpu(), time.process_time()
                 get(child.address, ticket)
-                out.append(time.perf_counter() - t0)
-                cpus[child is server].append(child.cpu() - c0)
-                client_cpus[child is server].append(time.process_time() - p0)
-        with ta.open(root) as log:  # the server only reads: this handle takes no lease
+                times[i].append(time.perf_counter() - t0)
+                cpus[i].append(child.cpu() - c0)
+                client_cpus[i].append(time.process_time() - p0)
+        with ta.open(root) as log:  # the servers only read: this handle takes no lease
             branch = log.stream("parent/branch")
-            times[2].append(median_time(lambda: sum(b.num_rows for b in branch.reader()), runs))
-        t_raw, t_ours, t_decode = (statistics.median(t) for t in times)
+            times[3].append(median_time(lambda: sum(b.num_rows for b in branch.reader()), runs))
+        # The first round warms the raw and uncached servers up and fills the cache.
+        t_raw, t_ours, t_warm = (statistics.median(t[1:]) for t in times[:3])
+        t_cold, t_decode = times[2][0], times[3][0]
     finally:
-        raw.stop()
-        server.stop()
+        for child in children:
+            child.stop()
+    cpus = tuple(c[1:] for c in cpus)
+    client_cpus = tuple(c[1:] for c in client_cpus)
     print(
         f"DoGet of a {n:,}-record branch ({compression} segments): "
         f"raw Flight {n / t_raw:,.0f} rec/s, "
         f"transit serve {n / t_ours:,.0f} rec/s, ratio {t_raw / t_ours:.2f} (target >= 0.7); "
         f"reading the branch's verified Parquet segments in process, no server: "
         f"{n / t_decode:,.0f} rec/s (ratio bound raw/decode {t_raw / t_decode:.2f}); "
-        f"{_cpu(*cpus)}; client CPU a run (the same consumption, read_all): raw "
+        f"{_cpu(cpus[0], cpus[1])}; client CPU a run (the same consumption, read_all): raw "
         f"{statistics.median(client_cpus[0]):.2f} s, transit serve "
         f"{statistics.median(client_cpus[1]):.2f} s"
+    )
+    print(
+        f"The same DoGet from `transit serve --read-cache-mb {READ_CACHE_MB}`: warm (the "
+        f"branch's row groups decoded by an earlier read) {n / t_warm:,.0f} rec/s, ratio "
+        f"{t_raw / t_warm:.2f} (runs {_seconds(times[2][1:])}; server CPU "
+        f"{statistics.median(cpus[2]):.2f} s a run); cold (cache empty: its first read) "
+        f"{t_cold:.2f} s, ratio {t_raw / t_cold:.2f}, where the first read of the server "
+        f"without a cache took {times[1][0]:.2f} s (both fresh processes; the ratio above "
+        f"leaves each server's first read out); without a cache every read is cold"
     )
 
 
@@ -554,13 +564,9 @@ def main() -> None:
         help="the codec of the branch's segments in the DoGet part (the log's default: zstd)",
     )
     parser.add_argument("--serve-raw", nargs="?", const="", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--serve-deferred", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_raw is not None:
         serve_raw(args.serve_raw or None)
-        return
-    if args.serve_deferred is not None:
-        serve_deferred(*args.serve_deferred)
         return
     work = Path(tempfile.mkdtemp(prefix="transit-bench-server-"))
     token_file = work / "token"

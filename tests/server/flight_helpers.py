@@ -71,9 +71,10 @@ class ServerProcess:
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[str] | None = None
     address: str = ""
+    code: str = CLI  # the program `python -c` runs (the CLI, or a variant of it)
 
     def start(self) -> ServerProcess:
-        args = [sys.executable, "-c", CLI, "serve", str(self.root)]
+        args = [sys.executable, "-c", self.code, "serve", str(self.root)]
         args += ["--host", "127.0.0.1", "--port", "0", "--token-file", str(self.token_file)]
         self.proc = subprocess.Popen(
             [*args, *self.extra],

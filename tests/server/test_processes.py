@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 from flight_helpers import (
+    CLI,
     TOKEN,
     WAIT,
     Child,
@@ -192,16 +193,76 @@ def test_sigkill_mid_upload_loses_no_acknowledged_batch(tmp_path: Path, token_fi
         assert acknowledged == 2000 * sum(a["batches"] for a in acks)
 
         server = ServerProcess(root, token_file).start()  # restart on the same log
-        with connect(server.address, token=TOKEN) as log:
-            table = log.stream("u").read()
-        seqs = table.column("seq").to_pylist()
-        assert table.column("_offset").to_pylist() == list(range(len(seqs)))
-        # Every acknowledged batch is there, whole, at its offsets; unacknowledged ones are
-        # whole batches too (each batch is one atomic append).
-        assert len(seqs) >= acknowledged and len(seqs) % 2000 == 0
-        assert seqs == list(range(len(seqs)))
+        check_uploaded(server, "u", acknowledged, 2000)
         code, err = server.terminate()
         assert code == 0, err
+    finally:
+        server.close()
+
+
+def check_uploaded(server: ServerProcess, stream: str, acknowledged: int, batch: int) -> None:
+    """After a restart: every acknowledged batch of an `upload` child is there, whole, at its
+    offsets; unacknowledged ones are whole batches too (each batch is one atomic append)."""
+    with connect(server.address, token=TOKEN) as log:
+        table = log.stream(stream).read()
+    seqs = table.column("seq").to_pylist()
+    assert table.column("_offset").to_pylist() == list(range(len(seqs)))
+    assert len(seqs) >= acknowledged and len(seqs) % batch == 0
+    assert seqs == list(range(len(seqs)))
+
+
+#: `transit serve` on a log whose heads roll every 5,000 records and whose sealer, while an
+#: upload defers seals, waits for no idle time or age: every rolled head up to the bound stays
+#: unsealed until the upload ends.
+DEFERRING_SERVE = f"""
+import functools
+import transit_arrow.cli.common as common
+import transit_arrow.engine.writer as writer
+writer.DEFER_IDLE = 1e9
+common.open_log = functools.partial(
+    common.open_log, segment_max_records=5000, segment_max_age=1e9
+)
+{CLI}
+"""
+
+
+@pytest.mark.crash
+def test_sigkill_during_a_deferred_seal_upload_loses_no_acknowledged_batch(
+    tmp_path: Path, token_file: Path
+) -> None:
+    """A `local` upload that fills several heads, which the sealer leaves unsealed while it
+    lasts: a SIGKILL loses none of the acknowledged batches; the restarted server recovers
+    the unsealed heads, in order, with no gap and no duplicate."""
+    root = tmp_path / "log"
+    with ta.open(root) as log:
+        log.create_stream("d")
+    server = ServerProcess(root, token_file, code=DEFERRING_SERVE).start()
+    try:
+        uploader = Child("upload", server.address, TOKEN, "d", "10000000", "1000")
+        # Engine appends fold up to 65,536 uploaded records, so a head holds 5,000 to about
+        # 70,000: past 300,000 acknowledged records, at least three heads have rolled.
+        events = [uploader.event()]
+        while events[-1].get("last_offset", -1) < 300_000:
+            events.append(uploader.event())
+        server.kill()
+        events += uploader.finish()
+        acks = [e for e in events if "last_offset" in e]
+        assert {a["durability"] for a in acks} == {"local"}
+        for before, after in itertools.pairwise(acks):
+            assert after["first_offset"] == before["last_offset"] + 1
+        acknowledged = acks[-1]["last_offset"] + 1
+        assert acknowledged == 1000 * sum(a["batches"] for a in acks) > 300_000
+        # The sealer left rolled heads unsealed (it seals the oldest beyond the bound).
+        heads = [p for p in root.rglob("heads/*.arrow") if p.stat().st_size]
+        assert len(heads) >= 2, heads
+
+        server = ServerProcess(root, token_file).start()  # a plain server on the same log
+        check_uploaded(server, "d", acknowledged, 1000)
+        code, err = server.terminate()
+        assert code == 0, err
+        with ta.open(root) as log:  # everything sealed on the way out: the heads are gone
+            assert log.stream("d").commits().num_rows >= 1
+            assert log.verify("d", deep=True).ok
     finally:
         server.close()
 
@@ -314,3 +375,26 @@ def test_a_slow_reader_does_not_grow_server_memory(tmp_path: Path, token_file: P
     finally:
         code, err = server.terminate()
     assert code == 0, err
+
+
+def test_a_read_cache_serves_the_same_records(tmp_path: Path, token_file: Path) -> None:
+    """`transit serve --read-cache-mb`: a second read of the same segments (from the cache)
+    returns what the first one (decoded) returned."""
+    root = tmp_path / "log"
+    with ta.open(root) as log:
+        s = log.create_stream("c")
+        s.append([{"k": k, "v": f"v{k}"} for k in range(5000)])
+        s.flush()
+        s.append({"k": -1, "v": "head"})
+    server = ServerProcess(root, token_file, extra=["--read-cache-mb", "64"]).start()
+    try:
+        with connect(server.address, token=TOKEN) as log:
+            first = log.stream("c").read()
+            assert first.column("k").to_pylist() == [*range(5000), -1]
+            for _ in range(2):
+                assert log.stream("c").read().equals(first)
+                assert log.stream("c").read(start=10, end=20).equals(first.slice(10, 10))
+        code, err = server.terminate()
+        assert code == 0, err
+    finally:
+        server.close()

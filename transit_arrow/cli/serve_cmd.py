@@ -74,6 +74,13 @@ def _read_pem(path: Path | None, option: str) -> str | None:
     help="Uploads in progress per connection; more wait, then are refused.",
 )
 @click.option(
+    "--read-cache-mb",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Keep up to this many MB of decoded row groups for later reads of the same "
+    "segments [default: 0, every read decodes].",
+)
+@click.option(
     "--drain-timeout",
     type=click.FloatRange(min=0),
     default=30.0,
@@ -90,6 +97,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     max_inflight_appends: int,
+    read_cache_mb: int,
     drain_timeout: float,
     output: str,
     log_opts: LogOptions,
@@ -124,6 +132,7 @@ def serve(
             token=token,
             tls_certificates=tls,
             max_inflight_appends=max_inflight_appends,
+            read_cache_bytes=read_cache_mb * 1_000_000,
         )
     except (pa.ArrowException, OSError) as e:
         log.close()

@@ -65,6 +65,7 @@ from ..manifest import (
 from ..names import decode_stream_name
 from ..segments import verified
 from ..segments.cache import SegmentCache
+from ..segments.decoded import DecodedCache
 from ..segments.head import (
     HeadBatches,
     chain_heads,
@@ -187,6 +188,9 @@ class Catalog:
         self.local_dir = Path(local_dir) if local_dir is not None else default_local_dir(store)
         self.local_dir.mkdir(parents=True, exist_ok=True)
         self.cache = SegmentCache(self.local_dir / "cache", options.cache_max_bytes)
+        #: Decoded row groups that streaming reads (`reader`, tails, DoGet) reuse; None (the
+        #: default): every read decodes. `transit serve --read-cache-mb` sets one.
+        self.decoded: DecodedCache | None = None
         root = self.store.local_path("")
         # Every stream's latest state, kept in the local dir (local-folder stores only).
         self._meta = MetaCache(self.local_dir, self.uri, root) if root is not None else None

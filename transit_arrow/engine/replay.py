@@ -183,7 +183,10 @@ def iter_spans(
                 continue
             source = catalog.segment_file(seg, span.origin)  # verified against its BLAKE3
             try:
-                for batch in iter_segment(source, seg, span.lo, span.hi, columns):
+                batches = iter_segment(
+                    source, seg, span.lo, span.hi, columns, decoded=catalog.decoded
+                )
+                for batch in batches:
                     yield shape(batch, schema, span)
             except TransitError:
                 raise

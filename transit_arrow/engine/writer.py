@@ -14,6 +14,13 @@ One `Writer` per stream per process, registered in the catalog by `writer_for`.
   survived, not remembered: `memory`/`local` appends go on (until `max_pending_heads` heads
   wait, then a clear `StorageError`), `tiered` appends and `flush()` raise `StorageError` while
   the store fails and succeed once it is back.
+- **Deferred sealing under ingest.** While an upload streams batches in (`defer_seals`, which
+  the Flight server's multi-batch DoPut holds), the sealer leaves up to `DEFERRED_HEADS` rolled
+  heads unsealed, so that Parquet encoding does not compete with the upload for CPU; it seals
+  them once the upload ends, once no record arrived for `DEFER_IDLE` seconds, once the oldest
+  is `segment_max_age` old, or once more heads wait (then the oldest, as usual). Deferred heads
+  are pending heads like any other: readable, durable per their appends' level, recovered on
+  reopen; `flush()` and `tiered` appends seal them at once.
 - **Recovery** (on open) adopts the heads a dead writer of this local dir left, deletes those
   already committed, and sets aside (never deletes) heads that cannot continue the stream: a
   fenced writer's, damaged ones, ones that leave a gap. `heads.orphaned_heads` lists them.
@@ -32,7 +39,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -91,6 +98,10 @@ _log = logging.getLogger("transit_arrow")
 
 #: Longest pause between two attempts to seal a head while the store fails (seconds).
 MAX_SEAL_BACKOFF = 2.0
+#: Rolled heads the sealer leaves unsealed while an upload holds `Writer.defer_seals`.
+DEFERRED_HEADS = 2
+#: ... as long as a record arrived within this many seconds.
+DEFER_IDLE = 0.5
 
 
 class Ack(NamedTuple):
@@ -307,6 +318,8 @@ class Writer:
         self.spare: Path | None = None
         self._spares = 0
         self.retry_at = 0.0  # no seal attempt before this time (backoff after a failure)
+        self.deferrals = 0  # uploads holding `defer_seals`
+        self.last_append = 0.0  # when records last joined a head (monotonic seconds)
         self.local_lock: LocalLock | None = None
         try:
             self.local_lock = LocalLock(self.local, self.name)
@@ -626,6 +639,7 @@ class Writer:
                 pa.RecordBatch.from_arrays([offsets, stamps, headers, *columns], schema=head.schema)
             )
             self._appended_since_check = True
+            self.last_append = time.monotonic()
             if head.records >= self.max_records or head.nbytes >= self.max_bytes:
                 self._roll()
             return first, first + n - 1
@@ -669,6 +683,7 @@ class Writer:
                     self.active = self._new_head(self.active.start_offset, evolved)
                 self.active.add(batch)
                 self._appended_since_check = True
+                self.last_append = time.monotonic()
                 if (
                     self.active.records >= self.max_records
                     or self.active.nbytes >= self.max_bytes
@@ -952,7 +967,13 @@ class Writer:
                     if self.closed and (not self.pending or self._gave_up()):
                         return
                     idle = not self.sealing
-                    if self.pending and idle and (now >= self.retry_at or self._poked):
+                    deferred_until = self._deferred_until(now)
+                    if (
+                        self.pending
+                        and idle
+                        and deferred_until is None
+                        and (now >= self.retry_at or self._poked)
+                    ):
                         self._seal_next()
                         continue
                     if idle:
@@ -965,7 +986,9 @@ class Writer:
                         check = True
                         break
                     deadlines = [next_check if self._appended_since_check else now + interval]
-                    if self.pending:
+                    if deferred_until is not None:
+                        deadlines.append(deferred_until)
+                    elif self.pending:
                         deadlines.append(self.retry_at if idle else now + 0.5)
                     if self.active.records:
                         deadlines.append(self.active.created + options.segment_max_age)
@@ -974,6 +997,35 @@ class Writer:
                 next_check = time.monotonic() + interval
                 self._appended_since_check = False
                 self._check_lease()
+
+    @contextlib.contextmanager
+    def defer_seals(self) -> Iterator[None]:
+        """While held (by an upload streaming batches in): the sealer leaves up to
+        `DEFERRED_HEADS` rolled heads unsealed (see the module doc); on exit, when no other
+        upload holds it, the sealer seals what waits."""
+        with self.lock:
+            self.deferrals += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.deferrals -= 1
+                if not self.deferrals:
+                    self.cond.notify_all()
+
+    def _deferred_until(self, now: float) -> float | None:
+        """Until when the sealer leaves the pending heads unsealed (caller holds `lock`); None
+        when it seals now: no upload defers, the writer is closing, too many heads wait,
+        the oldest is `segment_max_age` old, or no record arrived for `DEFER_IDLE` s."""
+        if not self.deferrals or self.closed or not self.pending:
+            return None
+        if len(self.pending) > DEFERRED_HEADS or self.pending[0].group is not None:
+            return None
+        until = min(
+            self.last_append + DEFER_IDLE,
+            self.pending[0].created + self.catalog.options.segment_max_age,
+        )
+        return until if until > now else None
 
     def _gave_up(self) -> bool:
         """After close: the store kept failing for a fresh round of attempts (holds `lock`)."""

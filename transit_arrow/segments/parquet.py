@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from ..layout import segment_path
 from ..manifest import SegmentRef
 from . import arena, verified
+from .decoded import DecodedCache
 from .verified import hash_bytes
 
 __all__ = [
@@ -277,17 +278,25 @@ def iter_segment(
     end: int,
     columns: list[str] | None,
     batch_size: int = ROW_GROUP_SIZE,
+    *,
+    decoded: DecodedCache | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Yield the segment's rows with `start <= _offset < end`, skipping row groups outside.
 
     Pages are read as the batches need them (no pre-buffering of every row group the range
-    covers), so the first batch of a large segment arrives after one row group's work."""
+    covers), so the first batch of a large segment arrives after one row group's work. With
+    `decoded`, row groups are taken from (and kept in) that cache, by the segment's BLAKE3:
+    the caller has just verified `source` against `seg.blake3`."""
     pf = pq.ParquetFile(source, memory_map=isinstance(source, str), pre_buffer=False)
     groups, names = _plan(pf, start, end, columns)
     if not groups:
         return
     whole = start <= seg.first_offset and end > seg.last_offset
-    for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=names):
+    if decoded is None:
+        read = pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=names)
+    else:
+        read = _cached_groups(pf, groups, names, seg.blake3, batch_size, decoded)
+    for batch in read:
         if not whole:
             off = batch.column("_offset")
             mask = pc.and_(pc.greater_equal(off, start), pc.less(off, end))  # type: ignore[call-overload]
@@ -295,6 +304,26 @@ def iter_segment(
             if batch.num_rows == 0:
                 continue
         yield batch
+
+
+def _cached_groups(
+    pf: pq.ParquetFile,
+    groups: list[int],
+    names: list[str] | None,
+    digest: str,
+    batch_size: int,
+    decoded: DecodedCache,
+) -> Iterator[pa.RecordBatch]:
+    """The batches of `groups`, from `decoded` or decoded (and kept there) one row group at
+    a time, from a file verified to hold `digest`."""
+    for group in groups:
+        key = decoded.key(digest, group, names)
+        batches = decoded.get(key)
+        if batches is None:
+            reader = pf.iter_batches(batch_size=batch_size, row_groups=[group], columns=names)
+            batches = list(reader)
+            decoded.put(key, batches)
+        yield from batches
 
 
 #: Row groups `read_groups` decodes in one task: large enough to amortise a task, small

@@ -74,6 +74,7 @@ from ..errors import (
 from ..integrity import Checkpoint
 from ..log import Log
 from ..query import QueryError
+from ..segments.decoded import DecodedCache
 from ..stream import Ack, Stream
 from ..typing import Durability
 from ..view import StreamView
@@ -495,21 +496,25 @@ class _Upload:
         batch = next(batches, None)
         if batch is None:
             return
+        # While the rest streams in, the log's sealer leaves the heads it fills unsealed (up
+        # to a bound), sealing them once the upload ends: see `Writer.defer_seals`.
+        deferring = writer_for(self.stream.catalog, self.stream.name).defer_seals()
         if self.deferred:
             self.syncer = threading.Thread(
                 target=self._sync_loop, name="transit-append-sync", daemon=True
             )
             self.syncer.start()
-        self.thread.start()
-        try:
-            while batch is not None and self.inbox.put(batch):
-                batch = next(batches, None)
-            self.inbox.end()
-        except BaseException:
-            self.inbox.stop()  # the upload broke: append nothing more of it
-            raise
-        finally:
-            self.thread.join()
+        with deferring:
+            self.thread.start()
+            try:
+                while batch is not None and self.inbox.put(batch):
+                    batch = next(batches, None)
+                self.inbox.end()
+            except BaseException:
+                self.inbox.stop()  # the upload broke: append nothing more of it
+                raise
+            finally:
+                self.thread.join()
         if self.error is not None:
             raise self.error
 
@@ -526,6 +531,10 @@ class TransitFlightServer(flight.FlightServerBase):
         tls_certificates: `[(cert_pem, key_pem)]` to serve TLS.
         max_inflight_appends: uploads in progress per connection; more wait up to
             `admission_wait` seconds, then are refused `unavailable`.
+        read_cache_bytes: when > 0, reads (DoGet) keep the row groups they decode, up to
+            this many bytes, and later reads of the same segments reuse them
+            (`segments.decoded`; set on `log`, whose own streaming reads use it too); 0:
+            every read decodes.
     """
 
     def __init__(
@@ -537,12 +546,17 @@ class TransitFlightServer(flight.FlightServerBase):
         tls_certificates: list[tuple[str, str]] | None = None,
         max_inflight_appends: int = 8,
         admission_wait: float = 30.0,
+        read_cache_bytes: int = 0,
     ) -> None:
         if not token:
             raise InvalidInputError("the server needs a non-empty token")
         if max_inflight_appends < 1:
             raise InvalidInputError("max_inflight_appends must be >= 1")
+        if read_cache_bytes < 0:
+            raise InvalidInputError("read_cache_bytes must be >= 0")
         self.log = log
+        if read_cache_bytes:
+            log.catalog.decoded = DecodedCache(read_cache_bytes)
         self.draining = threading.Event()
         self._appends = threading.Condition()  # engine appends in progress, and closing
         self._active_appends = 0
