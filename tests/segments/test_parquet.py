@@ -177,6 +177,36 @@ class TestEncodeSegment:
         assert set(by_column.values()) == {"SNAPPY"}
         assert pq.read_table(pa.BufferReader(data)).column("blob").to_pylist() == blobs
 
+    def test_incompressible_numbers_stored_plain(self) -> None:
+        """A fixed-width column without a dictionary that zstd cannot shrink by an eighth
+        (random doubles) is stored uncompressed once the sample is full; a compressible one
+        (steady ids) keeps zstd, and both read back unchanged. Too few values to sample
+        change nothing."""
+        n = 40_000  # 320 KB of doubles: more than the sample
+        rng = np.random.default_rng(7)
+        scores = rng.random(n)
+        table = (
+            _head_table(0, n)
+            .append_column("score", pa.array(scores))
+            .append_column("id", pa.array(np.arange(n, dtype=np.int64) * 3))
+        )
+        data, _ = encode_segment(table, "s", compression="zstd")
+        meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+        by_column = {
+            meta.schema.column(c).path: meta.row_group(0).column(c).compression
+            for c in range(meta.num_columns)
+        }
+        assert by_column["score"] == "UNCOMPRESSED"
+        assert by_column["id"] == "ZSTD"
+        back = pq.read_table(pa.BufferReader(data))
+        assert back.column("score").to_pylist() == scores.tolist()
+        assert back.drop_columns(["_stream"]).equals(table)
+        small, _ = encode_segment(table.slice(0, 1_000), "s", compression="zstd")
+        meta = pq.ParquetFile(pa.BufferReader(small)).metadata
+        assert {meta.row_group(0).column(c).compression for c in range(meta.num_columns)} == {
+            "ZSTD"
+        }
+
     def test_unique_strings_skip_the_dictionary(self) -> None:
         """A string column of mostly distinct values is not dictionary-encoded (Parquet would
         give the dictionary up in every row group); a repetitive one is."""
