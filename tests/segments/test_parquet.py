@@ -26,6 +26,7 @@ from transit_arrow.segments.parquet import (
     plan_segment,
     read_groups,
     segment_path,
+    with_headers,
 )
 
 USER = pa.schema([pa.field("a", pa.int64()), pa.field("s", pa.string())])
@@ -206,6 +207,20 @@ class TestEncodeSegment:
         assert {meta.row_group(0).column(c).compression for c in range(meta.num_columns)} == {
             "ZSTD"
         }
+
+    def test_all_null_headers_left_out(self) -> None:
+        """A segment whose records carry no header has no `_headers` column; `with_headers`
+        gives it back (all null, after `_timestamp`); one header keeps the column."""
+        table = _head_table(0, 100)
+        bare = table.set_column(2, "_headers", pa.nulls(100, HEADERS_TYPE))
+        data, _ = encode_segment(bare, "s", GROUP)
+        raw = pq.read_table(pa.BufferReader(data))
+        assert "_headers" not in raw.column_names
+        assert with_headers(raw).drop_columns(["_stream"]).equals(bare)
+        data, _ = encode_segment(table, "s", GROUP)
+        raw = pq.read_table(pa.BufferReader(data))
+        assert raw.drop_columns(["_stream"]).equals(table)
+        assert with_headers(raw) is raw
 
     def test_unique_strings_skip_the_dictionary(self) -> None:
         """A string column of mostly distinct values is not dictionary-encoded (Parquet would

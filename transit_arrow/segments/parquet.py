@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from ..layout import segment_path
 from ..manifest import SegmentRef
+from ..record import HEADERS_TYPE
 from . import arena, verified
 from .verified import hash_bytes
 
@@ -29,6 +30,8 @@ __all__ = [
     "plan_segment",
     "read_groups",
     "segment_path",
+    "with_headers",
+    "with_headers_schema",
 ]
 
 #: Rows per Parquet row group: small enough that an `_offset` range read skips most of a
@@ -182,6 +185,9 @@ def encode_segment(
 ) -> tuple[bytes | bytearray, dict[str, Any]]:
     """Write a head table (`_offset`, `_timestamp`, `_headers`, user columns) as Parquet.
 
+    A `_headers` column that holds no header at all (every value null) is left out of the file:
+    every reader reads a missing column as nulls (`with_headers` gives a raw table it back).
+
     Returns the file bytes and the `add_segment` fields other than `path`. Large segments come
     as a `bytearray` lent by `arena.pool` (memory already mapped by an earlier encode): do not
     change it, and drop it once stored; the pool lends it again only after that. `pooled=False`
@@ -189,6 +195,8 @@ def encode_segment(
     1.3x as long as of `bytes`: aiohttp slices it, a copy; the memory store keeps a copy).
     """
     n = table.num_rows
+    if "_headers" in table.column_names and table.column("_headers").null_count == n:
+        table = table.drop_columns(["_headers"])
     stream_col = pa.DictionaryArray.from_arrays(
         np.zeros(n, dtype=np.int32), pa.array([stream], pa.string())
     )
@@ -237,6 +245,25 @@ def encode_segment(
         "max_timestamp": tmax.as_py(),
     }
     return data, meta
+
+
+def with_headers(table: pa.Table) -> pa.Table:
+    """A segment's raw table (as `pq.read_table` gives it) with its `_headers` column: all
+    nulls, after `_timestamp`, when the file has none (see `encode_segment`)."""
+    if "_headers" in table.column_names:
+        return table
+    names = table.column_names
+    at = names.index("_timestamp") + 1 if "_timestamp" in names else len(names)
+    nulls = pa.nulls(table.num_rows, HEADERS_TYPE)
+    return table.add_column(at, pa.field("_headers", HEADERS_TYPE), nulls)
+
+
+def with_headers_schema(schema: pa.Schema) -> pa.Schema:
+    """A segment file's schema with its `_headers` field (see `with_headers`)."""
+    if "_headers" in schema.names:
+        return schema
+    at = schema.get_field_index("_timestamp") + 1 if "_timestamp" in schema.names else len(schema)
+    return schema.insert(at, pa.field("_headers", HEADERS_TYPE))
 
 
 def _stored_plain(full: pa.Table, codecs: str | dict[str, str]) -> int:
