@@ -138,7 +138,7 @@ def _encoding(
         sample = column.slice(0, rows)
         if len(sample) <= 16 or pc.count_distinct(sample).as_py() * 2 <= len(sample):
             dictionary.append(field.name)
-        elif compression != "none" and _is(kind, _FIXED_WIDTH) and _shrinks_little(column, compression):
+        elif _is(kind, _FIXED_WIDTH) and _shrinks_little(column, compression):
             plain.append(field.name)
     if not plain:
         return dictionary, compression
@@ -160,7 +160,7 @@ def _shrinks_little(column: pa.ChunkedArray[Any], codec: str) -> bool:
     chunk: Any = column.chunk(0)
     width = chunk.type.byte_width if chunk.type.bit_width % 8 == 0 else 0
     values = chunk.buffers()[1]
-    if width == 0 or values is None or len(chunk) * width < _SAMPLE_BYTES:
+    if codec == "none" or width == 0 or values is None or len(chunk) * width < _SAMPLE_BYTES:
         return False
     sample = values.slice(chunk.offset * width, _SAMPLE_BYTES)
     packed = pa.compress(sample, codec=codec)  # type: ignore[call-overload]
