@@ -135,7 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, (encode, blob)) in enumerate(variants.items()):
             t_encode, data = cpu(encode, args.runs)
-            assert isinstance(data, bytes)
+            assert isinstance(data, (bytes, bytearray))
             t_scan = scan_cpu(data, args.runs, Path(tmp), f"v{i}")
             t_blob = f"{cpu(blob, 3)[0]:.3f}" if blob is not None else "-"
             print(f"| {label} | {t_encode:.3f} | {len(data) / n:.1f} | {t_scan:.3f} | {t_blob} |")

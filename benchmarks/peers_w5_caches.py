@@ -16,8 +16,8 @@ fresh handle, as the peers benchmark does, in two states of the DuckDB instance 
 Then, to tell the files apart from the engines, this interpreter's DuckDB runs the same query
 with `read_parquet` over each system's data files (and over plain Parquet files written by
 pyarrow, as the floor writes them) on a new DuckDB instance each time: all files, the 500 small
-ones, the bulk; and over transit-arrow's segments encoded again without `_headers` (the
-1,000-row ones) or in snappy (the bulk).
+ones, the bulk; and over transit-arrow's bulk segments encoded again in snappy. (Segments
+without headers no longer store the all-null `_headers` column: docs/format.md.)
 
 Prints the median wall and CPU (`time.process_time`, all threads) milliseconds of each.
 """
@@ -157,22 +157,18 @@ def _scan(sets: dict[str, list[str]], reps: int) -> dict[str, str]:
 
 
 def _variants(files: list[str], root: Path) -> dict[str, list[str]]:
-    """transit-arrow's segments encoded again by its own encoder, with one thing changed: the
-    1,000-row ones without `_headers` (all null here), the bulk in snappy instead of zstd
-    (the "auto" codec of segments of 1 MiB or more)."""
+    """transit-arrow's bulk segments encoded again by its own encoder in snappy instead of
+    zstd (the "auto" codec of segments of 1 MiB or more)."""
     import pyarrow.parquet as pq
 
     from transit_arrow.segments.parquet import encode_segment
 
-    small, bulk = _by_size(files)
-    out: dict[str, list[str]] = {"no _headers": [], "bulk in snappy": []}
+    _, bulk = _by_size(files)
+    out: dict[str, list[str]] = {"bulk in snappy": []}
     root.mkdir(parents=True)
-    for i, path in enumerate(small + bulk):
+    for i, path in enumerate(bulk):
         head = pq.read_table(path).drop_columns(["_stream"])
-        if path in bulk:
-            kind, data = "bulk in snappy", encode_segment(head, "t", compression="snappy")[0]
-        else:
-            kind, data = "no _headers", encode_segment(head.drop_columns(["_headers"]), "t")[0]
+        kind, data = "bulk in snappy", encode_segment(head, "t", compression="snappy")[0]
         out[kind].append(str(root / f"{i:06d}.parquet"))
         Path(out[kind][-1]).write_bytes(bytes(data))
     return out
@@ -252,7 +248,7 @@ def _compare(reps: int, root: Path) -> None:
     for kind, listed in extra.items():
         size = sum(os.path.getsize(f) for f in listed) / (1 << 20)
         cell = timed[f"transit_arrow, {kind}"]
-        cells = ["", cell, ""] if kind == "no _headers" else ["", "", cell]
+        cells = ["", "", cell]
         print(f"| transit_arrow, {kind} ({size:.0f} MiB) | | {' | '.join(cells)} |")
     if "transit_arrow" in files:
         _, bulk = _by_size(files["transit_arrow"])

@@ -13,11 +13,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import transit_arrow as ta
 from transit_arrow.errors import IntegrityError
+from transit_arrow.scanplan import read_scan_plan
 from transit_arrow.segments.head import load_head, read_heads
 from transit_arrow.segments.head_reader import HeadsReader
 
@@ -163,5 +165,45 @@ def test_segments_of_another_codec_mix_with_old_ones_in_one_stream(old_log: Path
         assert table.column("s").to_pylist()[-6:] == ["snappy"] * 5 + ["zstd"]
         ((count,),) = log.sql('SELECT count(*) FROM "events"').fetchall()
         assert count == table.num_rows
+        report = log.verify("events", deep=True)
+        assert report.ok, str(report)
+
+
+def test_segments_without_headers_mix_with_old_ones_in_one_stream(old_log: Path) -> None:
+    """New segments of records without headers leave the all-null `_headers` column out;
+    the fixture's segments have it. The stream reads (every path), queries, compacts and
+    verifies as one, `_headers` null where the files lack it."""
+    seg_folder = old_log / "streams" / "events" / "segments"
+    old = {p.name for p in seg_folder.glob("*.parquet")}
+    assert all("_headers" in pq.read_schema(seg_folder / n).names for n in old)
+    with ta.open(old_log) as log:
+        events = log.stream("events")
+        before = events.read()
+        events.append([{"i": 30_000 + k, "s": "bare", "x": 3.0} for k in range(4)])
+        events.flush()
+        events.append([{"i": 40_000, "s": "tagged", "x": 4.0, "_headers": {"k": "v"}}])
+        events.flush()
+    new = sorted(p for p in seg_folder.glob("*.parquet") if p.name not in old)
+    assert len(new) == 2
+    assert [("_headers" in pq.read_schema(p).names) for p in new] == [False, True]
+    with ta.open(old_log) as log:
+        events = log.stream("events")
+        table = events.read()
+        assert table.num_rows == before.num_rows + 5
+        assert table.slice(0, before.num_rows).equals(before)
+        headers = table.column("_headers").to_pylist()[-5:]
+        assert headers[:4] == [None] * 4
+        assert dict(headers[4]) == {"k": "v"}
+        assert pa.Table.from_batches(list(events.reader()), table.schema).equals(table)
+        assert read_scan_plan(events.scan_plan().to_json()).equals(table)
+        frame = events.scan().collect()
+        assert frame["_headers"].null_count() == table.column("_headers").null_count
+        rows = log.sql(
+            'SELECT count(*), count("_headers") FROM "events" WHERE s = \'bare\''
+        ).fetchall()
+        assert rows == [(4, 0)]
+        report = events.compact(min_segments=2)
+        assert report.created, report
+        assert events.read().equals(table)
         report = log.verify("events", deep=True)
         assert report.ok, str(report)

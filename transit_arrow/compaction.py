@@ -35,6 +35,7 @@ from .engine.writer import Writer, writer_for
 from .errors import IntegrityError, InvalidInputError, TransitError
 from .layout import MATERIALIZATIONS, checkpoints_folder, segment_path, snapshots_folder
 from .manifest import Manifest, SegmentRef, compact_action, decode_snapshot, retain_action
+from .segments.parquet import with_headers, with_headers_schema
 from .segments.verified import hash_bytes
 
 __all__ = [
@@ -139,7 +140,7 @@ def _commit_as_writer(
 
 
 def _schema_of(catalog: Catalog, seg: SegmentRef) -> pa.Schema:
-    return pq.read_schema(catalog.segment_file(seg))
+    return with_headers_schema(pq.read_schema(catalog.segment_file(seg)))
 
 
 def plan_runs(
@@ -190,7 +191,7 @@ def _read_verified(catalog: Catalog, seg: SegmentRef) -> pa.Table:
             f"segment {catalog.uri}/{seg.path}: expected BLAKE3 {seg.blake3} ({seg.bytes} "
             f"bytes), found {found} ({len(data)} bytes); nothing was compacted"
         )
-    return pq.read_table(pa.BufferReader(data))
+    return with_headers(pq.read_table(pa.BufferReader(data)))
 
 
 def _same_records(expected: pa.Table, found: pa.Table) -> str | None:
@@ -230,7 +231,7 @@ def rewrite(
     seg = SegmentRef(
         path=segment_path(catalog.stream_folder(name), first, last, meta["blake3"]), **meta
     )
-    problem = _same_records(original, pq.read_table(pa.BufferReader(data)))
+    problem = _same_records(original, with_headers(pq.read_table(pa.BufferReader(data))))
     if problem is not None:  # pragma: no cover - a Parquet writer bug
         raise IntegrityError(f"compacting stream {name!r}: the new file has {problem}")
     return seg, data
@@ -542,7 +543,7 @@ def _check_action(
                     found=digest,
                 )
                 return entry
-            parts.append(pq.read_table(pa.BufferReader(data)))
+            parts.append(with_headers(pq.read_table(pa.BufferReader(data))))
         problem = _same_records(pa.concat_tables(parts), found)
     except (TransitError, OSError, pa.ArrowInvalid) as e:
         entry.update(ok=False, detail=f"commit {g}: {e}")

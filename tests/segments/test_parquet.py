@@ -26,6 +26,7 @@ from transit_arrow.segments.parquet import (
     plan_segment,
     read_groups,
     segment_path,
+    with_headers,
 )
 
 USER = pa.schema([pa.field("a", pa.int64()), pa.field("s", pa.string())])
@@ -176,6 +177,50 @@ class TestEncodeSegment:
         assert by_column.pop("blob") == "UNCOMPRESSED"
         assert set(by_column.values()) == {"SNAPPY"}
         assert pq.read_table(pa.BufferReader(data)).column("blob").to_pylist() == blobs
+
+    def test_incompressible_numbers_stored_plain(self) -> None:
+        """A fixed-width column without a dictionary that zstd cannot shrink by an eighth
+        (random doubles) is stored uncompressed once the sample is full; a compressible one
+        (steady ids) keeps zstd, and both read back unchanged. Too few values to sample
+        change nothing."""
+        n = 40_000  # 320 KB of doubles: more than the sample
+        rng = np.random.default_rng(7)
+        scores = rng.random(n)
+        table = (
+            _head_table(0, n)
+            .append_column("score", pa.array(scores))
+            .append_column("id", pa.array(np.arange(n, dtype=np.int64) * 3))
+        )
+        data, _ = encode_segment(table, "s", compression="zstd")
+        meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+        by_column = {
+            meta.schema.column(c).path: meta.row_group(0).column(c).compression
+            for c in range(meta.num_columns)
+        }
+        assert by_column["score"] == "UNCOMPRESSED"
+        assert by_column["id"] == "ZSTD"
+        back = pq.read_table(pa.BufferReader(data))
+        assert back.column("score").to_pylist() == scores.tolist()
+        assert back.drop_columns(["_stream"]).equals(table)
+        small, _ = encode_segment(table.slice(0, 1_000), "s", compression="zstd")
+        meta = pq.ParquetFile(pa.BufferReader(small)).metadata
+        assert {meta.row_group(0).column(c).compression for c in range(meta.num_columns)} == {
+            "ZSTD"
+        }
+
+    def test_all_null_headers_left_out(self) -> None:
+        """A segment whose records carry no header has no `_headers` column; `with_headers`
+        gives it back (all null, after `_timestamp`); one header keeps the column."""
+        table = _head_table(0, 100)
+        bare = table.set_column(2, "_headers", pa.nulls(100, HEADERS_TYPE))
+        data, _ = encode_segment(bare, "s", GROUP)
+        raw = pq.read_table(pa.BufferReader(data))
+        assert "_headers" not in raw.column_names
+        assert with_headers(raw).drop_columns(["_stream"]).equals(bare)
+        data, _ = encode_segment(table, "s", GROUP)
+        raw = pq.read_table(pa.BufferReader(data))
+        assert raw.drop_columns(["_stream"]).equals(table)
+        assert with_headers(raw) is raw
 
     def test_unique_strings_skip_the_dictionary(self) -> None:
         """A string column of mostly distinct values is not dictionary-encoded (Parquet would
