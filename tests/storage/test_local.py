@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -223,6 +224,27 @@ class TestPutUnreferenced:
         with pytest.raises(OSError, match="No space"):
             local.put_unreferenced("s/segments/a.parquet", b"records")
         assert local.list("s/segments") == []
+
+    def test_many_writers_into_new_folders_at_once_all_finish(self, local: LocalStore) -> None:
+        # Each new segment into a new folder queues fsyncs of its file and of three folders;
+        # 24 at once outnumber the sync pool's threads many times over. No task may wait on
+        # another task of the pool (the pool would hold waiters only): all of them finish.
+        errors: list[BaseException] = []
+
+        def write(i: int) -> None:
+            try:
+                local.put_unreferenced(f"streams/s{i}/segments/x.parquet", b"records")()
+            except BaseException as e:  # re-raised in the test's thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=write, args=(i,), daemon=True) for i in range(24)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60  # a liveness bound (a stuck pool never ends)
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        assert not [t for t in threads if t.is_alive()] and not errors
+        assert all(local.get(f"streams/s{i}/segments/x.parquet") == b"records" for i in range(24))
 
     def test_an_existing_file_is_replaced_atomically(self, local: LocalStore) -> None:
         # A committed segment written again (a retried seal) is never torn for its readers.

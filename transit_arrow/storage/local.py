@@ -63,7 +63,8 @@ def make_folder(folder: Path) -> list[Path]:
 
 
 def sync_folders(folders: Sequence[Path]) -> None:
-    """fsync every folder of `folders` (new entries in them survive an OS crash), all at once."""
+    """fsync every folder of `folders` (new entries in them survive an OS crash), all at once.
+    Not from a task of the sync pool (it waits for tasks it queues there)."""
     if len(folders) == 1:
         fsync_dir(folders[0])
         return
@@ -192,14 +193,20 @@ class LocalStore(ObjectStore):
             os.close(fd)
             target.unlink(missing_ok=True)  # ours (O_EXCL), and nothing refers to it
             raise
+        # One task per fsync, none waiting on another: a task that waited for tasks it queued
+        # could hold every thread of the pool while what it waits for cannot start.
+        folders = [target.parent, *created]
         synced: list[Future[None]] = []
         try:
             synced.append(_sync_pool().submit(_fsync_and_close, fd))
-            synced.append(_sync_pool().submit(sync_folders, [target.parent, *created]))
+            while folders:
+                synced.append(_sync_pool().submit(fsync_dir, folders[0]))
+                folders.pop(0)
         except RuntimeError:  # the interpreter is exiting (an `atexit` close): sync here
             if not synced:
                 _fsync_and_close(fd)
-            sync_folders([target.parent, *created])
+            for folder in folders:
+                fsync_dir(folder)
 
         def durable() -> None:
             for future in synced:
