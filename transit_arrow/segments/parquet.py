@@ -192,8 +192,8 @@ def encode_segment(
     Returns the file bytes and the `add_segment` fields other than `path`. Large segments come
     as a `bytearray` lent by `arena.pool` (memory already mapped by an earlier encode): do not
     change it, and drop it once stored; the pool lends it again only after that. `pooled=False`
-    always returns `bytes`: for stores that would copy a `bytearray` (an S3 upload of one took
-    1.3x as long as of `bytes`: aiohttp slices it, a copy; the memory store keeps a copy).
+    always returns `bytes`: for stores that keep a copy of what they are given (the memory
+    store, `ObjectStore.copies_puts`), where a pooled buffer would only add a copy.
     """
     n = table.num_rows
     if "_headers" in table.column_names and table.column("_headers").null_count == n:
