@@ -11,7 +11,7 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Bytes", "Durable", "ObjectInfo", "ObjectStore"]
+__all__ = ["Bytes", "Durable", "ObjectInfo", "ObjectStore", "already_durable"]
 
 Bytes = bytes | bytearray | memoryview
 """What `put` accepts: any contiguous bytes-like object."""
@@ -21,7 +21,7 @@ Durable = Callable[[], None]
 (it raises if the object could not be made durable)."""
 
 
-def _already_durable() -> None:
+def already_durable() -> None:
     """The `Durable` of an object that was durable when its put returned."""
 
 
@@ -72,7 +72,7 @@ class ObjectStore(abc.ABC):
         `put_if_absent_after`). Every writer of a given path writes the same bytes (the paths
         of segments name their BLAKE3). The default is `put`, durable when it returns."""
         self.put(path, data)
-        return _already_durable
+        return already_durable
 
     def put_if_absent_after(self, path: str, data: Bytes, after: Sequence[Durable]) -> None:
         """`put_if_absent`, the object appearing only once every `Durable` of `after`

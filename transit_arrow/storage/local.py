@@ -9,15 +9,18 @@ import os
 import stat
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
-from .base import Bytes, Durable, ObjectInfo, ObjectStore
+from .base import Bytes, Durable, ObjectInfo, ObjectStore, already_durable
 
 __all__ = ["LocalStore", "fsync_dir", "make_folder", "sync_folders", "write_file_atomic"]
 
 _TMP_PREFIX = ".tmp-"
+
+T = TypeVar("T")
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -68,14 +71,7 @@ def sync_folders(folders: Sequence[Path]) -> None:
     if len(folders) == 1:
         fsync_dir(folders[0])
         return
-    try:
-        pending = [_sync_pool().submit(fsync_dir, folder) for folder in folders]
-    except RuntimeError:  # the interpreter is exiting: one after the other
-        for folder in folders:
-            fsync_dir(folder)
-        return
-    for future in pending:
-        future.result()
+    _wait([_in_background(fsync_dir, folder) for folder in folders])
 
 
 def write_file_atomic(path: Path, data: Bytes, *, durable: bool = True) -> None:
@@ -111,8 +107,21 @@ def _sync_pool() -> ThreadPoolExecutor:
         return _syncers[1]
 
 
-def _durable_already() -> None:
-    """The `Durable` of a file that was durable when its put returned."""
+def _in_background(sync: Callable[[T], None], arg: T) -> Future[None] | None:
+    """`sync(arg)` on the sync pool; done here (None) when the interpreter is exiting (a close
+    in an `atexit` hook), when the pool takes no more work."""
+    try:
+        return _sync_pool().submit(sync, arg)
+    except RuntimeError:
+        sync(arg)
+        return None
+
+
+def _wait(futures: Sequence[Future[None] | None]) -> None:
+    """Wait for every future of `futures` (None: done already), raising the first error."""
+    for future in futures:
+        if future is not None:
+            future.result()
 
 
 def _fsync_and_close(fd: int) -> None:
@@ -186,7 +195,7 @@ class LocalStore(ObjectStore):
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             write_file_atomic(target, data)
-            return _durable_already
+            return already_durable
         try:
             _write_all(fd, data)
         except BaseException:
@@ -195,24 +204,9 @@ class LocalStore(ObjectStore):
             raise
         # One task per fsync, none waiting on another: a task that waited for tasks it queued
         # could hold every thread of the pool while what it waits for cannot start.
-        folders = [target.parent, *created]
-        synced: list[Future[None]] = []
-        try:
-            synced.append(_sync_pool().submit(_fsync_and_close, fd))
-            while folders:
-                synced.append(_sync_pool().submit(fsync_dir, folders[0]))
-                folders.pop(0)
-        except RuntimeError:  # the interpreter is exiting (an `atexit` close): sync here
-            if not synced:
-                _fsync_and_close(fd)
-            for folder in folders:
-                fsync_dir(folder)
-
-        def durable() -> None:
-            for future in synced:
-                future.result()
-
-        return durable
+        synced = [_in_background(_fsync_and_close, fd)]
+        synced += [_in_background(fsync_dir, folder) for folder in [target.parent, *created]]
+        return lambda: _wait(synced)
 
     def put_if_absent_after(self, path: str, data: Bytes, after: Sequence[Durable]) -> None:
         """See `ObjectStore.put_if_absent_after`: the file is written and fsynced under a
