@@ -33,7 +33,7 @@ import pyarrow.fs as pafs
 from .engine.read import ReplayPlan
 from .engine.replay import own_start
 from .errors import IntegrityError, InvalidInputError, StorageError
-from .record import schema_from_json, schema_to_json
+from .record import empty_table, schema_from_json, schema_to_json
 from .segments.verified import hash_bytes
 from .storage import ObjectStore
 from .storage.memory import MemoryStore
@@ -814,4 +814,4 @@ def read_scan_plan(
         for branch, spans in branches
         for s in prune(spans, filters, branch)
     ]
-    return pa.concat_tables(tables) if tables else out_schema.empty_table()
+    return pa.concat_tables(tables) if tables else empty_table(out_schema)

@@ -41,3 +41,26 @@ def test_sessions_of_two_handles_keep_their_own_views_and_tables(tmp_path: Path)
     finally:
         a.close()
         b.close()
+
+
+def test_a_first_query_in_a_new_process_does_not_import_pandas(tmp_path: Path) -> None:
+    """pyarrow's `Schema.empty_table()` imports pandas (about 200 ms); a fresh process's first
+    `log.sql` over a stream used it to learn DuckDB's column types."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    root = tmp_path / "log"
+    with ta.open(root) as log:
+        log.create_stream("t").append(pa.table({"x": pa.array([1, 2, 3]), "s": ["a", "b", "c"]}))
+    script = (
+        "import sys, transit_arrow as ta\n"
+        f"with ta.open({str(root)!r}) as log:\n"
+        "    rows = log.sql('SELECT sum(x), min(s) FROM \"t\"').fetchall()\n"
+        "print(rows, 'pandas' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["[(6,", "'a')]", "False"], out

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from flight_helpers import TOKEN, WAIT, ServerProcess
+from flight_helpers import TOKEN, WAIT, ServerProcess, Target
 
 import transit_arrow as ta
 from transit_arrow.client import connect
@@ -33,18 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterat
         yield proc
     finally:
         proc.close()
-
-
-@dataclass
-class Target:
-    """A log under test and the prefix its stream names take (the remote log is shared)."""
-
-    log: Any  # ta.Log or RemoteLog: the same API
-    prefix: str
-    remote: bool
-
-    def name(self, short: str) -> str:
-        return f"{self.prefix}{short}"
 
 
 @pytest.fixture(params=["local", "remote"])

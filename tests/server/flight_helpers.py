@@ -27,6 +27,18 @@ CLI = "from transit_arrow.cli import main; main()"
 HERE = Path(__file__).resolve().parent
 
 
+@dataclass
+class Target:
+    """A log under test and the prefix its stream names take (the remote log is shared)."""
+
+    log: Any  # ta.Log or RemoteLog: the same API
+    prefix: str
+    remote: bool
+
+    def name(self, short: str) -> str:
+        return f"{self.prefix}{short}"
+
+
 class Lines:
     """The stdout lines of a child process, read by a thread (so no wait can block forever and
     no line is lost between reading some lines live and the rest after the exit)."""

@@ -28,7 +28,12 @@ from flight_helpers import (
 import transit_arrow as ta
 from transit_arrow.client import connect
 from transit_arrow.client.protocol import ACTIONS, ERROR_CODES, UnauthorizedError
-from transit_arrow.server.flight import TransitFlightServer, retain_freed_memory
+from transit_arrow.server.flight import (
+    READ_CACHE_BYTES,
+    TransitFlightServer,
+    default_read_cache_bytes,
+    retain_freed_memory,
+)
 
 
 @pytest.fixture(scope="module")
@@ -350,5 +355,33 @@ def test_long_read_with_large_batches_arrives_whole_and_in_order(tmp_path: Path)
             assert first.get_total_buffer_size() >= 1 << 20
             reader.cancel()
             assert c.do_get(flight.Ticket(b"big"), options()).read_all().equals(expected)
+        finally:
+            server.shutdown()
+
+
+def test_a_server_has_a_bounded_read_cache_unless_told_not_to(tmp_path: Path) -> None:
+    """By default a server keeps up to 512 MB (or an eighth of the machine's memory) of
+    decoded row groups, and a second read of a branch is served from them; 0 turns it off."""
+    assert 0 < default_read_cache_bytes() <= READ_CACHE_BYTES
+    with ta.open(tmp_path / "log") as log:
+        stream = log.create_stream("s")
+        stream.append({"k": list(range(5000)), "v": [f"v{k}" for k in range(5000)]})
+        stream.flush()
+        expected = stream.read()
+        server = TransitFlightServer(log, "grpc://127.0.0.1:0", token=TOKEN)
+        try:
+            cache = log.catalog.decoded
+            assert cache is not None and cache.max_bytes == default_read_cache_bytes()
+            c = flight.FlightClient(f"grpc://127.0.0.1:{server.port}")
+            assert c.do_get(flight.Ticket(b"s"), options()).read_all().equals(expected)
+            assert (cache.hits, len(cache)) == (0, 1)
+            assert c.do_get(flight.Ticket(b"s"), options()).read_all().equals(expected)
+            assert cache.hits == 1
+        finally:
+            server.shutdown()
+    with ta.open(tmp_path / "log") as log:
+        server = TransitFlightServer(log, "grpc://127.0.0.1:0", token=TOKEN, read_cache_bytes=0)
+        try:
+            assert log.catalog.decoded is None
         finally:
             server.shutdown()

@@ -10,7 +10,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
-from conftest import Target
+from flight_helpers import Target
 
 import transit_arrow as ta
 

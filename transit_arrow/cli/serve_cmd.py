@@ -76,9 +76,10 @@ def _read_pem(path: Path | None, option: str) -> str | None:
 @click.option(
     "--read-cache-mb",
     type=click.IntRange(min=0),
-    default=0,
+    default=None,
     help="Keep up to this many MB of decoded row groups for later reads of the same "
-    "segments [default: 0, every read decodes].",
+    "segments; 0: every read decodes [default: 512, or an eighth of the machine's memory "
+    "when less].",
 )
 @click.option(
     "--drain-timeout",
@@ -97,7 +98,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     max_inflight_appends: int,
-    read_cache_mb: int,
+    read_cache_mb: int | None,
     drain_timeout: float,
     output: str,
     log_opts: LogOptions,
@@ -132,7 +133,7 @@ def serve(
             token=token,
             tls_certificates=tls,
             max_inflight_appends=max_inflight_appends,
-            read_cache_bytes=read_cache_mb * 1_000_000,
+            read_cache_bytes=None if read_cache_mb is None else read_cache_mb * 1_000_000,
         )
     except (pa.ArrowException, OSError) as e:
         log.close()

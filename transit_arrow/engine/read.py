@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from ..commit import Commit
 from ..errors import IntegrityError, InvalidInputError, TransitError
 from ..manifest import Manifest, SegmentRef
-from ..record import full_schema
+from ..record import empty_table, full_schema
 from ..segments.head import HeadBatches
 from ..segments.parquet import open_segment, read_groups
 from ..segments.prefetch import prefetch_spans
@@ -348,7 +348,7 @@ class ReplayPlan:
         """The replay as a polars LazyFrame; filters and projections reach the Parquet files."""
         import polars as pl  # imported on use: it adds ~0.2 s to every CLI start
 
-        target = pl.from_arrow(self.schema.empty_table())
+        target = pl.from_arrow(empty_table(self.schema))
         assert isinstance(target, pl.DataFrame)
         frames: list[pl.LazyFrame] = []
         prefetch_spans(self.catalog, self.spans)  # remote segments: fetched in parallel first

@@ -50,6 +50,7 @@ from ..errors import (
 from ..layout import materialization_folder
 from ..manifest import Manifest
 from ..names import decode_stream_name, encode_stream_name, validate_stream_name
+from ..record import empty_table
 from .partials import dask_partials
 from .parts import Part, PartPolicy, local_part, merge_tail, read_part, write_part
 from .parts import combine as combine_parts
@@ -551,7 +552,7 @@ class Materialization:
             out = self._call_reducer(state, pa.Table.from_batches([batch]))
             state = _as_table(out, f"reducer of {self.name!r}")
         if state is None:
-            state = _as_table(self._call_reducer(None, reader.schema.empty_table()), "reducer")
+            state = _as_table(self._call_reducer(None, empty_table(reader.schema)), "reducer")
         return state, processed
 
     def _call_reducer(self, state: pa.Table | None, batch: pa.Table) -> Any:
@@ -598,7 +599,7 @@ class Materialization:
         if plan.mode == "filter":
             return new
         assert not isinstance(state, list)
-        return _combine(plan, new.schema.empty_table() if state is None else state, new)
+        return _combine(plan, empty_table(new.schema) if state is None else state, new)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -647,7 +648,7 @@ class Materialization:
             con.register("__state", state)
             out = con.sql(plan.final_sql).to_arrow_table()
             # Name columns as the original query would (unaliased aggregates included).
-            empty = live_plan(self.catalog, self.source).schema.empty_table()
+            empty = empty_table(live_plan(self.catalog, self.source).schema)
             con.register("records", empty)
             names = list(con.sql(plan.query).columns)
         except duckdb.Error as e:
@@ -777,7 +778,7 @@ def _check_sql(catalog: Catalog, source: str, query: str) -> list[str]:
 
     con = sandbox()
     try:
-        con.register("records", live_plan(catalog, source).schema.empty_table())
+        con.register("records", empty_table(live_plan(catalog, source).schema))
         return list(con.sql(query).columns)  # binding the query catches unknown columns
     except duckdb.Error as e:
         raise InvalidInputError(f"the materialization query does not run on {source!r}: {e}") from e

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from ..engine.catalog import Catalog
 from ..errors import InvalidInputError, MissingExtraError
+from ..record import empty_table
 from ..scanplan import (
     FileSpan,
     Filters,
@@ -135,7 +136,7 @@ def to_dask(
         )
     out_schema = output_schema(plan.schema, columns, filters)
     selected = None if columns is None else list(columns)
-    meta = _pandas(out_schema.empty_table(), dtype_backend)
+    meta = _pandas(empty_table(out_schema), dtype_backend)
     pairs = _spans(plan, filters)
     if not pairs:
         empty: dd.DataFrame = dd.from_pandas(meta, npartitions=1)  # type: ignore[no-untyped-call]
@@ -214,7 +215,7 @@ def to_ray(
             self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
         ) -> list[ReadTask]:
             if not pairs:
-                return [ReadTask(lambda: [out_schema.empty_table()], BlockMetadata(0, 0, None))]
+                return [ReadTask(lambda: [empty_table(out_schema)], BlockMetadata(0, 0, None))]
             return [task(s, b) for s, b in pairs]
 
     dataset: ray.data.Dataset = ray.data.read_datasource(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ..engine.catalog import Catalog
 from ..engine.read import align_frame
 from ..engine.replay import own_start
+from ..record import empty_table
 from .snapshot import At, records_schema, take_snapshot
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def scan_all(catalog: Catalog, *, at: At = None) -> pl.LazyFrame:
 
     plans, _ = take_snapshot(catalog, at)
     schema = records_schema(plans)
-    target = pl.from_arrow(schema.empty_table())
+    target = pl.from_arrow(empty_table(schema))
     assert isinstance(target, pl.DataFrame)
     frames = [
         align_frame(

@@ -41,6 +41,7 @@ import pyarrow as pa
 from ..engine.replay import Span
 from ..manifest import SegmentRef
 from ..names import quote_ident, quote_str
+from ..record import empty_table
 from .database import shared_database
 
 __all__ = [
@@ -73,7 +74,7 @@ def duckdb_types(schema: pa.Schema) -> list[str]:
             # A cursor of the process's database: a database of its own cost ~20 ms to make.
             con = shared_database().cursor()
             try:
-                relation = con.from_arrow(schema.empty_table())
+                relation = con.from_arrow(empty_table(schema))
                 types = _TYPES[key] = [str(t) for t in relation.types]
             finally:
                 con.close()

@@ -13,8 +13,9 @@ read instead.
   a damaged file is refused as before, cache or not.
 - **Bounded.** At most `max_bytes` of Arrow buffers are held; the least recently used row
   groups are dropped first; a row group larger than the bound is never kept.
-- **Off by default.** A `Log` has no cache (`Catalog.decoded`); `transit serve
-  --read-cache-mb N` gives its log one.
+- **A server's.** A `Log` has no cache (`Catalog.decoded`); `transit serve` gives its log
+  one (512 MB, or an eighth of the machine's memory when less; `--read-cache-mb N` sets it,
+  0 turns it off).
 """
 
 from __future__ import annotations

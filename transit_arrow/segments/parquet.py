@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from ..layout import segment_path
 from ..manifest import SegmentRef
-from ..record import HEADERS_TYPE
+from ..record import HEADERS_TYPE, empty_table
 from . import arena, verified
 from .decoded import DecodedCache
 from .verified import hash_bytes
@@ -146,7 +146,7 @@ def _encoding(
     # A codec per column is keyed by Parquet leaf column (`_headers.key_value.key`, ...);
     # a leaf left out would be stored uncompressed.
     sink = io.BytesIO()
-    pq.write_table(table.schema.empty_table(), sink, store_schema=False)
+    pq.write_table(empty_table(table.schema), sink, store_schema=False)
     schema = pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
     leaves = [schema.column(i).path for i in range(len(schema))]
     codecs = {leaf: "none" if leaf.split(".", 1)[0] in plain else compression for leaf in leaves}

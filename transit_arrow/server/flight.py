@@ -34,6 +34,7 @@ import functools
 import hmac
 import importlib.metadata
 import logging
+import os
 import queue
 import threading
 import time
@@ -79,7 +80,12 @@ from ..stream import Ack, Stream
 from ..typing import Durability
 from ..view import StreamView
 
-__all__ = ["TransitFlightServer", "retain_freed_memory"]
+__all__ = [
+    "READ_CACHE_BYTES",
+    "TransitFlightServer",
+    "default_read_cache_bytes",
+    "retain_freed_memory",
+]
 
 _log = logging.getLogger("transit_arrow.server")
 
@@ -519,6 +525,22 @@ class _Upload:
             raise self.error
 
 
+#: The read cache of a server that is not told its size: at most this many bytes ...
+READ_CACHE_BYTES = 512_000_000
+#: ... and at most this fraction of the machine's memory.
+READ_CACHE_SHARE = 8
+
+
+def default_read_cache_bytes() -> int:
+    """The read cache a server has unless told otherwise: 512 MB, or an eighth of the
+    machine's physical memory when that is less (docs/flight.md, "Read cache")."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): the fixed size
+        return READ_CACHE_BYTES
+    return max(0, min(READ_CACHE_BYTES, physical // READ_CACHE_SHARE))
+
+
 class TransitFlightServer(flight.FlightServerBase):
     """Serves one open `Log` over Arrow Flight (see the module docstring and docs/flight.md).
 
@@ -531,10 +553,10 @@ class TransitFlightServer(flight.FlightServerBase):
         tls_certificates: `[(cert_pem, key_pem)]` to serve TLS.
         max_inflight_appends: uploads in progress per connection; more wait up to
             `admission_wait` seconds, then are refused `unavailable`.
-        read_cache_bytes: when > 0, reads (DoGet) keep the row groups they decode, up to
-            this many bytes, and later reads of the same segments reuse them
-            (`segments.decoded`; set on `log`, whose own streaming reads use it too); 0:
-            every read decodes.
+        read_cache_bytes: reads (DoGet) keep the row groups they decode, up to this many
+            bytes, and later reads of the same segments reuse them (`segments.decoded`; set
+            on `log`, whose own streaming reads use it too); None (default):
+            `default_read_cache_bytes()`; 0: every read decodes.
     """
 
     def __init__(
@@ -546,12 +568,14 @@ class TransitFlightServer(flight.FlightServerBase):
         tls_certificates: list[tuple[str, str]] | None = None,
         max_inflight_appends: int = 8,
         admission_wait: float = 30.0,
-        read_cache_bytes: int = 0,
+        read_cache_bytes: int | None = None,
     ) -> None:
         if not token:
             raise InvalidInputError("the server needs a non-empty token")
         if max_inflight_appends < 1:
             raise InvalidInputError("max_inflight_appends must be >= 1")
+        if read_cache_bytes is None:
+            read_cache_bytes = default_read_cache_bytes()
         if read_cache_bytes < 0:
             raise InvalidInputError("read_cache_bytes must be >= 0")
         self.log = log

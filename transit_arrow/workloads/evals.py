@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from .. import Materialization, register_merge_resolver
 from ..errors import InvalidInputError, MergeConflictError, StreamNotFoundError
 from ..log import Log
+from ..record import empty_table
 from ..stream import Stream
 from ._common import (
     append_rows,
@@ -1028,7 +1029,7 @@ class Evals:
         try:
             return self.log.stream(self.scores_stream).read()
         except StreamNotFoundError:
-            return SCORES_SCHEMA.empty_table()
+            return empty_table(SCORES_SCHEMA)
 
     def _query(self, sql: str) -> pa.Table:
         scores = self.scores()
