@@ -11,10 +11,24 @@ from pathlib import Path
 import pytest
 
 import transit_arrow as ta
+from transit_arrow.engine.read import READ_WORKERS
+
+#: The process-wide thread pools (prefix -> most threads): they start threads on demand, up
+#: to their bound, and keep them for the process's life, whatever log handles come and go.
+POOLS = {"transit-fsync": 4, "transit-read": READ_WORKERS}
+
+
+def pool_threads() -> dict[str, int]:
+    """Threads of each process-wide pool."""
+    names = [t.name for t in threading.enumerate()]
+    return {prefix: sum(n.startswith(prefix + "_") for n in names) for prefix in POOLS}
 
 
 def os_threads() -> int:
-    return len(os.listdir(f"/proc/{os.getpid()}/task"))
+    """The process's OS threads, those of the process-wide pools left out (a pool that grows
+    towards its bound during a test is not a leak: `test_no_threads_or_descriptors_leak`
+    checks the bounds)."""
+    return len(os.listdir(f"/proc/{os.getpid()}/task")) - sum(pool_threads().values())
 
 
 def open_fds() -> int:
@@ -121,5 +135,6 @@ def test_no_threads_or_descriptors_leak(tmp_path: Path, cycles: int) -> None:
         peak_threads = max(peak_threads, os_threads())
         peak_fds = max(peak_fds, open_fds())
     assert os_threads() <= threads, (threads, os_threads(), threading.enumerate())
+    assert all(pool_threads()[prefix] <= most for prefix, most in POOLS.items())
     assert open_fds() <= fds, (fds, open_fds())
     assert peak_threads <= threads + 1 and peak_fds <= fds + 1
