@@ -15,7 +15,9 @@ their baselines where there is one):
    `Log.duckdb()` of a log state (its view pack, `query/pack.py`, removed before each run),
    and one after a single stream got a commit (the newest pack reused);
 4. a fresh handle's first `log.sql` over a 2-stream log vs a new DuckDB connection running the
-   same query over `read_parquet` of the same files (target: ratio <= 1.5);
+   same query over `read_parquet` of the same files (target: ratio <= 1.5); then the same two
+   in new processes (`python -c`), each process timing itself from after its imports to the
+   result, and its whole run (interpreter start and imports included) timed from outside;
 5. `log.sql` on a `--many`-stream log: the first query, then one after a single stream changed
    (it should not rebuild views it does not need).
 
@@ -31,6 +33,8 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -357,6 +361,58 @@ def bench_first_sql(args: argparse.Namespace, work: Path) -> None:
         f"4. fresh handle's first log.sql over a 2-stream log (1 M records each): "
         f"{got['transit'] * 1e3:.0f} ms vs new duckdb connection + read_parquet "
         f"{got['raw'] * 1e3:.0f} ms, ratio {got['transit'] / got['raw']:.2f} (target <= 1.5)"
+    )
+    first_sql_in_new_processes(root, query, files, args.runs)
+
+
+#: Child programs of `first_sql_in_new_processes`: each prints the seconds from after its
+#: imports to the query's result.
+_TRANSIT_CHILD = """
+import sys, time
+import transit_arrow as ta
+t0 = time.perf_counter()
+with ta.open(sys.argv[1]) as log:
+    log.sql(sys.argv[2]).fetchall()
+print(time.perf_counter() - t0)
+"""
+_DUCKDB_CHILD = """
+import json, sys, time
+import duckdb
+t0 = time.perf_counter()
+con = duckdb.connect()
+con.sql(sys.argv[2], params={"files": json.loads(sys.argv[1])}).fetchall()
+print(time.perf_counter() - t0)
+"""
+
+
+def first_sql_in_new_processes(root: Path, query: str, files: list[str], runs: int) -> None:
+    """The first query of a new process: `log.sql` vs duckdb + `read_parquet`, alternating."""
+    children = {
+        "transit": [sys.executable, "-c", _TRANSIT_CHILD, str(root), query],
+        "raw": [
+            sys.executable,
+            "-c",
+            _DUCKDB_CHILD,
+            json.dumps(files),
+            QUERY.format(a="read_parquet($files)"),
+        ],
+    }
+    inside: dict[str, list[float]] = {k: [] for k in children}
+    whole: dict[str, list[float]] = {k: [] for k in children}
+    items = list(children.items())
+    for run in range(runs):
+        for label, argv in items if run % 2 == 0 else items[::-1]:
+            t0 = time.perf_counter()
+            out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+            whole[label].append(time.perf_counter() - t0)
+            inside[label].append(float(out))
+    ms = {k: statistics.median(v) * 1e3 for k, v in inside.items()}
+    total = {k: statistics.median(v) * 1e3 for k, v in whole.items()}
+    print(
+        f"   the same in a new process, after its imports: {ms['transit']:.0f} ms vs "
+        f"{ms['raw']:.0f} ms, ratio {ms['transit'] / ms['raw']:.2f}; whole process "
+        f"(interpreter start and imports included): {total['transit']:.0f} vs "
+        f"{total['raw']:.0f} ms"
     )
 
 

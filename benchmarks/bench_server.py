@@ -14,7 +14,9 @@ CPU ratio rather than what overlaps):
    as it fills (`DEFERRED_HEADS = 0`: what the upload pays when Parquet encoding competes
    with it, as before the server deferred seals during uploads), for scale `Stream.append`
    of the same batches in process, and for `local` its bound: the same records appended in
-   process and made durable by one write and fdatasync;
+   process and made durable by one write and fdatasync. Before each timed DoPut every
+   server is left to go idle (`settle`): what one still does after its run (sealing,
+   background fsyncs) is not charged to the next run of another;
 2. DoGet of a branch of `--records` records (its parent's records up to the fork, in
    segments of `--segment-compression`) vs a raw Flight DoGet of the same batches (same
    schema, same row-group-sized batches) held in the raw server's memory, both read by the
@@ -152,6 +154,20 @@ def transit_server(
     return Child([*args, *extra])
 
 
+def settle(children: list[Child], most: float = 5.0) -> None:
+    """Wait (at most `most` seconds) until no child used more than 10 ms of CPU in the last
+    0.2 s: what one server still does after a run (its sealing, its background fsyncs and
+    memory returns) is not charged to the next run of another."""
+    deadline = time.monotonic() + most
+    before = [c.cpu() for c in children]
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = [c.cpu() for c in children]
+        if all(b - a <= 0.01 for a, b in zip(before, now, strict=True)):
+            return
+        before = now
+
+
 def raw_server(data: Path | None = None) -> Child:
     args = [sys.executable, __file__, "--serve-raw"]
     return Child([*args, str(data)] if data else args)
@@ -211,6 +227,7 @@ def bench_put(
         cpu_ours: tuple[list[float], list[float]] = ([], [])
         try:
             for i in range(runs):  # interleaved, so that load changes hit all alike
+                settle([raw, *servers])
                 t0, c0 = time.perf_counter(), raw.cpu()
                 put(raw.address, raw_descriptor, batches)
                 t_raw.append(time.perf_counter() - t0)
@@ -219,6 +236,7 @@ def bench_put(
                     name = f"s{i}"
                     command = {"stream": name, "durability": durability, "create": True}
                     descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
+                    settle([raw, *servers])
                     t0, c0 = time.perf_counter(), server.cpu()
                     assert put(server.address, descriptor, batches) == n
                     times.append(time.perf_counter() - t0)
