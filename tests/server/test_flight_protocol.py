@@ -385,3 +385,48 @@ def test_a_server_has_a_bounded_read_cache_unless_told_not_to(tmp_path: Path) ->
             assert log.catalog.decoded is None
         finally:
             server.shutdown()
+
+
+def test_uploads_and_reads_reuse_their_worker_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One upload after another (each on its own stream) and one large read after another
+    run on the same worker threads: a thread per upload spread the memory a server keeps
+    over every allocator arena in turn (docs/flight.md, "Memory")."""
+    started: list[str] = []
+    start_thread = threading.Thread.start
+
+    def counting_start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start_thread(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+
+    def new(prefix: str) -> int:
+        return sum(name.startswith(prefix) for name in started)
+
+    with ta.open(tmp_path / "log") as log:
+        server = TransitFlightServer(log, "grpc://127.0.0.1:0", token=TOKEN)
+        try:
+            c = flight.FlightClient(f"grpc://127.0.0.1:{server.port}")
+            batches = [pa.record_batch({"x": list(range(k, k + 100))}) for k in range(0, 500, 100)]
+            for i in range(4):
+                command = {"stream": f"u{i}", "durability": "local", "create": True}
+                descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
+                messages, error = upload(c, descriptor, batches)
+                assert error is None and sum(m["batches"] for m in messages) == 5
+                assert log.stream(f"u{i}").read().num_rows == 500
+            # an appender and a syncer (`local`) at a time: two threads for all four uploads
+            assert new("transit-append") <= 2, started
+            stream = log.stream("u0")
+            for k in range(3):
+                rows = range(200_000)
+                stream.append(pa.table({"x": list(rows), "s": [f"{k}-{j}" for j in rows]}))
+            stream.flush()
+            expected = stream.read()
+            started.clear()
+            for _ in range(3):
+                assert c.do_get(flight.Ticket(b"u0"), options()).read_all().equals(expected)
+            assert new("transit-read-ahead") <= 1, started
+        finally:
+            server.shutdown()
