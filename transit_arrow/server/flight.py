@@ -324,6 +324,8 @@ class _Workers:
     resident memory with each of its first uploads of 1 M records (273 MB), towards the sum
     of every arena's peak. Reused threads allocate from the arenas that already hold that
     memory. Threads are made when every one is busy, and stay (as many as ever ran at once).
+    Not a `ThreadPoolExecutor`: its threads are joined at interpreter exit, and a read-ahead
+    whose call was never finished would then hold the exit; these are daemon threads.
     """
 
     def __init__(self) -> None:
